@@ -1,0 +1,203 @@
+//! Decoded-block cache, keyed by guest-physical address, linear address and
+//! decode width, with per-page invalidation for self-modifying code.
+//!
+//! Blocks live in a slab and are named by index; the per-vCPU jump cache (in
+//! [`crate::tlb::Tlb`]) holds an index plus the block's serial number, so a
+//! reused slot is never mistaken for the block that was there before.
+//! Invalidated blocks are freed only at [`CodeCache::collect`], which the run
+//! loop calls between blocks, so a block can invalidate itself safely.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use iced_x86::Instruction;
+
+use crate::fault::Result;
+use crate::interp::Ctx;
+
+/// An instruction handler: executes one decoded instruction. On entry RIP
+/// already points at the next instruction.
+pub type Handler = fn(&mut Ctx, &Instruction) -> Result<()>;
+
+/// A decoded instruction with its handler resolved once at decode time.
+#[derive(Clone)]
+pub struct Op {
+    pub insn: Instruction,
+    pub handler: Handler,
+}
+
+/// A straight-line run of decoded instructions within one guest page.
+pub struct Block {
+    /// Guest-physical address of the first instruction.
+    pub gpa: u64,
+    /// Linear address of the first instruction.
+    pub lin: u64,
+    /// Decode width (16, 32, 64).
+    pub bitness: u32,
+    pub ops: Box<[Op]>,
+    pub serial: u32,
+    pub valid: bool,
+}
+
+/// A small, fast hasher for integer keys (multiply-xorshift).
+#[derive(Default, Clone, Copy)]
+pub struct IntHasher(u64);
+
+impl Hasher for IntHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(b as u64);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(v as u64)
+    }
+}
+
+type IntMap<K, V> = HashMap<K, V, BuildHasherDefault<IntHasher>>;
+
+/// All decoded blocks of a machine (shared by its vCPUs).
+#[derive(Default)]
+pub struct CodeCache {
+    blocks: Vec<Option<Block>>,
+    free: Vec<u32>,
+    pending_free: Vec<u32>,
+    map: IntMap<(u64, u64, u32), u32>,
+    pages: IntMap<u64, Vec<u32>>,
+    /// Bumped whenever a page becomes a code page, so vCPUs drop write TLB entries.
+    pub gen: u64,
+    next_serial: u32,
+}
+
+impl CodeCache {
+    /// An empty cache.
+    pub fn new() -> CodeCache {
+        CodeCache::default()
+    }
+
+    /// Finds a valid block.
+    #[inline]
+    pub fn find(&self, gpa: u64, lin: u64, bitness: u32) -> Option<u32> {
+        self.map.get(&(gpa, lin, bitness)).copied()
+    }
+
+    /// The block in slot `id`, if it is valid and has serial `serial`.
+    #[inline(always)]
+    pub fn get_checked(&self, id: u32, serial: u32) -> Option<&Block> {
+        match self.blocks.get(id as usize) {
+            Some(Some(b)) if b.valid && b.serial == serial => Some(b),
+            _ => None,
+        }
+    }
+
+    /// The block in slot `id`.
+    #[inline(always)]
+    pub fn get(&self, id: u32) -> Option<&Block> {
+        self.blocks.get(id as usize).and_then(|b| b.as_ref())
+    }
+
+    /// Adds a block; returns (id, serial).
+    pub fn insert(&mut self, gpa: u64, lin: u64, bitness: u32, ops: Vec<Op>) -> (u32, u32) {
+        self.next_serial = self.next_serial.wrapping_add(1);
+        let serial = self.next_serial;
+        let block = Block {
+            gpa,
+            lin,
+            bitness,
+            ops: ops.into_boxed_slice(),
+            serial,
+            valid: true,
+        };
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.blocks[id as usize] = Some(block);
+                id
+            }
+            None => {
+                self.blocks.push(Some(block));
+                (self.blocks.len() - 1) as u32
+            }
+        };
+        self.map.insert((gpa, lin, bitness), id);
+        let page = gpa & !0xfff;
+        let list = self.pages.entry(page).or_default();
+        if list.is_empty() {
+            self.gen += 1;
+        }
+        list.push(id);
+        (id, serial)
+    }
+
+    /// Registers block `id` as also decoded from page `page` (an instruction
+    /// straddling two pages), so stores there invalidate it too.
+    pub fn add_page(&mut self, page: u64, id: u32) {
+        let list = self.pages.entry(page & !0xfff).or_default();
+        if list.is_empty() {
+            self.gen += 1;
+        }
+        list.push(id);
+    }
+
+    /// Whether guest-physical page `page` holds decoded code.
+    #[inline(always)]
+    pub fn is_code_page(&self, page: u64) -> bool {
+        !self.pages.is_empty() && self.pages.contains_key(&(page & !0xfff))
+    }
+
+    /// Invalidates every block decoded from guest-physical page `page`.
+    /// Returns true when anything was invalidated.
+    pub fn invalidate_page(&mut self, page: u64) -> bool {
+        let Some(ids) = self.pages.remove(&(page & !0xfff)) else {
+            return false;
+        };
+        for id in ids {
+            if let Some(Some(b)) = self.blocks.get_mut(id as usize) {
+                if b.valid {
+                    b.valid = false;
+                    self.map.remove(&(b.gpa, b.lin, b.bitness));
+                    self.pending_free.push(id);
+                }
+            }
+        }
+        true
+    }
+
+    /// Drops every block.
+    pub fn clear(&mut self) {
+        for id in 0..self.blocks.len() {
+            if let Some(b) = &mut self.blocks[id] {
+                if b.valid {
+                    b.valid = false;
+                    self.pending_free.push(id as u32);
+                }
+            }
+        }
+        self.map.clear();
+        self.pages.clear();
+        self.gen += 1;
+    }
+
+    /// Frees invalidated blocks. Call only when no block is executing.
+    pub fn collect(&mut self) {
+        for id in self.pending_free.drain(..) {
+            self.blocks[id as usize] = None;
+            self.free.push(id);
+        }
+    }
+
+    /// Number of valid blocks (for statistics).
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True when no block is cached.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}

@@ -1,0 +1,24 @@
+//! hindsight-cpu owns one x86-64 logical processor: its architectural state
+//! ([`Cpu`]), the decoded-block cache ([`CodeCache`]), the MMU with its software
+//! TLB, exception and interrupt delivery, and the caching interpreter.
+//!
+//! It knows nothing of devices or time travel: memory and I/O are reached only
+//! through the [`Bus`] trait that the machine implements. Virtual time is the
+//! instruction count ([`Cpu::icount`]); [`interp::run`] stops exactly at a
+//! requested count.
+
+pub mod block;
+pub mod bus;
+pub mod fault;
+pub mod flags;
+pub mod interp;
+pub mod memory;
+pub mod mmu;
+pub mod state;
+pub mod tlb;
+
+pub use block::CodeCache;
+pub use bus::{Bus, WritablePage};
+pub use fault::{Fault, Stop, StopKind};
+pub use interp::{run, Ctx, RunExit};
+pub use state::{Cpu, Mode, SegReg, Segment};
