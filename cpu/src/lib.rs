@@ -17,6 +17,9 @@ pub mod mmu;
 pub mod state;
 pub mod tlb;
 
+#[cfg(test)]
+pub mod testutil;
+
 pub use block::CodeCache;
 pub use bus::{Bus, WritablePage};
 pub use fault::{Fault, Stop, StopKind};

@@ -279,3 +279,58 @@ fn salc(ctx: &mut Ctx, _: &Instruction) -> Result<()> {
     Ok(())
 }
 
+
+#[cfg(test)]
+mod tests {
+    use crate::interp::RunExit;
+    use crate::testutil::{run_asm, TestMode, DATA};
+    use iced_x86::code_asm::*;
+
+    #[test]
+    fn mov_lea_cmov_in_every_mode() {
+        for mode in [TestMode::Real, TestMode::Protected32, TestMode::Long64] {
+            let (cpu, _, exit) = run_asm(
+                mode,
+                |a| {
+                    a.mov(eax, 0x1234_5678u32)?;
+                    a.mov(bl, 0x80u32)?;
+                    a.movsx(ecx, bl)?;
+                    a.movzx(edx, bl)?;
+                    a.lea(esi, dword_ptr(eax + ecx * 2 + 4))?;
+                    a.stc()?;
+                    a.cmovb(edi, eax)?;
+                    a.hlt()
+                },
+                |_, _| {},
+            );
+            assert_eq!(exit, RunExit::Halted, "{mode:?}");
+            assert_eq!(cpu.gpr[0] & 0xffff_ffff, 0x1234_5678);
+            assert_eq!(cpu.gpr[1] & 0xffff_ffff, 0xffff_ff80);
+            assert_eq!(cpu.gpr[2] & 0xffff_ffff, 0x80);
+            assert_eq!(cpu.gpr[6] & 0xffff_ffff, 0x1234_5678u32.wrapping_add(0xffff_ff00).wrapping_add(4) as u64);
+            assert_eq!(cpu.gpr[7] & 0xffff_ffff, 0x1234_5678);
+        }
+    }
+
+    #[test]
+    fn memory_store_and_load_64() {
+        let (cpu, bus, exit) = run_asm(
+            TestMode::Long64,
+            |a| {
+                a.mov(rax, 0x1122_3344_5566_7788u64)?;
+                a.mov(rbx, DATA)?;
+                a.mov(qword_ptr(rbx + 8), rax)?;
+                a.mov(cx, word_ptr(rbx + 10))?;
+                a.xchg(qword_ptr(rbx + 8), rdx)?;
+                a.bswap(rax)?;
+                a.hlt()
+            },
+            |_, _| {},
+        );
+        assert_eq!(exit, RunExit::Halted);
+        assert_eq!(cpu.gpr[1] & 0xffff, 0x5566);
+        assert_eq!(cpu.gpr[2], 0x1122_3344_5566_7788);
+        assert_eq!(bus.read(DATA + 8, 8), 0x600, "RDX holds the reset signature");
+        assert_eq!(cpu.gpr[0], 0x8877_6655_4433_2211);
+    }
+}
