@@ -9,11 +9,13 @@
 
 pub mod block;
 pub mod bus;
+pub mod cpuid;
 pub mod fault;
 pub mod flags;
 pub mod interp;
 pub mod memory;
 pub mod mmu;
+pub mod msr;
 pub mod state;
 pub mod tlb;
 

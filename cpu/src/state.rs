@@ -181,6 +181,12 @@ pub struct Msrs {
     /// Guest-written TSC adjustment: TSC = icount + tsc_offset (wrapping).
     pub tsc_offset: u64,
     pub misc_enable: u64,
+    /// IA32_MTRR_DEF_TYPE.
+    pub mtrr_def_type: u64,
+    /// IA32_MTRR_PHYSBASE0/PHYSMASK0 .. PHYSBASE7/PHYSMASK7, in MSR order.
+    pub mtrr_var: [u64; 16],
+    /// Fixed-range MTRRs: 64K_00000, 16K_80000, 16K_A0000, 4K_C0000 .. 4K_F8000.
+    pub mtrr_fixed: [u64; 11],
 }
 
 /// Processor operating mode, derived from CR0, EFER, RFLAGS.VM and CS.

@@ -1,13 +1,29 @@
-//! Interrupt and exception delivery (real-mode IVT; protected- and long-mode
-//! IDT are to be completed), plus INT n / INT3 / INTO / IRET.
+//! Interrupt and exception delivery, and the instructions that raise or
+//! return from them: INT n, INT3, INTO, INT1 (ICEBP) and IRET/IRETD/IRETQ.
+//!
+//! Delivery follows the SDM (vol. 2 "INT n/INTO/INT3/INT1", vol. 3 ch. 6):
+//! the real-mode IVT; protected-mode interrupt and trap gates (16/32-bit)
+//! with a stack switch from the TSS on a privilege change, including
+//! interrupts from virtual-8086 mode; and long-mode 16-byte gates with
+//! RSPn/IST stacks, 16-byte alignment and an unconditional SS:RSP push.
+//! Every check and every push is validated before any state changes, so a
+//! fault during delivery leaves the machine as it was and the nested fault
+//! is delivered instead (#DF and triple fault per SDM table 6-5).
+//!
+//! Not supported (the machine stops with `StopKind::Unsupported`): task
+//! gates in the IDT and IRET with EFLAGS.NT = 1 (hardware task switches).
+//! Virtual-8086 mode extensions (CR4.VME) are not advertised, so INT n and
+//! IRET in V86 mode with IOPL < 3 raise #GP(0).
 
-use iced_x86::Instruction;
+use iced_x86::{Code, Instruction};
 
 use crate::block::Handler;
-use crate::fault::{vector, StopKind};
+use crate::fault::{vector, Fault, Result, StopKind};
 use crate::flags;
+use crate::interp::descriptor::{is_null, null_segment, null_ss, real_segment, sel_code, v86_segment, Desc, StackBuilder};
 use crate::interp::Ctx;
-use crate::state::{attr, SegReg, Segment};
+use crate::memory::is_canonical;
+use crate::state::{cr, reg, Mode, SegReg};
 
 /// Something to deliver through the IVT/IDT.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,87 +41,605 @@ impl Event {
     /// The vector number.
     pub fn vector(&self) -> u8 {
         match *self {
-            Event::Exception { vector, .. }
-            | Event::Software { vector, .. }
-            | Event::External { vector } => vector,
+            Event::Exception { vector, .. } | Event::Software { vector, .. } | Event::External { vector } => vector,
+        }
+    }
+
+    /// The EXT bit of error codes raised while delivering this event: clear
+    /// only for INT n, INT3 and INTO.
+    #[inline]
+    fn ext(&self) -> u32 {
+        match self {
+            Event::Software { soft: true, .. } => 0,
+            _ => 1,
+        }
+    }
+
+    /// INT n / INT3 / INTO: subject to the gate DPL check.
+    #[inline]
+    fn is_soft(&self) -> bool {
+        matches!(self, Event::Software { soft: true, .. })
+    }
+
+    #[inline]
+    fn error_code(&self) -> Option<u32> {
+        match *self {
+            Event::Exception { error_code, .. } => error_code,
+            _ => None,
         }
     }
 }
 
 /// The handler for `insn` if this group implements it.
-pub(super) fn handler(_insn: &Instruction) -> Option<Handler> {
-    None
+pub(super) fn handler(insn: &Instruction) -> Option<Handler> {
+    Some(match insn.code() {
+        Code::Int_imm8 => int_n,
+        Code::Int3 => int3,
+        Code::Into => into,
+        Code::Int1 => int1,
+        Code::Iretw | Code::Iretd | Code::Iretq => iret,
+        _ => return None,
+    })
+}
+
+/// Fault-class exceptions push EFLAGS with RF set (all but #DB, which may be
+/// a trap, and the aborts #DF/#MC; #BP and #OF are traps).
+#[inline]
+fn is_fault_class(v: u8) -> bool {
+    matches!(
+        v,
+        vector::DE | vector::BR | vector::UD | vector::NM | vector::TS | vector::NP | vector::SS | vector::GP
+            | vector::PF | vector::MF | vector::AC | vector::XM | 20 | 21
+    )
+}
+
+/// Whether a fault during delivery of `first` turns into #DF (SDM table 6-5):
+/// contributory after contributory, contributory or #PF after #PF.
+fn is_double_fault(first: u8, second: u8) -> bool {
+    let contributory = |v: u8| matches!(v, vector::DE | vector::TS | vector::NP | vector::SS | vector::GP);
+    (contributory(first) && contributory(second)) || (first == vector::PF && (contributory(second) || second == vector::PF))
 }
 
 impl Ctx<'_> {
     /// Delivers an event, escalating nested faults to #DF and triple fault.
+    /// A fault raised while delivering an event is delivered in its place
+    /// (benign combinations), or becomes #DF(0); any fault while delivering
+    /// #DF is a triple fault.
+    ///
+    /// INT n and friends use [`Ctx::software_interrupt`] instead, so that a
+    /// fault in their delivery is reported at the instruction.
     pub(crate) fn deliver(&mut self, ev: Event) -> std::result::Result<(), StopKind> {
-        let first = self.cpu.delivering;
-        let v = ev.vector();
-        if let Event::Exception { vector: ve, error_code } = ev {
-            if first == Some(vector::DF) {
-                return Err(StopKind::TripleFault {
-                    vector: ve,
-                    error_code,
-                });
+        let mut ev = ev;
+        loop {
+            if let Event::Exception { vector, .. } = ev {
+                if is_fault_class(vector) {
+                    self.cpu.rflags |= flags::RF;
+                }
             }
-            if let Some(prev) = first {
-                if is_contributory_pair(prev, ve) {
-                    self.cpu.delivering = None;
-                    return self.deliver(Event::Exception {
-                        vector: vector::DF,
-                        error_code: Some(0),
-                    });
+            self.cpu.delivering = Some(ev.vector());
+            let r = self.deliver_once(ev);
+            self.cpu.delivering = None;
+            match r {
+                Ok(()) => return Ok(()),
+                Err(Fault::Stop(kind)) => return Err(kind),
+                Err(Fault::Exception { vector: second, error_code }) => {
+                    let first = match ev {
+                        Event::Exception { vector, .. } => Some(vector),
+                        _ => None,
+                    };
+                    ev = match first {
+                        Some(vector::DF) => {
+                            return Err(StopKind::TripleFault {
+                                vector: second,
+                                error_code,
+                            })
+                        }
+                        Some(f) if is_double_fault(f, second) => Event::Exception {
+                            vector: vector::DF,
+                            error_code: Some(0),
+                        },
+                        _ => Event::Exception {
+                            vector: second,
+                            error_code,
+                        },
+                    };
                 }
             }
         }
-        self.cpu.delivering = Some(v);
-        let r = self.deliver_real(ev);
-        let r = match r {
-            Ok(()) => Ok(()),
-            Err(crate::fault::Fault::Exception { vector, error_code }) => {
-                self.deliver(Event::Exception { vector, error_code })
-            }
-            Err(crate::fault::Fault::Stop(kind)) => Err(kind),
-        };
+    }
+
+    /// INT n / INT3 / INTO (`soft`) or INT1: delivers the interrupt with RIP
+    /// after the instruction. A fault during delivery is returned, so the run
+    /// loop reports it at the instruction (with EXT clear for INT n).
+    pub(crate) fn software_interrupt(&mut self, vector: u8, soft: bool) -> Result<()> {
+        self.cpu.delivering = Some(vector);
+        let r = self.deliver_once(Event::Software { vector, soft });
         self.cpu.delivering = None;
         r
     }
 
-    fn deliver_real(&mut self, ev: Event) -> crate::fault::Result<()> {
-        let v = ev.vector() as u64;
-        if v * 4 + 3 > self.cpu.idtr.limit as u64 {
-            return Err(crate::fault::Fault::gp(0));
+    /// One delivery attempt: all or nothing.
+    fn deliver_once(&mut self, ev: Event) -> Result<()> {
+        if self.cpu.cr0 & cr::CR0_PE == 0 {
+            self.deliver_real(ev)
+        } else if self.cpu.efer & cr::EFER_LMA != 0 {
+            self.deliver_long(ev)
+        } else {
+            self.deliver_protected(ev)
         }
-        let entry = self.read_lin_sys(self.cpu.idtr.base.wrapping_add(v * 4), 4)?;
-        let flags_v = self.cpu.rflags as u16 as u64;
-        let cs = self.cpu.seg[SegReg::Cs as usize].selector as u64;
-        let ip = self.cpu.rip & 0xffff;
-        self.push16(flags_v)?;
-        self.push16(cs)?;
-        self.push16(ip)?;
-        self.cpu.rflags &= !(flags::IF | flags::TF | flags::AC | flags::RF);
-        self.cpu.seg[SegReg::Cs as usize] = Segment {
-            attr: self.cpu.seg[SegReg::Cs as usize].attr | attr::PRESENT,
-            ..Segment::real((entry >> 16) as u16, self.cpu.seg[SegReg::Cs as usize].attr)
-        };
-        self.cpu.rip = entry & 0xffff;
-        self.cpu.update_mode();
-        Ok(())
     }
 
-    fn push16(&mut self, v: u64) -> crate::fault::Result<()> {
-        let sp = self.cpu.gpr[crate::state::reg::RSP].wrapping_sub(2) & 0xffff;
-        self.write_seg(SegReg::Ss, sp, 2, v)?;
-        let g = &mut self.cpu.gpr[crate::state::reg::RSP];
-        *g = (*g & !0xffff) | sp;
+    /// Real mode: FLAGS, CS, IP through the IVT.
+    fn deliver_real(&mut self, ev: Event) -> Result<()> {
+        let v = ev.vector() as u64;
+        if v * 4 + 3 > self.cpu.idtr.limit as u64 {
+            return Err(Fault::gp(0));
+        }
+        let entry = self.read_lin_sys(self.cpu.idtr.base.wrapping_add(v * 4), 4)?;
+        let mut st = StackBuilder::new(self.cpu.seg[SegReg::Ss as usize], self.sp(), false, Fault::ss(0));
+        st.push(2, self.cpu.rflags)?;
+        st.push(2, self.cpu.seg[SegReg::Cs as usize].selector as u64)?;
+        st.push(2, self.cpu.rip)?;
+        st.probe(self, false)?;
+        let cs = &mut self.cpu.seg[SegReg::Cs as usize];
+        *cs = real_segment(*cs, (entry >> 16) as u16);
+        self.cpu.rflags &= !(flags::IF | flags::TF | flags::AC | flags::RF);
+        self.cpu.rip = entry & 0xffff;
+        self.set_sp(st.sp);
+        self.cpu.update_mode();
+        st.commit(self)
+    }
+
+    /// Reads and checks the code segment an IDT gate names.
+    fn gate_code_segment(&mut self, sel: u16, ext: u32) -> Result<(Desc, u64)> {
+        if is_null(sel) {
+            return Err(Fault::gp(ext));
+        }
+        let gp = Fault::gp(sel_code(sel) | ext);
+        let Some((d, addr)) = self.read_desc(sel)? else {
+            return Err(gp);
+        };
+        if !d.is_code() || d.dpl() > self.cpu.cpl {
+            return Err(gp);
+        }
+        if !d.present() {
+            return Err(Fault::np(sel_code(sel) | ext));
+        }
+        Ok((d, addr))
+    }
+
+    /// Protected mode (legacy): 16/32-bit interrupt and trap gates.
+    fn deliver_protected(&mut self, ev: Event) -> Result<()> {
+        let v = ev.vector();
+        let ext = ev.ext();
+        let idt_err = ((v as u32) << 3) | 2 | ext;
+        let off = (v as u64) * 8;
+        if off + 7 > self.cpu.idtr.limit as u64 {
+            return Err(Fault::gp(idt_err));
+        }
+        let gate = Desc {
+            lo: self.read_lin_sys(self.cpu.idtr.base.wrapping_add(off), 8)?,
+            hi: 0,
+        };
+        let ty = gate.sys_type();
+        if gate.is_seg() || !matches!(ty, 5 | 6 | 7 | 0xe | 0xf) {
+            return Err(Fault::gp(idt_err));
+        }
+        let cpl = self.cpu.cpl;
+        if ev.is_soft() && gate.dpl() < cpl {
+            return Err(Fault::gp(((v as u32) << 3) | 2));
+        }
+        if !gate.present() {
+            return Err(Fault::np(idt_err));
+        }
+        if ty == 5 {
+            return Err(Fault::Stop(StopKind::Unsupported(format!(
+                "task switch through the task gate of vector {v:#x}"
+            ))));
+        }
+        let size: u8 = if ty & 8 != 0 { 4 } else { 2 };
+        let interrupt_gate = ty & 1 == 0;
+        let eip = gate.gate_offset() & flags::mask(size);
+        let cs_sel = gate.gate_selector();
+        let (cd, cs_addr) = self.gate_code_segment(cs_sel, ext)?;
+        let vm = self.cpu.rflags & flags::VM != 0;
+        let dpl = cd.dpl();
+        let old_flags = self.cpu.rflags;
+        let old_cs = self.cpu.seg[SegReg::Cs as usize].selector as u64;
+        let old_ip = self.cpu.rip;
+        let err = ev.error_code();
+
+        let st = if !cd.conforming() && dpl < cpl {
+            // Inter-privilege (or from virtual-8086 mode, to ring 0 only).
+            if vm && dpl != 0 {
+                return Err(Fault::gp(sel_code(cs_sel) | ext));
+            }
+            let (ss_sel, esp) = self.tss_stack_legacy(dpl, ext)?;
+            let (ss_seg, ss_addr, ss_desc) = self.inner_stack_segment(ss_sel, dpl, ext)?;
+            let mut st = StackBuilder::new(ss_seg, esp, false, Fault::ss(sel_code(ss_sel) | ext));
+            if vm {
+                for s in [SegReg::Gs, SegReg::Fs, SegReg::Ds, SegReg::Es] {
+                    st.push(size, self.cpu.seg[s as usize].selector as u64)?;
+                }
+            }
+            st.push(size, self.cpu.seg[SegReg::Ss as usize].selector as u64)?;
+            st.push(size, self.cpu.gpr[reg::RSP])?;
+            st.push(size, old_flags)?;
+            st.push(size, old_cs)?;
+            st.push(size, old_ip)?;
+            if let Some(e) = err {
+                st.push(size, e as u64)?;
+            }
+            if eip > cd.limit() as u64 {
+                return Err(Fault::gp(ext));
+            }
+            st.probe(self, false)?;
+            self.set_accessed(cs_addr, &cd)?;
+            self.set_accessed(ss_addr, &ss_desc)?;
+            if vm {
+                // The V86 segment registers were saved; they become null.
+                for s in [SegReg::Es, SegReg::Ds, SegReg::Fs, SegReg::Gs] {
+                    self.cpu.seg[s as usize] = null_segment(0);
+                }
+            }
+            self.cpu.seg[SegReg::Ss as usize] = ss_seg;
+            // A 16-bit stack keeps the upper half of the ESP the TSS supplied.
+            self.cpu.gpr[reg::RSP] = ((esp & !st.mask()) | st.sp) & 0xffff_ffff;
+            self.cpu.seg[SegReg::Cs as usize] = cd.segment((cs_sel & !3) | dpl as u16);
+            self.cpu.cpl = dpl;
+            st
+        } else {
+            // Intra-privilege: conforming code, or DPL = CPL.
+            if vm {
+                return Err(Fault::gp(sel_code(cs_sel) | ext));
+            }
+            let mut st = StackBuilder::new(self.cpu.seg[SegReg::Ss as usize], self.sp(), false, Fault::ss(ext));
+            st.push(size, old_flags)?;
+            st.push(size, old_cs)?;
+            st.push(size, old_ip)?;
+            if let Some(e) = err {
+                st.push(size, e as u64)?;
+            }
+            if eip > cd.limit() as u64 {
+                return Err(Fault::gp(ext));
+            }
+            st.probe(self, cpl == 3)?;
+            self.set_accessed(cs_addr, &cd)?;
+            self.set_sp(st.sp);
+            self.cpu.seg[SegReg::Cs as usize] = cd.segment((cs_sel & !3) | cpl as u16);
+            st
+        };
+        self.finish_delivery(&st, eip, interrupt_gate)
+    }
+
+    /// IA-32e mode: 16-byte interrupt and trap gates, RSPn or IST stacks.
+    fn deliver_long(&mut self, ev: Event) -> Result<()> {
+        let v = ev.vector();
+        let ext = ev.ext();
+        let idt_err = ((v as u32) << 3) | 2 | ext;
+        let off = (v as u64) * 16;
+        if off + 15 > self.cpu.idtr.limit as u64 {
+            return Err(Fault::gp(idt_err));
+        }
+        let base = self.cpu.idtr.base.wrapping_add(off);
+        let gate = Desc {
+            lo: self.read_lin_sys(base, 8)?,
+            hi: self.read_lin_sys(base.wrapping_add(8), 8)?,
+        };
+        let ty = gate.sys_type();
+        if gate.is_seg() || !matches!(ty, 0xe | 0xf) {
+            return Err(Fault::gp(idt_err));
+        }
+        let cpl = self.cpu.cpl;
+        if ev.is_soft() && gate.dpl() < cpl {
+            return Err(Fault::gp(((v as u32) << 3) | 2));
+        }
+        if !gate.present() {
+            return Err(Fault::np(idt_err));
+        }
+        let interrupt_gate = ty & 1 == 0;
+        let rip = gate.gate_offset();
+        let cs_sel = gate.gate_selector();
+        let (cd, cs_addr) = self.gate_code_segment(cs_sel, ext)?;
+        if !cd.long() || cd.db() {
+            return Err(Fault::gp(sel_code(cs_sel) | ext));
+        }
+        let inter = !cd.conforming() && cd.dpl() < cpl;
+        let new_cpl = if inter { cd.dpl() } else { cpl };
+        let ist = gate.gate_ist();
+        let rsp = if inter || ist != 0 {
+            self.tss_stack_long(new_cpl, ist, ext)?
+        } else {
+            self.cpu.gpr[reg::RSP]
+        };
+        if !is_canonical(rsp) {
+            return Err(Fault::ss(ext));
+        }
+        if !is_canonical(rip) {
+            return Err(Fault::gp(ext));
+        }
+        let mut st = StackBuilder::new(self.cpu.seg[SegReg::Ss as usize], rsp & !0xf, true, Fault::ss(ext));
+        st.push(8, self.cpu.seg[SegReg::Ss as usize].selector as u64)?;
+        st.push(8, self.cpu.gpr[reg::RSP])?;
+        st.push(8, self.cpu.rflags)?;
+        st.push(8, self.cpu.seg[SegReg::Cs as usize].selector as u64)?;
+        st.push(8, self.cpu.rip)?;
+        if let Some(e) = ev.error_code() {
+            st.push(8, e as u64)?;
+        }
+        st.probe(self, new_cpl == 3)?;
+        self.set_accessed(cs_addr, &cd)?;
+        if inter {
+            self.cpu.seg[SegReg::Ss as usize] = null_ss(new_cpl);
+        }
+        self.cpu.gpr[reg::RSP] = st.sp;
+        self.cpu.seg[SegReg::Cs as usize] = cd.segment((cs_sel & !3) | new_cpl as u16);
+        self.cpu.cpl = new_cpl;
+        self.finish_delivery(&st, rip, interrupt_gate)
+    }
+
+    /// The common end of protected- and long-mode delivery: flags, RIP,
+    /// mode, then the (already validated) pushes.
+    fn finish_delivery(&mut self, st: &StackBuilder, rip: u64, interrupt_gate: bool) -> Result<()> {
+        self.cpu.rflags &= !(flags::TF | flags::NT | flags::RF | flags::VM);
+        if interrupt_gate {
+            self.cpu.rflags &= !flags::IF;
+        }
+        self.cpu.rip = rip;
+        self.cpu.update_mode();
+        st.commit(self)
+    }
+}
+
+fn int_n(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
+    // Without VME, INT n in virtual-8086 mode is IOPL-sensitive (INT3/INTO are not).
+    if ctx.cpu.mode == Mode::Virtual8086 && ctx.cpu.iopl() < 3 {
+        return Err(Fault::gp(0));
+    }
+    ctx.software_interrupt(insn.immediate8(), true)
+}
+
+fn int3(ctx: &mut Ctx, _: &Instruction) -> Result<()> {
+    ctx.software_interrupt(vector::BP, true)
+}
+
+fn into(ctx: &mut Ctx, _: &Instruction) -> Result<()> {
+    if ctx.cpu.rflags & flags::OF != 0 {
+        ctx.software_interrupt(vector::OF, true)
+    } else {
         Ok(())
     }
 }
 
-/// Whether a fault during delivery of `first` turns into #DF (SDM table 6-5).
-fn is_contributory_pair(first: u8, second: u8) -> bool {
-    let contributory = |v: u8| matches!(v, vector::DE | vector::TS | vector::NP | vector::SS | vector::GP);
-    (contributory(first) && contributory(second))
-        || (first == vector::PF && (contributory(second) || second == vector::PF))
+fn int1(ctx: &mut Ctx, _: &Instruction) -> Result<()> {
+    ctx.software_interrupt(vector::DB, false)
+}
+
+/// EFLAGS bits a 16-bit image can hold (bit 1 is fixed, 3, 5 and 15 are zero).
+const FLAGS16: u64 = 0x7fd5;
+
+/// EFLAGS after a protected/long-mode IRET from privilege `cpl`.
+fn iret_flags(old: u64, new: u64, size: u8, cpl: u8, iopl: u8) -> u64 {
+    let mut m = flags::STATUS | flags::TF | flags::DF | flags::NT;
+    if size >= 4 {
+        m |= flags::RF | flags::AC | flags::ID;
+    }
+    if cpl <= iopl {
+        m |= flags::IF;
+    }
+    if cpl == 0 {
+        m |= flags::IOPL;
+        if size >= 4 {
+            m |= flags::VIF | flags::VIP;
+        }
+    }
+    (old & !m) | (new & m) | flags::FIXED
+}
+
+fn iret(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
+    let size: u8 = match insn.code() {
+        Code::Iretw => 2,
+        Code::Iretd => 4,
+        _ => 8,
+    };
+    let old_if = ctx.cpu.rflags & flags::IF;
+    match ctx.cpu.mode {
+        Mode::Real => iret_real(ctx, size)?,
+        Mode::Virtual8086 => iret_v86(ctx, size)?,
+        _ => {
+            if ctx.cpu.rflags & flags::NT != 0 {
+                if ctx.cpu.efer & cr::EFER_LMA != 0 {
+                    return Err(Fault::gp(0));
+                }
+                return Err(Fault::Stop(StopKind::Unsupported(
+                    "task return (IRET with EFLAGS.NT set)".into(),
+                )));
+            }
+            if ctx.cpu.efer & cr::EFER_LMA != 0 {
+                iret_long(ctx, size)?
+            } else {
+                iret_protected(ctx, size)?
+            }
+        }
+    }
+    if old_if == 0 && ctx.cpu.rflags & flags::IF != 0 {
+        // Interrupts may be deliverable now.
+        ctx.cpu.exit_request = true;
+    }
+    ctx.cpu.end_block = true;
+    Ok(())
+}
+
+fn iret_real(ctx: &mut Ctx, size: u8) -> Result<()> {
+    let ip = ctx.peek(0, size)?;
+    let cs = ctx.peek(size as u64, size)? as u16;
+    let fl = ctx.peek(2 * size as u64, size)?;
+    if ip > ctx.cpu.seg[SegReg::Cs as usize].limit as u64 {
+        return Err(Fault::gp(0));
+    }
+    let sp = ctx.sp().wrapping_add(3 * size as u64);
+    ctx.set_sp(sp);
+    let old = ctx.cpu.rflags;
+    ctx.cpu.rflags = if size == 4 {
+        // VM, VIF and VIP keep their values.
+        (fl & 0x25_7fd5) | (old & 0x1a_0000) | flags::FIXED
+    } else {
+        (old & !0xffff) | (fl & FLAGS16) | flags::FIXED
+    };
+    let c = &mut ctx.cpu.seg[SegReg::Cs as usize];
+    *c = real_segment(*c, cs);
+    ctx.cpu.rip = ip;
+    ctx.cpu.update_mode();
+    Ok(())
+}
+
+fn iret_v86(ctx: &mut Ctx, size: u8) -> Result<()> {
+    if ctx.cpu.iopl() < 3 {
+        return Err(Fault::gp(0));
+    }
+    let ip = ctx.peek(0, size)?;
+    let cs = ctx.peek(size as u64, size)? as u16;
+    let fl = ctx.peek(2 * size as u64, size)?;
+    if ip > 0xffff {
+        return Err(Fault::gp(0));
+    }
+    let sp = ctx.sp().wrapping_add(3 * size as u64);
+    ctx.set_sp(sp);
+    let old = ctx.cpu.rflags;
+    // VM, IOPL, VIP and VIF are not changed by the popped image.
+    let m = if size == 4 {
+        flags::ALL_DEFINED & !(flags::VM | flags::IOPL | flags::VIP | flags::VIF | flags::FIXED)
+    } else {
+        FLAGS16 & !flags::IOPL
+    };
+    ctx.cpu.rflags = (old & !m) | (fl & m) | flags::FIXED;
+    ctx.cpu.seg[SegReg::Cs as usize] = v86_segment(cs);
+    ctx.cpu.rip = ip;
+    ctx.cpu.update_mode();
+    Ok(())
+}
+
+/// IRET from CPL 0 with VM set in the popped EFLAGS: back to virtual-8086 mode.
+fn iret_to_v86(ctx: &mut Ctx, eip: u64, cs: u16, fl: u64) -> Result<()> {
+    let mut v = [0u64; 6];
+    for (i, x) in v.iter_mut().enumerate() {
+        *x = ctx.peek(12 + 4 * i as u64, 4)?;
+    }
+    let [esp, ss, es, ds, fs, gs] = v;
+    if eip > 0xffff {
+        return Err(Fault::gp(0));
+    }
+    ctx.cpu.rflags = (fl & flags::ALL_DEFINED) | flags::FIXED;
+    let seg = &mut ctx.cpu.seg;
+    seg[SegReg::Cs as usize] = v86_segment(cs);
+    seg[SegReg::Ss as usize] = v86_segment(ss as u16);
+    seg[SegReg::Es as usize] = v86_segment(es as u16);
+    seg[SegReg::Ds as usize] = v86_segment(ds as u16);
+    seg[SegReg::Fs as usize] = v86_segment(fs as u16);
+    seg[SegReg::Gs as usize] = v86_segment(gs as u16);
+    ctx.cpu.gpr[reg::RSP] = esp & 0xffff_ffff;
+    ctx.cpu.rip = eip;
+    ctx.cpu.cpl = 3;
+    ctx.cpu.update_mode();
+    Ok(())
+}
+
+fn iret_protected(ctx: &mut Ctx, size: u8) -> Result<()> {
+    let cpl = ctx.cpu.cpl;
+    let eip = ctx.peek(0, size)?;
+    let cs_sel = ctx.peek(size as u64, size)? as u16;
+    let fl = ctx.peek(2 * size as u64, size)?;
+    if size == 4 && fl & flags::VM != 0 && cpl == 0 {
+        return iret_to_v86(ctx, eip, cs_sel, fl);
+    }
+    let (cd, cs_addr) = ctx.return_code_segment(cs_sel)?;
+    let rpl = (cs_sel & 3) as u8;
+    let iopl = ctx.cpu.iopl();
+    let new_flags = iret_flags(ctx.cpu.rflags, fl, size, cpl, iopl);
+    if rpl > cpl {
+        let esp = ctx.peek(3 * size as u64, size)?;
+        let ss_sel = ctx.peek(4 * size as u64, size)? as u16;
+        if eip > cd.limit() as u64 {
+            return Err(Fault::gp(0));
+        }
+        let (ss_seg, ss_acc) = ctx.outer_stack_segment(ss_sel, rpl, false)?;
+        ctx.set_accessed(cs_addr, &cd)?;
+        if let Some((a, d)) = ss_acc {
+            ctx.set_accessed(a, &d)?;
+        }
+        ctx.cpu.rflags = new_flags;
+        ctx.cpu.seg[SegReg::Cs as usize] = cd.segment(cs_sel);
+        ctx.cpu.seg[SegReg::Ss as usize] = ss_seg;
+        ctx.cpu.cpl = rpl;
+        ctx.cpu.rip = eip;
+        ctx.cpu.update_mode();
+        ctx.set_sp(esp);
+        ctx.invalidate_data_segments();
+    } else {
+        if eip > cd.limit() as u64 {
+            return Err(Fault::gp(0));
+        }
+        ctx.set_accessed(cs_addr, &cd)?;
+        let sp = ctx.sp().wrapping_add(3 * size as u64);
+        ctx.set_sp(sp);
+        ctx.cpu.rflags = new_flags;
+        ctx.cpu.seg[SegReg::Cs as usize] = cd.segment(cs_sel);
+        ctx.cpu.rip = eip;
+        ctx.cpu.update_mode();
+    }
+    Ok(())
+}
+
+/// IRET in IA-32e mode: 64-bit mode always pops SS:RSP; compatibility mode
+/// only on a privilege change.
+fn iret_long(ctx: &mut Ctx, size: u8) -> Result<()> {
+    let cpl = ctx.cpu.cpl;
+    let rip = ctx.peek(0, size)?;
+    let cs_sel = ctx.peek(size as u64, size)? as u16;
+    // There is no virtual-8086 mode in IA-32e mode: VM in the image is ignored.
+    let fl = ctx.peek(2 * size as u64, size)? & !flags::VM;
+    let (cd, cs_addr) = ctx.return_code_segment(cs_sel)?;
+    let rpl = (cs_sel & 3) as u8;
+    let to64 = cd.long();
+    let pop_ss = rpl > cpl || ctx.cpu.bitness == 64;
+    if to64 {
+        if !is_canonical(rip) {
+            return Err(Fault::gp(0));
+        }
+    } else if rip > cd.limit() as u64 {
+        return Err(Fault::gp(0));
+    }
+    let stack = if pop_ss {
+        let rsp = ctx.peek(3 * size as u64, size)?;
+        let ss_sel = ctx.peek(4 * size as u64, size)? as u16;
+        let (ss_seg, ss_acc) = ctx.outer_stack_segment(ss_sel, rpl, to64)?;
+        Some((rsp, ss_seg, ss_acc))
+    } else {
+        None
+    };
+    ctx.set_accessed(cs_addr, &cd)?;
+    if let Some((_, _, Some((a, d)))) = stack {
+        ctx.set_accessed(a, &d)?;
+    }
+    let iopl = ctx.cpu.iopl();
+    ctx.cpu.rflags = iret_flags(ctx.cpu.rflags, fl, size, cpl, iopl);
+    if stack.is_none() {
+        // Same privilege from compatibility mode: release the frame on the current stack.
+        let sp = ctx.sp().wrapping_add(3 * size as u64);
+        ctx.set_sp(sp);
+    }
+    ctx.cpu.seg[SegReg::Cs as usize] = cd.segment(cs_sel);
+    ctx.cpu.cpl = rpl;
+    ctx.cpu.rip = rip;
+    if let Some((rsp, ss_seg, _)) = stack {
+        ctx.cpu.seg[SegReg::Ss as usize] = ss_seg;
+        ctx.cpu.update_mode();
+        ctx.set_sp(rsp);
+    } else {
+        ctx.cpu.update_mode();
+    }
+    if rpl > cpl {
+        ctx.invalidate_data_segments();
+    }
+    Ok(())
 }
