@@ -1,1 +1,207 @@
-fn main() {}
+//! `hindsight`: a full-system x86-64 PC emulator that can travel back in time.
+//!
+//! This file only parses the command line; each command lives in its own
+//! `cmd_*.rs` module.
+
+mod cmd_bench;
+mod cmd_demo;
+mod cmd_run;
+mod cmd_selftest;
+mod console;
+mod drive;
+mod exit_code;
+mod guest;
+mod size;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const ABOUT: &str = "A full-system x86-64 PC emulator that can travel back in time";
+
+const LONG_ABOUT: &str = "\
+A full-system x86-64 PC emulator that can travel back in time.
+
+Virtual time is the instruction count: every clock the guest sees derives
+from retired instructions, so a run is a pure function of its images and
+its console input. With no command, hindsight runs its built-in demo guest.";
+
+/// Examples and exit statuses shown after the top-level help.
+fn top_help() -> String {
+    format!(
+        "Examples:
+  hindsight                                  run the built-in demo guest
+  hindsight run --multiboot kernel.elf --append 'console=ttyS0'
+  hindsight run --multiboot kernel.elf --module initrd.img,initrd --memory 1G
+  hindsight selftest                         run the guest self-tests
+  hindsight bench --seconds 5                measure interpreter speed
+
+{}",
+        exit_code::HELP
+    )
+}
+
+#[derive(Parser)]
+#[command(
+    name = "hindsight",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    after_help = top_help(),
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Boot a multiboot kernel with its serial console (COM1) on stdin/stdout.
+    #[command(after_help = run_help())]
+    Run(RunArgs),
+    /// Run the built-in demo guest, then print instructions, time and speed.
+    #[command(after_help = "Example:\n  hindsight demo")]
+    Demo,
+    /// Run the guest self-tests; the last line is `N passed, M failed`.
+    #[command(after_help = "Example:\n  hindsight selftest\n\n\
+        Exit status: 0 when no test failed, 1 otherwise.")]
+    Selftest,
+    /// Measure interpreter speed on a CPU-bound guest; the last line is `<N> MIPS`.
+    #[command(after_help = "Examples:\n  hindsight bench                  \
+        run a fixed number of instructions\n  hindsight bench --seconds 10     \
+        run for ten seconds of host time")]
+    Bench(BenchArgs),
+}
+
+fn run_help() -> String {
+    format!(
+        "The guest's COM1 and the 0xE9 debug console go to stdout as they are written;
+stdin is fed to COM1 between run slices. While stdin is a terminal, guest
+time is kept from running ahead of host time (idle guests do not race).
+
+Examples:
+  hindsight run --multiboot kernel.elf
+  hindsight run --multiboot kernel.elf --append 'console=ttyS0 quiet' --memory 2G
+  hindsight run --multiboot kernel.elf --module initrd.img --module data.bin,name=data
+  hindsight run --multiboot test.elf --max-insns 1000000000 < /dev/null
+
+{}",
+        exit_code::HELP
+    )
+}
+
+/// Options of `hindsight run`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Multiboot (v1) kernel to boot: ELF32, ELF64 loaded below 4 GiB, or
+    /// a.out-kludge image.
+    #[arg(long, value_name = "FILE")]
+    pub multiboot: PathBuf,
+    /// Kernel command line, passed in the multiboot information.
+    #[arg(long, value_name = "CMDLINE", default_value = "")]
+    pub append: String,
+    /// Boot module to load after the kernel (repeatable). The kernel sees the
+    /// module string "FILE ARGS" (or "FILE"); FILE must not contain a comma.
+    #[arg(long = "module", value_name = "FILE[,ARGS]")]
+    pub modules: Vec<String>,
+    /// Guest RAM, in bytes or with a K, M, G or T suffix (powers of 1024).
+    #[arg(long, value_name = "SIZE", default_value = "512M", value_parser = size::parse_size)]
+    pub memory: u64,
+    /// Number of vCPUs (vCPU 0 boots; the others wait for INIT/SIPI).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub cpus: u32,
+    /// Stop after N instructions of virtual time (exit status 5).
+    #[arg(long, value_name = "N")]
+    pub max_insns: Option<u64>,
+}
+
+/// Options of `hindsight bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Run for this many seconds of host time instead of a fixed count.
+    #[arg(long, value_name = "S", conflicts_with = "insns", value_parser = parse_seconds)]
+    pub seconds: Option<f64>,
+    /// Instructions to run.
+    #[arg(long, value_name = "N", default_value_t = cmd_bench::DEFAULT_INSNS)]
+    pub insns: u64,
+}
+
+/// A positive, finite number of seconds.
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v < 1e9 => Ok(v),
+        _ => Err(format!("'{s}' is not a positive number of seconds")),
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match cli.command.unwrap_or(Command::Demo) {
+        Command::Run(args) => cmd_run::run(&args),
+        Command::Demo => cmd_demo::run(),
+        Command::Selftest => cmd_selftest::run(),
+        Command::Bench(args) => cmd_bench::run(&args),
+    };
+    console::flush();
+    std::process::exit(code);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_run_options() {
+        let cli = Cli::try_parse_from([
+            "hindsight",
+            "run",
+            "--multiboot",
+            "k.elf",
+            "--append",
+            "a b",
+            "--module",
+            "m1",
+            "--module",
+            "m2,x=1",
+            "--memory",
+            "1G",
+            "--max-insns",
+            "99",
+        ])
+        .unwrap();
+        let Some(Command::Run(r)) = cli.command else {
+            panic!("not run");
+        };
+        assert_eq!(r.multiboot, PathBuf::from("k.elf"));
+        assert_eq!(r.append, "a b");
+        assert_eq!(r.modules, ["m1", "m2,x=1"]);
+        assert_eq!(r.memory, 1 << 30);
+        assert_eq!(r.max_insns, Some(99));
+        assert_eq!(r.cpus, 1);
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        for args in [
+            &["hindsight", "run"][..],
+            &["hindsight", "run", "--multiboot", "k", "--memory", "lots"],
+            &["hindsight", "run", "--multiboot", "k", "--max-insns", "-1"],
+            &["hindsight", "bench", "--seconds", "-3"],
+            &["hindsight", "bench", "--seconds", "NaN"],
+            &["hindsight", "bench", "--seconds", "1", "--insns", "5"],
+            &["hindsight", "frobnicate"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
+        }
+        assert!(Cli::try_parse_from(["hindsight"])
+            .unwrap()
+            .command
+            .is_none());
+    }
+}

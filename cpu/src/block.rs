@@ -1,5 +1,9 @@
-//! Decoded-block cache, keyed by guest-physical address, linear address and
-//! decode width, with per-page invalidation for self-modifying code.
+//! Decoded-block cache, keyed by guest-physical address, linear address, IP
+//! and decode width, with per-page invalidation for self-modifying code.
+//!
+//! The IP is part of the key because decoded instructions carry their IPs
+//! (next IP, branch targets): real-mode code reached as 0000:7C00 and as
+//! 07C0:0000 is the same bytes at the same linear address but two blocks.
 //!
 //! Blocks live in a slab and are named by index; the per-vCPU jump cache (in
 //! [`crate::tlb::Tlb`]) holds an index plus the block's serial number, so a
@@ -32,11 +36,16 @@ pub struct Block {
     pub gpa: u64,
     /// Linear address of the first instruction.
     pub lin: u64,
+    /// IP (CS offset) of the first instruction.
+    pub ip: u64,
     /// Decode width (16, 32, 64).
     pub bitness: u32,
     pub ops: Box<[Op]>,
     pub serial: u32,
     pub valid: bool,
+    /// Guest-physical page of the second half of an instruction straddling
+    /// two pages (only a block's first instruction may straddle).
+    pub page2: Option<u64>,
 }
 
 /// A small, fast hasher for integer keys (multiply-xorshift).
@@ -68,8 +77,11 @@ pub struct CodeCache {
     blocks: Vec<Option<Block>>,
     free: Vec<u32>,
     pending_free: Vec<u32>,
-    map: IntMap<(u64, u64, u32), u32>,
-    pages: IntMap<u64, Vec<u32>>,
+    map: IntMap<(u64, u64, u64, u32), u32>,
+    /// Blocks decoded from each guest-physical page, as (id, serial): an
+    /// entry whose block was since freed and its slot reused is stale and
+    /// skipped.
+    pages: IntMap<u64, Vec<(u32, u32)>>,
     /// Bumped whenever a page becomes a code page, so vCPUs drop write TLB entries.
     pub gen: u64,
     next_serial: u32,
@@ -83,8 +95,8 @@ impl CodeCache {
 
     /// Finds a valid block.
     #[inline]
-    pub fn find(&self, gpa: u64, lin: u64, bitness: u32) -> Option<u32> {
-        self.map.get(&(gpa, lin, bitness)).copied()
+    pub fn find(&self, gpa: u64, lin: u64, ip: u64, bitness: u32) -> Option<u32> {
+        self.map.get(&(gpa, lin, ip, bitness)).copied()
     }
 
     /// The block in slot `id`, if it is valid and has serial `serial`.
@@ -102,17 +114,20 @@ impl CodeCache {
         self.blocks.get(id as usize).and_then(|b| b.as_ref())
     }
 
-    /// Adds a block; returns (id, serial).
-    pub fn insert(&mut self, gpa: u64, lin: u64, bitness: u32, ops: Vec<Op>) -> (u32, u32) {
-        self.next_serial = self.next_serial.wrapping_add(1);
+    /// Adds a block starting at IP `ip`; returns (id, serial).
+    pub fn insert(&mut self, gpa: u64, lin: u64, ip: u64, bitness: u32, ops: Vec<Op>) -> (u32, u32) {
+        // Serial 0 is never used, so a zeroed jump-cache slot cannot match.
+        self.next_serial = self.next_serial.wrapping_add(1).max(1);
         let serial = self.next_serial;
         let block = Block {
             gpa,
             lin,
+            ip,
             bitness,
             ops: ops.into_boxed_slice(),
             serial,
             valid: true,
+            page2: None,
         };
         let id = match self.free.pop() {
             Some(id) => {
@@ -124,24 +139,60 @@ impl CodeCache {
                 (self.blocks.len() - 1) as u32
             }
         };
-        self.map.insert((gpa, lin, bitness), id);
-        let page = gpa & !0xfff;
-        let list = self.pages.entry(page).or_default();
-        if list.is_empty() {
-            self.gen += 1;
+        if let Some(old) = self.map.insert((gpa, lin, ip, bitness), id) {
+            // Callers insert only after `find` missed; keep the map and the
+            // blocks consistent anyway.
+            self.invalidate_block(old);
         }
-        list.push(id);
+        self.register(gpa, id, serial);
         (id, serial)
     }
 
     /// Registers block `id` as also decoded from page `page` (an instruction
     /// straddling two pages), so stores there invalidate it too.
     pub fn add_page(&mut self, page: u64, id: u32) {
+        let Some(Some(b)) = self.blocks.get_mut(id as usize) else {
+            return;
+        };
+        b.page2 = Some(page & !0xfff);
+        let serial = b.serial;
+        self.register(page, id, serial);
+    }
+
+    /// Adds (id, serial) to the list of page `page`, bumping the generation
+    /// when the page becomes a code page.
+    fn register(&mut self, page: u64, id: u32, serial: u32) {
+        let blocks = &self.blocks;
         let list = self.pages.entry(page & !0xfff).or_default();
         if list.is_empty() {
             self.gen += 1;
+        } else if list.len() == list.capacity() {
+            // Before growing, drop entries of blocks that are gone (e.g. a
+            // straddling block invalidated through its other page), so a
+            // list does not grow without bound.
+            list.retain(|&(id, s)| matches!(blocks.get(id as usize), Some(Some(b)) if b.valid && b.serial == s));
         }
-        list.push(id);
+        list.push((id, serial));
+    }
+
+    /// Invalidates one block (e.g. a straddling block whose second page now
+    /// maps elsewhere).
+    pub fn invalidate(&mut self, id: u32) {
+        self.invalidate_block(id);
+    }
+
+    /// Marks block `id` invalid and queues it for freeing.
+    fn invalidate_block(&mut self, id: u32) {
+        if let Some(Some(b)) = self.blocks.get_mut(id as usize) {
+            if b.valid {
+                b.valid = false;
+                let key = (b.gpa, b.lin, b.ip, b.bitness);
+                if self.map.get(&key) == Some(&id) {
+                    self.map.remove(&key);
+                }
+                self.pending_free.push(id);
+            }
+        }
     }
 
     /// Whether guest-physical page `page` holds decoded code.
@@ -156,13 +207,9 @@ impl CodeCache {
         let Some(ids) = self.pages.remove(&(page & !0xfff)) else {
             return false;
         };
-        for id in ids {
-            if let Some(Some(b)) = self.blocks.get_mut(id as usize) {
-                if b.valid {
-                    b.valid = false;
-                    self.map.remove(&(b.gpa, b.lin, b.bitness));
-                    self.pending_free.push(id);
-                }
+        for (id, serial) in ids {
+            if matches!(self.blocks.get(id as usize), Some(Some(b)) if b.serial == serial) {
+                self.invalidate_block(id);
             }
         }
         true

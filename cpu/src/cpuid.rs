@@ -163,7 +163,12 @@ pub fn cpuid(cpu: &Cpu, leaf: u32, subleaf: u32) -> [u32; 4] {
         0x8000_0002..=0x8000_0004 => {
             let base = (leaf - 0x8000_0002) as usize * 16;
             let b = BRAND.as_bytes();
-            [text(b, base), text(b, base + 4), text(b, base + 8), text(b, base + 12)]
+            [
+                text(b, base),
+                text(b, base + 4),
+                text(b, base + 8),
+                text(b, base + 12),
+            ]
         }
         0x8000_0008 => [PHYS_BITS | (LINEAR_BITS << 8), 0, 0, 0],
         _ => [0; 4],
@@ -242,7 +247,9 @@ mod tests {
         for r in regs {
             s.extend_from_slice(&r.to_le_bytes());
         }
-        String::from_utf8_lossy(&s).trim_end_matches('\0').to_string()
+        String::from_utf8_lossy(&s)
+            .trim_end_matches('\0')
+            .to_string()
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use crate::fault::{Fault, Result};
 use crate::interp::Ctx;
 use crate::mmu;
-use crate::state::{attr, SegReg};
+use crate::state::{attr, Mode, SegReg};
 use crate::tlb::Access;
 
 /// Whether `addr` is canonical for 48-bit linear addresses.
@@ -37,7 +37,15 @@ unsafe fn store(p: *mut u8, size: u8, v: u64) {
 
 impl Ctx<'_> {
     /// Applies segment `s` to offset `off` for an access of `size` bytes and
-    /// returns the linear address (#GP/#SS on violations).
+    /// returns the linear address (#GP(0), or #SS(0) for SS, on violations).
+    ///
+    /// 64-bit mode (SDM vol. 3 3.2.4, 5.3.1): no limit or type checks; FS and
+    /// GS add their base; every byte must be canonical. Other modes: the
+    /// segment must be usable (not null), writable for writes and readable
+    /// for reads (SDM 5.5, table 5-1 note), and the whole access must lie
+    /// within the limit (SDM 5.3: expand-up offsets 0..=limit, expand-down
+    /// limit+1..=0xFFFF or 0xFFFF_FFFF by the B flag); linear addresses are
+    /// 32 bits wide.
     #[inline(always)]
     pub fn seg_addr(&self, s: SegReg, off: u64, size: u8, write: bool) -> Result<u64> {
         let seg = &self.cpu.seg[s as usize];
@@ -55,21 +63,29 @@ impl Ctx<'_> {
         self.seg_addr_legacy(s, off, size, write)
     }
 
+    #[inline]
     fn seg_addr_legacy(&self, s: SegReg, off: u64, size: u8, write: bool) -> Result<u64> {
         let seg = &self.cpu.seg[s as usize];
         let fail = || if s == SegReg::Ss { Fault::ss(0) } else { Fault::gp(0) };
         let a = seg.attr;
-        if a & attr::PRESENT == 0 || a & attr::S == 0 {
-            // Null or system descriptor: unusable (only in protected mode).
-            return Err(fail());
-        }
-        if a & attr::CODE != 0 {
-            // Code segments are never writable through a data access; reads need R.
-            if write || a & attr::RW == 0 {
+        // Real and virtual-8086 mode check only the limit: a segment register
+        // loaded there is a writable data segment, and code written through
+        // CS (e.g. CS at reset, or before the far jump that follows a switch
+        // back from protected mode) is not refused.
+        let protected = !matches!(self.cpu.mode, Mode::Real | Mode::Virtual8086);
+        if protected {
+            if a & attr::PRESENT == 0 || a & attr::S == 0 {
+                // Null selector (unusable) or a system descriptor.
                 return Err(fail());
             }
-        } else if write && a & attr::RW == 0 {
-            return Err(fail());
+            if a & attr::CODE != 0 {
+                // Code segments are never writable; reads need R.
+                if write || a & attr::RW == 0 {
+                    return Err(fail());
+                }
+            } else if write && a & attr::RW == 0 {
+                return Err(fail());
+            }
         }
         let last = off.wrapping_add(size as u64 - 1);
         if a & (attr::CODE | attr::DC) == attr::DC {
@@ -93,22 +109,35 @@ impl Ctx<'_> {
     #[inline(always)]
     pub fn read_lin(&mut self, lin: u64, size: u8) -> Result<u64> {
         let user = self.user();
-        if let Some(host) = self.cpu.tlb.lookup(Access::Read, user, lin) {
-            if (lin & 0xfff) + size as u64 <= 0x1000 {
-                // SAFETY: TLB entries point at live RAM pages; the access stays within the page.
-                return Ok(unsafe { load((host + (lin & 0xfff) as usize) as *const u8, size) });
-            }
-        }
-        self.read_slow(lin, size, Access::Read, user)
+        self.read_priv(lin, size, user)
     }
 
     /// Writes `size` bytes at linear address `lin` with the current privilege.
     #[inline(always)]
     pub fn write_lin(&mut self, lin: u64, size: u8, value: u64) -> Result<()> {
         let user = self.user();
-        if let Some(host) = self.cpu.tlb.lookup(Access::Write, user, lin) {
-            if (lin & 0xfff) + size as u64 <= 0x1000 {
-                // SAFETY: as in `read_lin`; write entries exist only for writable RAM.
+        self.write_priv(lin, size, value, user)
+    }
+
+    /// Reads with privilege `user` (false: supervisor), TLB first.
+    #[inline(always)]
+    fn read_priv(&mut self, lin: u64, size: u8, user: bool) -> Result<u64> {
+        if (lin & 0xfff) + size as u64 <= 0x1000 {
+            if let Some(host) = self.cpu.tlb.lookup(Access::Read, user, lin) {
+                // SAFETY: TLB entries point at live RAM pages; the access stays within the page.
+                return Ok(unsafe { load((host + (lin & 0xfff) as usize) as *const u8, size) });
+            }
+        }
+        self.read_slow(lin, size, user)
+    }
+
+    /// Writes with privilege `user` (false: supervisor), TLB first.
+    #[inline(always)]
+    fn write_priv(&mut self, lin: u64, size: u8, value: u64, user: bool) -> Result<()> {
+        if (lin & 0xfff) + size as u64 <= 0x1000 {
+            if let Some(host) = self.cpu.tlb.lookup(Access::Write, user, lin) {
+                // SAFETY: as in `read_priv`; write entries exist only for
+                // writable RAM pages that hold no decoded code.
                 unsafe { store((host + (lin & 0xfff) as usize) as *mut u8, size, value) };
                 return Ok(());
             }
@@ -116,14 +145,15 @@ impl Ctx<'_> {
         self.write_slow(lin, size, value, user)
     }
 
-    /// Reads with supervisor privilege (descriptor tables, TSS, IDT).
+    /// Reads with supervisor privilege (descriptor tables, TSS, IDT): an
+    /// implicit supervisor access even at CPL 3 (SDM 4.6).
     pub fn read_lin_sys(&mut self, lin: u64, size: u8) -> Result<u64> {
-        self.read_slow(lin, size, Access::Read, false)
+        self.read_priv(lin, size, false)
     }
 
     /// Writes with supervisor privilege (descriptor accessed bits, TSS busy bit).
     pub fn write_lin_sys(&mut self, lin: u64, size: u8, value: u64) -> Result<()> {
-        self.write_slow(lin, size, value, false)
+        self.write_priv(lin, size, value, false)
     }
 
     /// Reads through segment `s`.
@@ -145,6 +175,9 @@ impl Ctx<'_> {
     pub fn probe_write(&mut self, s: SegReg, off: u64, size: u8) -> Result<u64> {
         let lin = self.seg_addr(s, off, size, true)?;
         let user = self.user();
+        if self.cpu.tlb.lookup(Access::Write, user, lin).is_some() && (lin & 0xfff) + size as u64 <= 0x1000 {
+            return Ok(lin);
+        }
         self.translate(lin, Access::Write, user)?;
         if (lin & 0xfff) + size as u64 > 0x1000 {
             self.translate(lin.wrapping_add(size as u64 - 1), Access::Write, user)?;
@@ -152,12 +185,32 @@ impl Ctx<'_> {
         Ok(lin)
     }
 
-    /// Linear → guest-physical translation (page walk on a TLB miss).
+    /// Linear → guest-physical translation (page walk; no TLB).
     pub fn translate(&mut self, lin: u64, kind: Access, user: bool) -> Result<u64> {
         Ok(mmu::translate(self.cpu, self.bus, lin, kind, user)?.gpa)
     }
 
-    fn lin_mask(&self, lin: u64) -> u64 {
+    /// Guest-physical address of instruction byte `lin` for CS:RIP at the
+    /// current privilege: the execute TLB, else a walk that fills it (RAM only).
+    #[inline]
+    pub(crate) fn translate_exec(&mut self, lin: u64) -> Result<u64> {
+        let user = self.user();
+        if let Some(gpa) = self.cpu.tlb.lookup_gpa(Access::Exec, user, lin) {
+            return Ok(gpa | (lin & 0xfff));
+        }
+        let lin = self.lin_mask(lin);
+        let t = mmu::translate(self.cpu, self.bus, lin, Access::Exec, user)?;
+        if let Some(host) = self.bus.ram_page(t.gpa & !0xfff) {
+            self.cpu
+                .tlb
+                .insert_piece(Access::Exec, user, lin, host as usize, t.gpa, t.global, t.page_shift);
+        }
+        Ok(t.gpa)
+    }
+
+    /// Linear addresses are 32 bits wide outside IA-32e mode.
+    #[inline(always)]
+    pub(crate) fn lin_mask(&self, lin: u64) -> u64 {
         if self.cpu.efer & crate::state::cr::EFER_LMA != 0 {
             lin
         } else {
@@ -166,18 +219,24 @@ impl Ctx<'_> {
     }
 
     #[cold]
-    fn read_slow(&mut self, lin: u64, size: u8, kind: Access, user: bool) -> Result<u64> {
+    #[inline(never)]
+    fn read_slow(&mut self, lin: u64, size: u8, user: bool) -> Result<u64> {
         let lin = self.lin_mask(lin);
         if (lin & 0xfff) + size as u64 > 0x1000 {
-            // Straddles two pages: translate both before reading anything.
+            // Straddles two pages: both must translate before either is read
+            // (a read of MMIO has side effects).
             let split = 0x1000 - (lin & 0xfff);
             let lo_n = split as u8;
-            let lo = self.read_slow(lin, lo_n, kind, user)?;
-            let hi = self.read_slow(self.lin_mask(lin.wrapping_add(split)), size - lo_n, kind, user)?;
-            return Ok(read_bytes_combine(lo, hi, lo_n));
+            let hi_lin = self.lin_mask(lin.wrapping_add(split));
+            mmu::translate(self.cpu, self.bus, lin, Access::Read, user)?;
+            mmu::translate(self.cpu, self.bus, hi_lin, Access::Read, user)?;
+            let lo = self.read_slow(lin, lo_n, user)?;
+            let hi = self.read_slow(hi_lin, size - lo_n, user)?;
+            return Ok(lo | (hi << (8 * lo_n as u32)));
         }
-        let t = mmu::translate(self.cpu, self.bus, lin, kind, user)?;
+        let t = mmu::translate(self.cpu, self.bus, lin, Access::Read, user)?;
         if !matches!(size, 1 | 2 | 4 | 8) {
+            // A piece of a straddling access.
             let mut v = 0;
             for i in 0..size as u64 {
                 v |= mmu::phys_read(self.bus, t.gpa + i, 1) << (8 * i);
@@ -188,7 +247,7 @@ impl Ctx<'_> {
             Some(host) => {
                 self.cpu
                     .tlb
-                    .insert(kind, user, lin, host as usize, t.gpa, t.global);
+                    .insert_piece(Access::Read, user, lin, host as usize, t.gpa, t.global, t.page_shift);
                 // SAFETY: `host` is a live RAM page; the access stays within it.
                 Ok(unsafe { load(host.add((lin & 0xfff) as usize), size) })
             }
@@ -201,6 +260,7 @@ impl Ctx<'_> {
     }
 
     #[cold]
+    #[inline(never)]
     fn write_slow(&mut self, lin: u64, size: u8, value: u64, user: bool) -> Result<()> {
         let lin = self.lin_mask(lin);
         if (lin & 0xfff) + size as u64 > 0x1000 {
@@ -216,6 +276,8 @@ impl Ctx<'_> {
         let t = mmu::translate(self.cpu, self.bus, lin, Access::Write, user)?;
         let page = t.gpa & !0xfff;
         if self.code.is_code_page(page) {
+            // Self-modifying code: drop the blocks and leave the current one,
+            // so the next instruction is decoded from the new bytes.
             self.code.invalidate_page(page);
             self.cpu.end_block = true;
         }
@@ -228,9 +290,11 @@ impl Ctx<'_> {
         match self.bus.ram_page_mut(page) {
             Some(p) => {
                 if p.cacheable {
-                    self.cpu
-                        .tlb
-                        .insert(Access::Write, user, lin, p.host as usize, t.gpa, t.global);
+                    let tlb = &mut self.cpu.tlb;
+                    tlb.insert_piece(Access::Write, user, lin, p.host as usize, t.gpa, t.global, t.page_shift);
+                    // A permitted write implies a permitted read (SDM 4.6)
+                    // and the accessed bits are set: the read entry is free.
+                    tlb.insert_piece(Access::Read, user, lin, p.host as usize, t.gpa, t.global, t.page_shift);
                 }
                 // SAFETY: `p.host` is a live RAM page; the access stays within it.
                 unsafe { store(p.host.add((lin & 0xfff) as usize), size, value) };
@@ -263,9 +327,7 @@ impl Ctx<'_> {
             match self.bus.ram_page(t.gpa & !0xfff) {
                 Some(host) => {
                     // SAFETY: `host` is a live page and [off, off+take) lies within it.
-                    let src = unsafe {
-                        std::slice::from_raw_parts(host.add((a & 0xfff) as usize), take)
-                    };
+                    let src = unsafe { std::slice::from_raw_parts(host.add((a & 0xfff) as usize), take) };
                     buf[n..n + take].copy_from_slice(src);
                 }
                 None => {
@@ -278,9 +340,4 @@ impl Ctx<'_> {
         }
         Ok(n)
     }
-}
-
-#[inline]
-fn read_bytes_combine(lo: u64, hi: u64, lo_n: u8) -> u64 {
-    lo | (hi << (8 * lo_n as u32))
 }

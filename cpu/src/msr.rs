@@ -62,7 +62,9 @@ fn fixed_slot(i: u32) -> Option<usize> {
         index::MTRR_FIX64K_00000 => Some(0),
         index::MTRR_FIX16K_80000 => Some(1),
         index::MTRR_FIX16K_A0000 => Some(2),
-        index::MTRR_FIX4K_C0000..=index::MTRR_FIX4K_F8000 => Some(3 + (i - index::MTRR_FIX4K_C0000) as usize),
+        index::MTRR_FIX4K_C0000..=index::MTRR_FIX4K_F8000 => {
+            Some(3 + (i - index::MTRR_FIX4K_C0000) as usize)
+        }
         _ => None,
     }
 }
@@ -93,7 +95,9 @@ pub fn read(cpu: &Cpu, i: u32) -> Result<u64> {
         index::SYSENTER_ESP => m.sysenter_esp,
         index::SYSENTER_EIP => m.sysenter_eip,
         index::MISC_ENABLE => m.misc_enable,
-        index::MTRR_PHYSBASE0..=index::MTRR_PHYSMASK7 => m.mtrr_var[(i - index::MTRR_PHYSBASE0) as usize],
+        index::MTRR_PHYSBASE0..=index::MTRR_PHYSMASK7 => {
+            m.mtrr_var[(i - index::MTRR_PHYSBASE0) as usize]
+        }
         index::PAT => m.pat,
         index::MTRR_DEF_TYPE => m.mtrr_def_type,
         index::EFER => cpu.efer,
@@ -115,7 +119,13 @@ pub fn read(cpu: &Cpu, i: u32) -> Result<u64> {
 /// WRMSR: #GP(0) for unknown or read-only MSRs and for reserved bits.
 pub fn write(cpu: &mut Cpu, i: u32, v: u64) -> Result<WriteEffect> {
     let gp = || Err(Fault::gp(0));
-    let canonical = |v: u64| if is_canonical(v) { Ok(v) } else { Err(Fault::gp(0)) };
+    let canonical = |v: u64| {
+        if is_canonical(v) {
+            Ok(v)
+        } else {
+            Err(Fault::gp(0))
+        }
+    };
     let mut effect = WriteEffect::default();
     match i {
         // TSC = icount + offset; the write takes effect as of this instruction.
@@ -136,7 +146,7 @@ pub fn write(cpu: &mut Cpu, i: u32, v: u64) -> Result<WriteEffect> {
         index::MISC_ENABLE => cpu.msr.misc_enable = v,
         index::MTRR_PHYSBASE0..=index::MTRR_PHYSMASK7 => {
             let n = (i - index::MTRR_PHYSBASE0) as usize;
-            let bad = if n % 2 == 0 {
+            let bad = if n.is_multiple_of(2) {
                 v & (0xf00 | PHYS_RESERVED) != 0 || !mtrr_type_ok(v & 0xff)
             } else {
                 v & (0x7ff | PHYS_RESERVED) != 0
@@ -247,12 +257,29 @@ mod tests {
     #[test]
     fn efer_rules() {
         let mut cpu = Cpu::new(0);
-        assert_eq!(write(&mut cpu, index::EFER, 1 << 2), Err(Fault::gp(0)), "reserved bit");
-        let e = write(&mut cpu, index::EFER, cr::EFER_LME | cr::EFER_NXE | cr::EFER_SCE | cr::EFER_LMA).expect("efer");
+        assert_eq!(
+            write(&mut cpu, index::EFER, 1 << 2),
+            Err(Fault::gp(0)),
+            "reserved bit"
+        );
+        let e = write(
+            &mut cpu,
+            index::EFER,
+            cr::EFER_LME | cr::EFER_NXE | cr::EFER_SCE | cr::EFER_LMA,
+        )
+        .expect("efer");
         assert!(e.flush_tlb);
-        assert_eq!(cpu.efer, cr::EFER_LME | cr::EFER_NXE | cr::EFER_SCE, "LMA is not writable");
+        assert_eq!(
+            cpu.efer,
+            cr::EFER_LME | cr::EFER_NXE | cr::EFER_SCE,
+            "LMA is not writable"
+        );
         cpu.cr0 |= cr::CR0_PE | cr::CR0_PG;
-        assert_eq!(write(&mut cpu, index::EFER, cr::EFER_NXE), Err(Fault::gp(0)), "LME change with paging on");
+        assert_eq!(
+            write(&mut cpu, index::EFER, cr::EFER_NXE),
+            Err(Fault::gp(0)),
+            "LME change with paging on"
+        );
         assert!(write(&mut cpu, index::EFER, cr::EFER_LME).is_ok());
     }
 
@@ -282,6 +309,9 @@ mod tests {
         let mut cpu = Cpu::new(0);
         write(&mut cpu, index::APIC_BASE, 0xfec0_0800).expect("apic base");
         assert_eq!(read(&cpu, index::APIC_BASE), Ok(0xfec0_0900));
-        assert!(write(&mut cpu, index::APIC_BASE, 0xfee0_0c00).is_err(), "x2APIC");
+        assert!(
+            write(&mut cpu, index::APIC_BASE, 0xfee0_0c00).is_err(),
+            "x2APIC"
+        );
     }
 }

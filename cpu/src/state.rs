@@ -319,7 +319,7 @@ impl Cpu {
             limit: 0xffff,
             attr: attr::CODE_RX,
         };
-        cpu.gpr[reg::RDX] = 0x600; // family/model/stepping signature
+        cpu.gpr[reg::RDX] = crate::cpuid::SIGNATURE as u64; // processor signature, as CPUID leaf 1 EAX
         cpu
     }
 
@@ -379,6 +379,13 @@ impl Cpu {
     #[inline(always)]
     pub fn iopl(&self) -> u8 {
         ((self.rflags >> 12) & 3) as u8
+    }
+
+    /// Whether a maskable interrupt may be delivered before the next
+    /// instruction: IF set and not in an STI / MOV SS interrupt shadow.
+    #[inline(always)]
+    pub fn interrupts_enabled(&self) -> bool {
+        self.rflags & flags::IF != 0 && self.icount != self.shadow_at
     }
 
     /// Guest-visible time-stamp counter (virtual time: one tick per retired instruction).

@@ -322,7 +322,9 @@ mod tests {
     const ST: u64 = CF | PF | AF | ZF | SF | OF;
 
     /// Runs `f` in 64-bit mode and returns the status flags at HLT.
-    fn flags_of(f: impl FnOnce(&mut CodeAssembler) -> Result<(), iced_x86::IcedError>) -> (crate::state::Cpu, u64) {
+    fn flags_of(
+        f: impl FnOnce(&mut CodeAssembler) -> Result<(), iced_x86::IcedError>,
+    ) -> (crate::state::Cpu, u64) {
         let (cpu, _, exit) = run_asm(TestMode::Long64, f, |_, _| {});
         assert_eq!(exit, RunExit::Halted);
         let f = cpu.rflags & ST;

@@ -2,11 +2,13 @@
 //! only outside 64-bit mode (iced decodes them as invalid there → #UD).
 //!
 //! Results follow the SDM pseudo-code. Flags the SDM leaves undefined follow
-//! the P6-family behaviour that Bochs validated against Intel hardware (the
-//! host runs only 64-bit code, so it cannot check these directly):
+//! this host (an Intel core), checked natively by running 32-bit code in
+//! compatibility mode (`difftest --class bcd --strict`); they agree with the
+//! P6-family behaviour Bochs documents except for AAD:
 //! - AAA/AAS: AX += / -= 0x106 when adjusting (so AH carries/borrows), AL is
 //!   masked to its low nibble; CF = AF = "adjusted"; SF, ZF, PF from AL; OF = 0.
-//! - AAM/AAD: SF, ZF, PF from AL; OF = AF = CF = 0. AAM with imm8 = 0 is #DE.
+//! - AAM: SF, ZF, PF from AL; OF = AF = CF = 0. AAM with imm8 = 0 is #DE.
+//! - AAD: all six flags of the 8-bit addition AL + (AH * imm8 mod 256).
 //! - DAA/DAS: CF and AF per the SDM; SF, ZF, PF from AL; OF = 0.
 
 use iced_x86::{Instruction, Mnemonic};
@@ -85,13 +87,14 @@ fn aam(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
     Ok(())
 }
 
-/// AAD imm8: AL = AL + AH * imm8, AH = 0.
+/// AAD imm8: AL = AL + AH * imm8, AH = 0. The flags are those of the final
+/// 8-bit addition AL + (AH * imm8 mod 256), OF, AF and CF included (this host).
 fn aad(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
     let base = insn.immediate8() as u64;
     let v = ax(ctx);
-    let al = ((v & 0xff) + (v >> 8) * base) & 0xff;
+    let (al, f) = flags::add(v & 0xff, ((v >> 8) * base) & 0xff, 0, 1);
     set_ax(ctx, al);
-    set_flags(ctx, al, 0);
+    ctx.cpu.rflags = (ctx.cpu.rflags & !STATUS) | f;
     Ok(())
 }
 
@@ -211,6 +214,27 @@ mod tests {
         );
         assert_eq!(cpu.gpr[0] & 0xffff, 0x0304);
         assert_eq!(cpu.rflags & ST, 0);
+        // AAD's flags are those of AL + AH*10: 0x09 + 0x5a carries out of bit 3.
+        let cpu = run32(
+            |a| {
+                a.mov(ax, 0x0909u32)?;
+                a.aad(10)?;
+                a.hlt()
+            },
+            ST,
+        );
+        assert_eq!(cpu.gpr[0] & 0xffff, 99);
+        assert_eq!(cpu.rflags & ST, AF | PF);
+        let cpu = run32(
+            |a| {
+                a.mov(ax, 0x0ff0u32)?;
+                a.aad(16)?; // 0xf0 + 0xf0: CF, SF
+                a.hlt()
+            },
+            0,
+        );
+        assert_eq!(cpu.gpr[0] & 0xffff, 0xe0);
+        assert_eq!(cpu.rflags & ST, CF | SF);
     }
 
     #[test]

@@ -7,16 +7,16 @@
 //! is taken modulo the operand width.
 //!
 //! Undefined flags follow this host (an Intel core), as checked by the
-//! differential tester: BT* change only CF; BSF/BSR with a zero source set ZF,
-//! leave the destination unchanged (a 32-bit destination keeps its upper half)
-//! and change no other flag, else they clear ZF and leave the rest alone;
-//! LZCNT/TZCNT change only CF and ZF.
+//! differential tester (`--strict`): BT* change only CF; BSF/BSR clear CF,
+//! OF, SF and AF, set ZF = (source == 0) and PF from the index (from 0 for a
+//! zero source, whose destination is left unchanged: a 32-bit destination
+//! keeps its upper half); LZCNT/TZCNT clear OF, SF, AF and PF.
 
 use iced_x86::{Instruction, Mnemonic, OpKind};
 
 use crate::block::Handler;
 use crate::fault::Result;
-use crate::flags::{self, sign_extend, CF, STATUS, ZF};
+use crate::flags::{self, sign_extend, CF, PF, STATUS, ZF};
 use crate::interp::operand::{addr_mask, addr_size, mem_operand, read_reg, reg_size, write_reg};
 use crate::interp::Ctx;
 
@@ -79,7 +79,8 @@ fn bt<const OP: u8>(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
             // Signed bit offset: displace by whole operand-sized units.
             let offset = sign_extend(raw, size) as i64;
             let units = offset >> bits.trailing_zeros();
-            off = off.wrapping_add((units as u64).wrapping_mul(size as u64)) & addr_mask(addr_size(insn));
+            off = off.wrapping_add((units as u64).wrapping_mul(size as u64))
+                & addr_mask(addr_size(insn));
         }
         let lin = ctx.seg_addr(s, off, size, OP != BT)?;
         let v = ctx.read_lin(lin, size)?;
@@ -106,13 +107,14 @@ fn source(ctx: &mut Ctx, insn: &Instruction, size: u8) -> Result<u64> {
 }
 
 /// BSF/BSR: index of the lowest/highest set bit. A zero source sets ZF and
-/// leaves the destination untouched (as Intel and AMD hardware do).
+/// leaves the destination untouched (as Intel and AMD hardware do); the
+/// undefined flags follow this host (see the module comment).
 fn bsf_bsr<const REVERSE: bool>(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
     let r0 = insn.op0_register();
     let size = reg_size(r0);
     let v = source(ctx, insn, size)? & flags::mask(size);
     if v == 0 {
-        ctx.cpu.rflags |= ZF;
+        ctx.cpu.rflags = (ctx.cpu.rflags & !STATUS) | ZF | PF;
         return Ok(());
     }
     let idx = if REVERSE {
@@ -121,7 +123,7 @@ fn bsf_bsr<const REVERSE: bool>(ctx: &mut Ctx, insn: &Instruction) -> Result<()>
         v.trailing_zeros() as u64
     };
     write_reg(ctx.cpu, r0, idx);
-    ctx.cpu.rflags &= !ZF;
+    ctx.cpu.rflags = (ctx.cpu.rflags & !STATUS) | flags::parity(idx);
     Ok(())
 }
 
@@ -136,7 +138,7 @@ fn popcnt(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
 }
 
 /// LZCNT/TZCNT: count of leading/trailing zero bits (the operand width for a
-/// zero source); CF = (source == 0), ZF = (result == 0).
+/// zero source); CF = (source == 0), ZF = (result == 0), the rest cleared (this host).
 fn lzcnt_tzcnt<const LEADING: bool>(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
     let r0 = insn.op0_register();
     let size = reg_size(r0);
@@ -150,7 +152,7 @@ fn lzcnt_tzcnt<const LEADING: bool>(ctx: &mut Ctx, insn: &Instruction) -> Result
         v.trailing_zeros()
     };
     write_reg(ctx.cpu, r0, n as u64);
-    let mut f = ctx.cpu.rflags & !(CF | ZF);
+    let mut f = ctx.cpu.rflags & !STATUS;
     if v == 0 {
         f |= CF;
     }
@@ -259,5 +261,46 @@ mod tests {
         });
         assert_eq!(cpu.gpr[2], 0);
         assert_eq!(cpu.rflags & (CF | ZF), ZF);
+    }
+
+    /// BSF/BSR and LZCNT/TZCNT undefined flags as this host leaves them.
+    #[test]
+    fn undefined_flags_as_host() {
+        use crate::flags::{AF, OF, PF, SF};
+        let all = CF | PF | AF | ZF | SF | OF;
+        let (cpu, _, _) = run_asm(
+            TestMode::Long64,
+            |a| {
+                a.mov(eax, 0x30u32)?;
+                a.bsr(ecx, eax)?; // 5: parity even
+                a.hlt()
+            },
+            |c, _| c.rflags |= all,
+        );
+        assert_eq!(cpu.gpr[1], 5);
+        assert_eq!(cpu.rflags & all, PF);
+        let (cpu, _, _) = run_asm(
+            TestMode::Long64,
+            |a| {
+                a.mov(rcx, u64::MAX)?;
+                a.mov(eax, 0u32)?;
+                a.bsf(ecx, eax)?; // zero source: ZF PF, rcx untouched (upper half too)
+                a.hlt()
+            },
+            |c, _| c.rflags |= all,
+        );
+        assert_eq!(cpu.gpr[1], u64::MAX);
+        assert_eq!(cpu.rflags & all, ZF | PF);
+        let (cpu, _, _) = run_asm(
+            TestMode::Long64,
+            |a| {
+                a.mov(eax, 0x10u32)?;
+                a.lzcnt(ecx, eax)?; // 27
+                a.hlt()
+            },
+            |c, _| c.rflags |= all,
+        );
+        assert_eq!(cpu.gpr[1], 27);
+        assert_eq!(cpu.rflags & all, 0);
     }
 }

@@ -15,7 +15,9 @@ use iced_x86::{Code, Instruction, OpKind, Register};
 use crate::block::Handler;
 use crate::fault::{Fault, Result};
 use crate::flags;
-use crate::interp::operand::{addr_mask, addr_size, mem_operand, read_reg, reg_index, reg_size, seg_of, write_reg};
+use crate::interp::operand::{
+    addr_mask, addr_size, mem_operand, read_reg, reg_index, reg_size, seg_of, write_reg,
+};
 use crate::interp::Ctx;
 use crate::memory::is_canonical;
 use crate::state::{attr, cr, Mode, SegReg, Segment};
@@ -27,9 +29,9 @@ pub(super) fn handler(insn: &Instruction) -> Option<Handler> {
     Some(match insn.code() {
         Mov_Sreg_rm16 | Mov_Sreg_r32m16 | Mov_Sreg_r64m16 => mov_to_sreg,
         Mov_rm16_Sreg | Mov_r32m16_Sreg | Mov_r64m16_Sreg => mov_from_sreg,
-        Lds_r16_m1616 | Lds_r32_m1632 | Les_r16_m1616 | Les_r32_m1632 | Lfs_r16_m1616 | Lfs_r32_m1632
-        | Lfs_r64_m1664 | Lgs_r16_m1616 | Lgs_r32_m1632 | Lgs_r64_m1664 | Lss_r16_m1616 | Lss_r32_m1632
-        | Lss_r64_m1664 => load_far_pointer,
+        Lds_r16_m1616 | Lds_r32_m1632 | Les_r16_m1616 | Les_r32_m1632 | Lfs_r16_m1616
+        | Lfs_r32_m1632 | Lfs_r64_m1664 | Lgs_r16_m1616 | Lgs_r32_m1632 | Lgs_r64_m1664
+        | Lss_r16_m1616 | Lss_r32_m1632 | Lss_r64_m1664 => load_far_pointer,
         Lgdt_m1632_16 | Lgdt_m1632 | Lgdt_m1664 => lgdt,
         Lidt_m1632_16 | Lidt_m1632 | Lidt_m1664 => lidt,
         Sgdt_m1632_16 | Sgdt_m1632 | Sgdt_m1664 => sgdt,
@@ -503,7 +505,12 @@ impl Ctx<'_> {
     /// Validates the inner stack segment `ss` for new privilege level `dpl`
     /// (call gates and interrupts): #TS(ss) unless it is a writable data
     /// segment with RPL = DPL = `dpl`, #SS(ss) when not present.
-    pub(crate) fn inner_stack_segment(&mut self, ss: u16, dpl: u8, ext: u32) -> Result<(Segment, u64, Desc)> {
+    pub(crate) fn inner_stack_segment(
+        &mut self,
+        ss: u16,
+        dpl: u8,
+        ext: u32,
+    ) -> Result<(Segment, u64, Desc)> {
         if is_null(ss) {
             return Err(Fault::ts(ext));
         }
@@ -526,7 +533,12 @@ impl Ctx<'_> {
     /// Validates the outer stack segment popped by RET far or IRET when
     /// returning to privilege level `rpl` (#GP(ss) / #SS(ss)). In long mode
     /// a null SS is allowed when returning to 64-bit code at CPL < 3.
-    pub(crate) fn outer_stack_segment(&mut self, ss: u16, rpl: u8, to_64: bool) -> Result<(Segment, Option<(u64, Desc)>)> {
+    pub(crate) fn outer_stack_segment(
+        &mut self,
+        ss: u16,
+        rpl: u8,
+        to_64: bool,
+    ) -> Result<(Segment, Option<(u64, Desc)>)> {
         if is_null(ss) {
             if self.cpu.efer & cr::EFER_LMA != 0 && to_64 && (ss & 3) as u8 == rpl && rpl != 3 {
                 return Ok((null_ss(rpl), None));
@@ -554,7 +566,8 @@ impl Ctx<'_> {
         for s in [SegReg::Es, SegReg::Ds, SegReg::Fs, SegReg::Gs] {
             let seg = &mut self.cpu.seg[s as usize];
             let a = seg.attr;
-            let conforming_code = a & (attr::S | attr::CODE | attr::DC) == (attr::S | attr::CODE | attr::DC)
+            let conforming_code = a & (attr::S | attr::CODE | attr::DC)
+                == (attr::S | attr::CODE | attr::DC)
                 && a & attr::PRESENT != 0;
             if is_null(seg.selector) || (seg.dpl() < cpl && !conforming_code) {
                 seg.selector = 0;
@@ -775,7 +788,11 @@ fn ltr(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
         return Err(gp);
     };
     // Only an available TSS: 16-bit (1) or 32-bit (9) in legacy mode, 64-bit (9) in long mode.
-    let ok_type = if long { d.sys_type() == 9 } else { matches!(d.sys_type(), 1 | 9) };
+    let ok_type = if long {
+        d.sys_type() == 9
+    } else {
+        matches!(d.sys_type(), 1 | 9)
+    };
     if d.is_seg() || !ok_type || (long && d.upper_type() != 0) {
         return Err(gp);
     }
@@ -857,7 +874,11 @@ fn lar(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
     match d {
         Some(d) => {
             let dst = insn.op0_register();
-            let m = if reg_size(dst) == 2 { 0xff00 } else { 0x00f0_ff00 };
+            let m = if reg_size(dst) == 2 {
+                0xff00
+            } else {
+                0x00f0_ff00
+            };
             write_reg(ctx.cpu, dst, (d.lo >> 32) & m);
             set_zf(ctx, true);
         }
@@ -1002,8 +1023,19 @@ pub(crate) mod testkit {
     }
 
     /// Writes a 16-byte long-mode IDT gate.
-    pub fn set_idt64(bus: &mut TestBus, vector: u8, selector: u16, offset: u64, access: u8, ist: u8) {
-        bus.put(IDT + 16 * vector as u64, 8, gate(selector, offset, access, ist));
+    pub fn set_idt64(
+        bus: &mut TestBus,
+        vector: u8,
+        selector: u16,
+        offset: u64,
+        access: u8,
+        ist: u8,
+    ) {
+        bus.put(
+            IDT + 16 * vector as u64,
+            8,
+            gate(selector, offset, access, ist),
+        );
         bus.put(IDT + 16 * vector as u64 + 8, 8, offset >> 32);
     }
 
@@ -1017,7 +1049,11 @@ pub(crate) mod testkit {
             if real {
                 let at = ((HANDLERS_REAL_SEG as u64) << 4) + 16 * v as u64;
                 bus.write(at, &[0xbb, v, 0, 0xf4]);
-                bus.put(4 * v as u64, 4, ((HANDLERS_REAL_SEG as u64) << 16) | (16 * v as u64));
+                bus.put(
+                    4 * v as u64,
+                    4,
+                    ((HANDLERS_REAL_SEG as u64) << 16) | (16 * v as u64),
+                );
             } else {
                 let at = HANDLERS + 16 * v as u64;
                 bus.write(at, &[0xbb, v, 0, 0, 0, 0xf4]);
@@ -1047,14 +1083,23 @@ pub(crate) mod testkit {
     /// Drops a protected- or long-mode test CPU to CPL 3 with flat user segments.
     pub fn to_user(cpu: &mut Cpu) {
         let dpl3 = 3 << attr::DPL_SHIFT;
-        let data = flat(sel::DATA32_USER, attr::DATA_RW | attr::DB | attr::GRAN | dpl3);
+        let data = flat(
+            sel::DATA32_USER,
+            attr::DATA_RW | attr::DB | attr::GRAN | dpl3,
+        );
         for s in SegReg::ALL {
             cpu.seg[s as usize] = data;
         }
         cpu.seg[SegReg::Cs as usize] = if cpu.efer & cr::EFER_LMA != 0 {
-            flat(sel::CODE64_USER, attr::CODE_RX | attr::LONG | attr::GRAN | dpl3)
+            flat(
+                sel::CODE64_USER,
+                attr::CODE_RX | attr::LONG | attr::GRAN | dpl3,
+            )
         } else {
-            flat(sel::CODE32_USER, attr::CODE_RX | attr::DB | attr::GRAN | dpl3)
+            flat(
+                sel::CODE32_USER,
+                attr::CODE_RX | attr::DB | attr::GRAN | dpl3,
+            )
         };
         cpu.cpl = 3;
         cpu.gpr[reg::RSP] = USER_STACK;
@@ -1071,5 +1116,647 @@ pub(crate) mod testkit {
         let mut a = iced_x86::code_asm::CodeAssembler::new(bits).expect("bitness");
         build(&mut a).expect("assemble");
         a.assemble(ip).expect("assemble")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testkit::*;
+    use crate::fault::vector;
+    use crate::interp::RunExit;
+    use crate::state::{cr, reg, Cpu, Mode, SegReg};
+    use crate::testutil::{run_asm, sel, TestBus, TestMode, DATA, GDT};
+    use iced_x86::code_asm::*;
+
+    type Build = dyn Fn(&mut CodeAssembler) -> Result<(), iced_x86::IcedError>;
+
+    /// Runs `build` in `mode` with fault handlers installed; returns the state
+    /// and the vector that was taken (EBX), if any.
+    fn run_faulting(
+        mode: TestMode,
+        build: impl FnOnce(&mut CodeAssembler) -> Result<(), iced_x86::IcedError>,
+        setup: impl FnOnce(&mut Cpu, &mut TestBus),
+    ) -> (Cpu, TestBus, Option<u8>) {
+        let (cpu, bus, exit) = run_asm(
+            mode,
+            |a| {
+                a.mov(ebx, 0xffff_ffffu32)?;
+                build(a)
+            },
+            |cpu, bus| {
+                install_handlers(cpu, bus);
+                setup(cpu, bus);
+            },
+        );
+        assert_eq!(exit, RunExit::Halted, "{mode:?}");
+        let v = cpu.gpr[reg::RBX] as u32;
+        (
+            cpu,
+            bus,
+            if v == 0xffff_ffff {
+                None
+            } else {
+                Some(v as u8)
+            },
+        )
+    }
+
+    /// The error code on top of the handler's stack (32-bit frame).
+    fn err32(cpu: &Cpu, bus: &TestBus) -> u64 {
+        bus.read(cpu.gpr[reg::RSP] & 0xffff_ffff, 4)
+    }
+
+    #[test]
+    fn real_to_protected_via_lgdt_cr0_far_jmp() {
+        let pm = asm_at(32, 0x1_0100, |a| {
+            a.mov(ax, 0x58u32)?;
+            a.mov(ds, ax)?;
+            a.mov(ax, sel::DATA32 as u32)?;
+            a.mov(ss, ax)?;
+            a.mov(esp, 0x9_0000u32)?;
+            a.mov(dword_ptr(0x80_0000), 0x1234u32)?;
+            a.hlt()
+        });
+        let (cpu, bus, exit) = run_asm(
+            TestMode::Real,
+            |a| {
+                a.lgdt(ptr(0x7000))?;
+                a.mov(eax, 0x11u32)?;
+                a.mov(cr0, eax)?;
+                // jmp dword 0x08:0x10100
+                a.db(&[0x66, 0xea, 0x00, 0x01, 0x01, 0x00, 0x08, 0x00])
+            },
+            |cpu, bus| {
+                cpu.gdtr.base = 0;
+                cpu.gdtr.limit = 0;
+                bus.put(0x7000, 2, 0x5f);
+                bus.put(0x7002, 4, GDT);
+                // An unaccessed flat data segment at 0x58.
+                bus.put(GDT + 0x58, 8, seg_desc(0, 0xfffff, 0x92, 0xc));
+                bus.write(0x1_0100, &pm);
+            },
+        );
+        assert_eq!(exit, RunExit::Halted);
+        assert_eq!(cpu.mode, Mode::Protected);
+        assert_eq!(cpu.bitness, 32);
+        assert_eq!(cpu.sreg(SegReg::Cs).selector, sel::CODE32);
+        assert_eq!(cpu.gdtr.base, GDT);
+        assert_eq!(cpu.gdtr.limit, 0x5f);
+        assert_eq!(cpu.sreg(SegReg::Ds).limit, 0xffff_ffff);
+        assert_eq!(cpu.sreg(SegReg::Ds).selector, 0x58);
+        assert!(cpu.sreg(SegReg::Ss).db());
+        assert_eq!(bus.read(0x80_0000, 4), 0x1234);
+        assert_eq!(bus.read(GDT + 0x58 + 5, 1), 0x93, "accessed bit set");
+    }
+
+    #[test]
+    fn real_mode_loads_keep_limit_and_attributes() {
+        let (cpu, _, exit) = run_asm(
+            TestMode::Real,
+            |a| {
+                a.mov(ax, 0x1234u32)?;
+                a.mov(ds, ax)?;
+                a.mov(es, ax)?;
+                a.les(di, ptr(0x100))?;
+                a.hlt()
+            },
+            |cpu, bus| {
+                cpu.seg[SegReg::Ds as usize].limit = 0xffff_ffff; // unreal mode
+                bus.put(0x1_2340 + 0x100, 2, 0xbeef);
+                bus.put(0x1_2340 + 0x102, 2, 0x2000);
+            },
+        );
+        assert_eq!(exit, RunExit::Halted);
+        let d = cpu.sreg(SegReg::Ds);
+        assert_eq!(
+            (d.selector, d.base, d.limit),
+            (0x1234, 0x1_2340, 0xffff_ffff)
+        );
+        let e = cpu.sreg(SegReg::Es);
+        assert_eq!((e.selector, e.base, e.limit), (0x2000, 0x2_0000, 0xffff));
+        assert_eq!(cpu.gpr[reg::RDI] & 0xffff, 0xbeef);
+    }
+
+    /// One segment-load case: code, then the expected (vector, error code).
+    fn load_fault(
+        mode: TestMode,
+        build: impl FnOnce(&mut CodeAssembler) -> Result<(), iced_x86::IcedError>,
+    ) -> (Option<u8>, u64, Cpu) {
+        let (cpu, bus, v) = run_faulting(mode, build, |cpu, bus| {
+            set_gdt(cpu, bus, 11, seg_desc(0, 0xfffff, 0x98, 0xc)); // 0x58: execute-only code
+            set_gdt(cpu, bus, 12, seg_desc(0, 0xfffff, 0x12, 0xc)); // 0x60: data, not present
+            set_gdt(cpu, bus, 13, seg_desc(0, 0xfffff, 0x9e, 0xc)); // 0x68: conforming readable code
+        });
+        let e = if cpu.bitness == 64 {
+            bus.read(cpu.gpr[reg::RSP], 8)
+        } else {
+            err32(&cpu, &bus)
+        };
+        (v, e, cpu)
+    }
+
+    #[test]
+    fn protected_segment_load_checks() {
+        let gp = Some(vector::GP);
+        let cases: Vec<(Box<Build>, Option<u8>, u64)> = vec![
+            (
+                Box::new(|a| {
+                    a.mov(ax, 0x78u32)?;
+                    a.mov(ds, ax)
+                }),
+                gp,
+                0x78,
+            ), // beyond the GDT limit
+            (
+                Box::new(|a| {
+                    a.mov(ax, 0x58u32)?;
+                    a.mov(es, ax)
+                }),
+                gp,
+                0x58,
+            ), // execute-only code
+            (
+                Box::new(|a| {
+                    a.mov(ax, 0x60u32)?;
+                    a.mov(fs, ax)
+                }),
+                Some(vector::NP),
+                0x60,
+            ),
+            (
+                Box::new(|a| {
+                    a.mov(ax, 0x60u32)?;
+                    a.mov(ss, ax)
+                }),
+                Some(vector::SS),
+                0x60,
+            ),
+            (
+                Box::new(|a| {
+                    a.mov(ax, 0x08u32)?;
+                    a.mov(ss, ax)
+                }),
+                gp,
+                0x08,
+            ), // code in SS
+            (
+                Box::new(|a| {
+                    a.mov(ax, 0x03u32)?;
+                    a.mov(ss, ax)
+                }),
+                gp,
+                0,
+            ), // null SS
+            (
+                Box::new(|a| {
+                    a.mov(ax, 0x3bu32)?;
+                    a.mov(ss, ax)
+                }),
+                gp,
+                0x38,
+            ), // DPL 3 stack at CPL 0
+            (
+                Box::new(|a| {
+                    a.mov(ax, 0x13u32)?;
+                    a.mov(gs, ax)
+                }),
+                gp,
+                0x10,
+            ), // RPL > DPL
+            (
+                Box::new(|a| {
+                    a.mov(ax, 0x13u32)?;
+                    a.lds(eax, ptr(0x80_0000))
+                }),
+                gp,
+                0x58,
+            ), // selector 0x5a from memory
+            (
+                Box::new(|a| {
+                    a.xor(eax, eax)?;
+                    a.mov(ds, ax)?;
+                    a.mov(eax, dword_ptr(0x80_0000))
+                }),
+                gp,
+                0,
+            ), // null DS used
+        ];
+        for (i, (build, v, e)) in cases.into_iter().enumerate() {
+            let (got, err, _) = load_fault(TestMode::Protected32, |a| {
+                a.mov(dword_ptr(0x80_0004), 0x5au32)?;
+                build(a)?;
+                a.hlt()
+            });
+            assert_eq!((got, err), (v, e), "case {i}");
+        }
+        // Loads that succeed: readable code, conforming code with RPL 3,
+        // DPL-3 data, null selectors in data registers.
+        let (got, _, cpu) = load_fault(TestMode::Protected32, |a| {
+            a.mov(ax, 0x08u32)?;
+            a.mov(ds, ax)?;
+            a.mov(ax, 0x6bu32)?;
+            a.mov(es, ax)?;
+            a.mov(ax, 0x3bu32)?;
+            a.mov(fs, ax)?;
+            a.mov(ax, 0x3u32)?;
+            a.mov(gs, ax)?;
+            a.hlt()
+        });
+        assert_eq!(got, None);
+        assert_eq!(cpu.sreg(SegReg::Ds).selector, 0x08);
+        assert_eq!(cpu.sreg(SegReg::Es).selector, 0x6b);
+        assert_eq!(cpu.sreg(SegReg::Fs).dpl(), 3);
+        assert_eq!(
+            (cpu.sreg(SegReg::Gs).selector, cpu.sreg(SegReg::Gs).attr),
+            (3, 0)
+        );
+    }
+
+    #[test]
+    fn mov_cs_is_ud_and_mov_ss_sets_shadow() {
+        let (got, _, _) = load_fault(TestMode::Protected32, |a| a.db(&[0x8e, 0xc8, 0xf4]));
+        assert_eq!(got, Some(vector::UD));
+        let (cpu, _, exit) = run_asm(
+            TestMode::Protected32,
+            |a| {
+                a.mov(ax, 0x10u32)?;
+                a.mov(ss, ax)?;
+                a.hlt()
+            },
+            |_, _| {},
+        );
+        assert_eq!(exit, RunExit::Halted);
+        assert_eq!(cpu.shadow_at, 2, "MOV SS at icount 1 shadows icount 2");
+    }
+
+    #[test]
+    fn long_mode_null_ss_and_fs_base() {
+        let (got, _, cpu) = load_fault(TestMode::Long64, |a| {
+            a.xor(eax, eax)?;
+            a.mov(ss, ax)?;
+            a.mov(fs, ax)?;
+            a.push(rax)?;
+            a.hlt()
+        });
+        assert_eq!(got, None);
+        assert_eq!(cpu.sreg(SegReg::Ss).selector, 0);
+        assert_eq!(cpu.sreg(SegReg::Fs).base, 0);
+        // RPL != CPL is still refused.
+        let (got, err, _) = load_fault(TestMode::Long64, |a| {
+            a.mov(eax, 3u32)?;
+            a.mov(ss, ax)?;
+            a.hlt()
+        });
+        assert_eq!((got, err), (Some(vector::GP), 0));
+    }
+
+    #[test]
+    fn mov_from_sreg_widths() {
+        let (cpu, bus, exit) = run_asm(
+            TestMode::Long64,
+            |a| {
+                a.mov(rax, -1i64)?;
+                a.mov(rcx, -1i64)?;
+                a.mov(ax, ds)?;
+                a.mov(ecx, es)?;
+                a.mov(rdx, -1i64)?;
+                a.mov(word_ptr(0x80_0000), cs)?;
+                a.hlt()
+            },
+            |_, bus| bus.put(0x80_0000, 8, u64::MAX),
+        );
+        assert_eq!(exit, RunExit::Halted);
+        assert_eq!(cpu.gpr[reg::RAX], 0xffff_ffff_ffff_0010);
+        assert_eq!(cpu.gpr[reg::RCX], 0x10);
+        assert_eq!(bus.read(0x80_0000, 8), 0xffff_ffff_ffff_0018);
+    }
+
+    #[test]
+    fn far_pointer_loads() {
+        let (cpu, _, exit) = run_asm(
+            TestMode::Protected32,
+            |a| {
+                a.lds(esi, ptr(DATA))?;
+                a.lfs(di, ptr(DATA + 8))?;
+                a.lss(esp, ptr(DATA + 16))?;
+                a.hlt()
+            },
+            |_, bus| {
+                bus.put(DATA, 4, 0x1122_3344);
+                bus.put(DATA + 4, 2, sel::DATA32 as u64);
+                bus.put(DATA + 8, 2, 0x5566);
+                bus.put(DATA + 10, 2, sel::CODE32 as u64);
+                bus.put(DATA + 16, 4, 0x0088_0000);
+                bus.put(DATA + 20, 2, sel::DATA32 as u64);
+            },
+        );
+        assert_eq!(exit, RunExit::Halted);
+        assert_eq!(cpu.gpr[reg::RSI], 0x1122_3344);
+        assert_eq!(cpu.gpr[reg::RDI] & 0xffff, 0x5566);
+        assert_eq!(cpu.sreg(SegReg::Fs).selector, sel::CODE32);
+        assert_eq!(cpu.gpr[reg::RSP], 0x88_0000);
+        // 64-bit LSS with a 64-bit offset.
+        let (cpu, _, exit) = run_asm(
+            TestMode::Long64,
+            |a| {
+                a.lss(rsp, ptr(DATA))?;
+                a.lgs(eax, ptr(DATA + 16))?;
+                a.hlt()
+            },
+            |_, bus| {
+                bus.put(DATA, 8, 0x7f_1234);
+                bus.put(DATA + 8, 2, sel::DATA32 as u64);
+                bus.put(DATA + 16, 4, 0xabcd);
+                bus.put(DATA + 20, 2, sel::DATA32_USER as u64);
+            },
+        );
+        assert_eq!(exit, RunExit::Halted);
+        assert_eq!(cpu.gpr[reg::RSP], 0x7f_1234);
+        assert_eq!(cpu.gpr[reg::RAX], 0xabcd);
+        assert_eq!(cpu.sreg(SegReg::Gs).selector, sel::DATA32_USER);
+    }
+
+    #[test]
+    fn descriptor_table_registers() {
+        // 32-bit LGDT/SGDT and LIDT/SIDT; 16-bit operand LGDT keeps 24 bits of base.
+        let (cpu, bus, exit) = run_asm(
+            TestMode::Protected32,
+            |a| {
+                a.sidt(ptr(DATA + 0x20))?;
+                a.lidt(ptr(DATA))?;
+                a.sidt(ptr(DATA + 0x30))?;
+                a.sgdt(ptr(DATA + 0x40))?;
+                a.db(&[0x66, 0x0f, 0x01, 0x15])?; // o16 lgdt [DATA + 8]
+                a.dd(&[(DATA + 8) as u32])?;
+                a.hlt()
+            },
+            |_, bus| {
+                bus.put(DATA, 2, 0x7ff);
+                bus.put(DATA + 2, 4, 0xaabb_ccdd);
+                bus.put(DATA + 8, 2, 0x57);
+                bus.put(DATA + 10, 4, 0x1200_0500);
+            },
+        );
+        assert_eq!(exit, RunExit::Halted);
+        assert_eq!(bus.read(DATA + 0x20, 6), 0x0000_1000_0fff);
+        assert_eq!((cpu.idtr.limit, cpu.idtr.base), (0x7ff, 0xaabb_ccdd));
+        assert_eq!(bus.read(DATA + 0x30, 6), 0xaabb_ccdd_07ff);
+        assert_eq!(bus.read(DATA + 0x40, 6), 0x0000_0500_0057);
+        assert_eq!((cpu.gdtr.limit, cpu.gdtr.base), (0x57, 0x500));
+        // 64-bit: ten-byte operands; a non-canonical base is #GP(0).
+        let (cpu, bus, exit) = run_asm(
+            TestMode::Long64,
+            |a| {
+                a.sgdt(ptr(DATA + 0x40))?;
+                a.lidt(ptr(DATA))?;
+                a.hlt()
+            },
+            |_, bus| {
+                bus.put(DATA, 2, 0xfff);
+                bus.put(DATA + 2, 8, 0xffff_8000_0000_1000);
+            },
+        );
+        assert_eq!(exit, RunExit::Halted);
+        assert_eq!(bus.read(DATA + 0x40, 8), 0x0500_0057);
+        assert_eq!(bus.read(DATA + 0x48, 2), 0);
+        assert_eq!(cpu.idtr.base, 0xffff_8000_0000_1000);
+        let (_, err, _) = load_fault(TestMode::Long64, |a| {
+            a.mov(rax, 0x8000_0000_0000_0000u64)?;
+            a.mov(qword_ptr(DATA + 2), rax)?;
+            a.lgdt(ptr(DATA))?;
+            a.hlt()
+        });
+        assert_eq!(err, 0);
+    }
+
+    #[test]
+    fn lgdt_at_cpl3_and_sgdt_with_umip() {
+        let run_user =
+            |cr4_bits: u64, build: fn(&mut CodeAssembler) -> Result<(), iced_x86::IcedError>| {
+                let (cpu, bus, v) = run_faulting(TestMode::Protected32, build, move |cpu, _| {
+                    cpu.cr4 |= cr4_bits;
+                    to_user(cpu);
+                });
+                (v, err32(&cpu, &bus), cpu.cpl)
+            };
+        assert_eq!(
+            run_user(0, |a| {
+                a.lgdt(ptr(DATA))?;
+                a.hlt()
+            }),
+            (Some(vector::GP), 0, 0)
+        );
+        // SGDT is allowed at CPL 3 without UMIP (then HLT faults).
+        let (v, _, _) = run_user(0, |a| {
+            a.sgdt(ptr(DATA))?;
+            a.mov(ebx, 0x77u32)?;
+            a.int3()
+        });
+        assert_eq!(v, Some(vector::GP), "INT3 through a DPL-0 gate at CPL 3");
+        assert_eq!(
+            run_user(cr::CR4_UMIP, |a| {
+                a.sgdt(ptr(DATA))?;
+                a.hlt()
+            }),
+            (Some(vector::GP), 0, 0)
+        );
+        assert_eq!(
+            run_user(cr::CR4_UMIP, |a| {
+                a.smsw(eax)?;
+                a.hlt()
+            }),
+            (Some(vector::GP), 0, 0)
+        );
+        assert_eq!(
+            run_user(cr::CR4_UMIP, |a| {
+                a.str(eax)?;
+                a.hlt()
+            }),
+            (Some(vector::GP), 0, 0)
+        );
+    }
+
+    #[test]
+    fn lldt_ltr_sldt_str() {
+        let (cpu, bus, v) = run_faulting(
+            TestMode::Protected32,
+            |a| {
+                a.mov(ax, 0x60u32)?;
+                a.lldt(ax)?;
+                a.mov(ax, 0x0fu32)?; // LDT entry 1, RPL 3
+                a.mov(es, ax)?;
+                a.sldt(ebx)?;
+                a.mov(ax, 0x68u32)?;
+                a.ltr(ax)?;
+                a.str(ecx)?;
+                a.mov(ebx, 0xffff_ffffu32)?;
+                a.ltr(ax)?; // now busy: #GP(0x68)
+                a.hlt()
+            },
+            |cpu, bus| {
+                set_gdt(cpu, bus, 12, seg_desc(0x6000, 0x17, 0x82, 0));
+                set_gdt(cpu, bus, 13, seg_desc(0x4000, 0x67, 0x89, 0));
+                bus.put(0x6008, 8, seg_desc(0x1234_5000, 0xfffff, 0xf2, 0xc));
+            },
+        );
+        assert_eq!(v, Some(vector::GP));
+        assert_eq!(err32(&cpu, &bus), 0x68);
+        assert_eq!(
+            (cpu.ldtr.selector, cpu.ldtr.base, cpu.ldtr.limit),
+            (0x60, 0x6000, 0x17)
+        );
+        assert_eq!(cpu.sreg(SegReg::Es).base, 0x1234_5000);
+        assert_eq!(bus.read(0x6008 + 5, 1), 0xf3, "LDT descriptor accessed");
+        assert_eq!(cpu.gpr[reg::RCX], 0x68);
+        assert_eq!(
+            (cpu.tr.selector, cpu.tr.base, cpu.tr.sys_type()),
+            (0x68, 0x4000, 11)
+        );
+        assert_eq!(bus.read(GDT + 0x68 + 5, 1), 0x8b, "TSS marked busy");
+
+        // Long mode: 16-byte TSS descriptor; LLDT of a non-LDT is #GP(sel).
+        let (cpu, bus, v) = run_faulting(
+            TestMode::Long64,
+            |a| {
+                a.mov(ax, sel::TSS as u32)?;
+                a.ltr(ax)?;
+                a.mov(ax, 0x10u32)?;
+                a.lldt(ax)?;
+                a.hlt()
+            },
+            |cpu, bus| {
+                bus.put(GDT + 0x50, 8, 0x1);
+                cpu.tr.selector = 0;
+                let _ = cpu;
+            },
+        );
+        assert_eq!(v, Some(vector::GP));
+        assert_eq!(bus.read(cpu.gpr[reg::RSP], 8), 0x10);
+        assert_eq!((cpu.tr.selector, cpu.tr.base), (sel::TSS, 0x1_0000_3000));
+        // Real mode: LLDT is #UD.
+        let (_, _, v) = run_faulting(
+            TestMode::Real,
+            |a| {
+                a.lldt(ax)?;
+                a.hlt()
+            },
+            |_, _| {},
+        );
+        assert_eq!(v, Some(vector::UD));
+    }
+
+    #[test]
+    fn lar_lsl_verr_verw() {
+        let (cpu, _, exit) = run_asm(
+            TestMode::Protected32,
+            |a| {
+                a.mov(edx, 0u32)?;
+                a.mov(ax, sel::CODE32 as u32)?;
+                a.lar(ebx, eax)?; // 0x00c09b00
+                a.setz(dl)?;
+                a.lsl(ecx, eax)?; // 0xffffffff
+                a.mov(ax, sel::TSS as u32)?;
+                a.lar(si, ax)?; // 0x8900 (16-bit)
+                a.mov(edi, 0x5555_5555u32)?;
+                a.mov(ax, 0x13u32)?; // RPL 3 on a DPL-0 segment: fails
+                a.lar(edi, eax)?;
+                a.setz(dh)?;
+                a.hlt()
+            },
+            |_, _| {},
+        );
+        assert_eq!(exit, RunExit::Halted);
+        assert_eq!(cpu.gpr[reg::RBX], 0x00c0_9b00);
+        assert_eq!(cpu.gpr[reg::RCX], 0xffff_ffff);
+        assert_eq!(cpu.gpr[reg::RSI] & 0xffff, 0x8900);
+        assert_eq!(cpu.gpr[reg::RDI], 0x5555_5555, "unchanged on failure");
+        assert_eq!(cpu.gpr[reg::RDX] & 0xffff, 0x0001);
+
+        let (cpu, _, exit) = run_asm(
+            TestMode::Protected32,
+            |a| {
+                a.xor(ebx, ebx)?;
+                for (i, (s, write)) in [
+                    (sel::CODE32, false),
+                    (sel::CODE32, true),
+                    (sel::DATA32, true),
+                    (0x78, false),
+                    (0, false),
+                    (0x13, true),
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    a.mov(ax, s as u32)?;
+                    if write {
+                        a.verw(ax)?
+                    } else {
+                        a.verr(ax)?
+                    }
+                    a.setz(cl)?;
+                    a.movzx(ecx, cl)?;
+                    a.shl(ecx, i as u32)?;
+                    a.or(ebx, ecx)?;
+                }
+                a.mov(ax, 0x08u32)?;
+                a.mov(dx, 0x0003u32)?;
+                a.arpl(ax, dx)?;
+                a.setz(cl)?;
+                a.hlt()
+            },
+            |_, _| {},
+        );
+        assert_eq!(exit, RunExit::Halted);
+        assert_eq!(cpu.gpr[reg::RBX], 0b000101, "verr code, verw data");
+        assert_eq!(cpu.gpr[reg::RAX] & 0xffff, 0x0b);
+        assert_eq!(cpu.gpr[reg::RCX] & 0xff, 1);
+
+        // 64-bit LSL of the 16-byte TSS descriptor.
+        let (cpu, _, exit) = run_asm(
+            TestMode::Long64,
+            |a| {
+                a.mov(eax, sel::TSS as u32)?;
+                a.lsl(rbx, rax)?;
+                a.hlt()
+            },
+            |_, _| {},
+        );
+        assert_eq!(exit, RunExit::Halted);
+        assert_eq!(cpu.gpr[reg::RBX], 0x67);
+    }
+
+    #[test]
+    fn msw_instructions() {
+        let (cpu, _, exit) = run_asm(
+            TestMode::Protected32,
+            |a| {
+                a.mov(eax, 0x8000_000eu32)?; // MP, EM, TS; PE clear (cannot clear PE)
+                a.lmsw(ax)?;
+                a.smsw(ebx)?;
+                a.mov(ecx, -1i32)?;
+                a.smsw(cx)?;
+                a.clts()?;
+                a.smsw(edx)?;
+                a.hlt()
+            },
+            |_, _| {},
+        );
+        assert_eq!(exit, RunExit::Halted);
+        let base = Cpu::new(0).cr0 | cr::CR0_PE;
+        assert_eq!(cpu.gpr[reg::RBX], base | 0xe);
+        assert_eq!(cpu.gpr[reg::RCX], 0xffff_0000 | ((base | 0xe) & 0xffff));
+        assert_eq!(cpu.gpr[reg::RDX], base | 0x6);
+        // LMSW enters protected mode from real mode.
+        let (cpu, _, exit) = run_asm(
+            TestMode::Real,
+            |a| {
+                a.mov(ax, 1u32)?;
+                a.lmsw(ax)?;
+                a.hlt()
+            },
+            |_, _| {},
+        );
+        assert_eq!(exit, RunExit::Halted);
+        assert_eq!(cpu.mode, Mode::Protected);
     }
 }

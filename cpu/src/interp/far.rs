@@ -14,7 +14,9 @@ use iced_x86::{Code, Instruction};
 
 use crate::block::Handler;
 use crate::fault::{Fault, Result, StopKind};
-use crate::interp::descriptor::{is_null, null_ss, real_segment, sel_code, v86_segment, Desc, StackBuilder};
+use crate::interp::descriptor::{
+    is_null, null_ss, real_segment, sel_code, v86_segment, Desc, StackBuilder,
+};
 use crate::interp::operand::{addr_mask, addr_size, mem_operand};
 use crate::interp::Ctx;
 use crate::memory::is_canonical;
@@ -85,7 +87,12 @@ impl Ctx<'_> {
         let cs = self.cpu.seg[SegReg::Cs as usize];
         // Real mode keeps the CS limit across loads; V86 segments are 64 KiB.
         let limit = if v86 { 0xffff } else { cs.limit as u64 };
-        let mut st = StackBuilder::new(self.cpu.seg[SegReg::Ss as usize], self.sp(), false, Fault::ss(0));
+        let mut st = StackBuilder::new(
+            self.cpu.seg[SegReg::Ss as usize],
+            self.sp(),
+            false,
+            Fault::ss(0),
+        );
         if call {
             st.push(size, cs.selector as u64)?;
             st.push(size, self.cpu.rip)?;
@@ -94,7 +101,11 @@ impl Ctx<'_> {
             return Err(Fault::gp(0));
         }
         st.probe(self, self.cpu.cpl == 3)?;
-        self.cpu.seg[SegReg::Cs as usize] = if v86 { v86_segment(sel) } else { real_segment(cs, sel) };
+        self.cpu.seg[SegReg::Cs as usize] = if v86 {
+            v86_segment(sel)
+        } else {
+            real_segment(cs, sel)
+        };
         self.cpu.rip = ip;
         if call {
             self.set_sp(st.sp);
@@ -130,11 +141,20 @@ impl Ctx<'_> {
                 return Err(Fault::np(sel_code(sel)));
             }
             let to64 = long_mode && d.long();
-            let ip = offset & if to64 { ip_mask(size) } else { ip_mask(size.min(4)) };
+            let ip = offset
+                & if to64 {
+                    ip_mask(size)
+                } else {
+                    ip_mask(size.min(4))
+                };
             return self.same_privilege(sel, &d, addr, ip, size, to64, call);
         }
         let ty = d.sys_type();
-        let valid = if long_mode { ty == 0xc } else { matches!(ty, 1 | 4 | 5 | 9 | 0xc) };
+        let valid = if long_mode {
+            ty == 0xc
+        } else {
+            matches!(ty, 1 | 4 | 5 | 9 | 0xc)
+        };
         if !valid {
             return Err(gp);
         }
@@ -159,12 +179,29 @@ impl Ctx<'_> {
     /// JMP/CALL to a code segment (directly or through a call gate) without
     /// a privilege change: CS.RPL becomes CPL.
     #[allow(clippy::too_many_arguments)]
-    fn same_privilege(&mut self, sel: u16, d: &Desc, addr: u64, ip: u64, size: u8, to64: bool, call: bool) -> Result<()> {
+    fn same_privilege(
+        &mut self,
+        sel: u16,
+        d: &Desc,
+        addr: u64,
+        ip: u64,
+        size: u8,
+        to64: bool,
+        call: bool,
+    ) -> Result<()> {
         let cpl = self.cpu.cpl;
+        // 64-bit mode, or a 64-bit call gate (also from compatibility mode):
+        // the pushes use the 64-bit RSP.
+        let long_stack = self.cpu.bitness == 64 || size == 8;
+        let sp = if long_stack {
+            self.cpu.gpr[reg::RSP]
+        } else {
+            self.sp()
+        };
         let mut st = StackBuilder::new(
             self.cpu.seg[SegReg::Ss as usize],
-            self.sp(),
-            self.cpu.bitness == 64,
+            sp,
+            long_stack,
             Fault::ss(0),
         );
         if call {
@@ -181,7 +218,11 @@ impl Ctx<'_> {
         st.probe(self, cpl == 3)?;
         self.set_accessed(addr, d)?;
         if call {
-            self.set_sp(st.sp);
+            if long_stack {
+                self.cpu.gpr[reg::RSP] = st.sp;
+            } else {
+                self.set_sp(st.sp);
+            }
         }
         self.cpu.seg[SegReg::Cs as usize] = d.segment((sel & !3) | cpl as u16);
         self.cpu.rip = ip;
@@ -277,7 +318,13 @@ impl Ctx<'_> {
         }
     }
 
-    fn finish_inner_call(&mut self, st: &StackBuilder, cs_sel: u16, cd: &Desc, ip: u64) -> Result<()> {
+    fn finish_inner_call(
+        &mut self,
+        st: &StackBuilder,
+        cs_sel: u16,
+        cd: &Desc,
+        ip: u64,
+    ) -> Result<()> {
         let new_cpl = cd.dpl();
         self.cpu.seg[SegReg::Cs as usize] = cd.segment((cs_sel & !3) | new_cpl as u16);
         self.cpu.cpl = new_cpl;
@@ -336,7 +383,11 @@ fn ret_far(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
             }
             let sp = ctx.sp().wrapping_add(frame);
             ctx.set_sp(sp);
-            ctx.cpu.seg[SegReg::Cs as usize] = if v86 { v86_segment(cs_sel) } else { real_segment(cs, cs_sel) };
+            ctx.cpu.seg[SegReg::Cs as usize] = if v86 {
+                v86_segment(cs_sel)
+            } else {
+                real_segment(cs, cs_sel)
+            };
             ctx.cpu.rip = ip;
             ctx.cpu.update_mode();
             return Ok(());
@@ -386,4 +437,327 @@ fn ret_far(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
         ctx.cpu.update_mode();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::fault::{vector, StopKind};
+    use crate::interp::descriptor::testkit::*;
+    use crate::interp::RunExit;
+    use crate::state::{reg, Cpu, Mode, SegReg};
+    use crate::testutil::{run_asm, sel, TestBus, TestMode, CODE, DATA, STACK};
+    use iced_x86::code_asm::*;
+
+    const H: u64 = 0x21_0000;
+
+    fn rd(bus: &TestBus, cpu: &Cpu, slot: u64, size: u64) -> u64 {
+        let m = if cpu.bitness == 64 {
+            u64::MAX
+        } else {
+            0xffff_ffff
+        };
+        bus.read((cpu.gpr[reg::RSP] & m) + slot * size, size as usize)
+    }
+
+    #[test]
+    fn real_mode_far_call_ret_jmp() {
+        let sub = asm_at(16, 0x10, |a| {
+            a.mov(bx, 0x22u32)?;
+            a.retf_1(2)
+        });
+        let (cpu, _, exit) = run_asm(
+            TestMode::Real,
+            |a| {
+                a.push(0x77u32)?;
+                a.call_far(0x2000, 0x10)?;
+                a.mov(cx, 1u32)?;
+                a.jmp_far(0x3000, 0x4)
+            },
+            |_, bus| {
+                bus.write(0x2_0010, &sub);
+                bus.write(0x3_0004, &[0xf4]);
+            },
+        );
+        assert_eq!(exit, RunExit::Halted);
+        assert_eq!(cpu.gpr[reg::RBX] & 0xffff, 0x22);
+        assert_eq!(cpu.gpr[reg::RCX] & 0xffff, 1);
+        assert_eq!(cpu.gpr[reg::RSP], 0x8000);
+        assert_eq!(
+            (cpu.sreg(SegReg::Cs).selector, cpu.sreg(SegReg::Cs).base),
+            (0x3000, 0x3_0000)
+        );
+        assert_eq!(cpu.rip, 5);
+    }
+
+    #[test]
+    fn protected_far_call_and_ret_same_privilege() {
+        let sub32 = asm_at(32, H, |a| {
+            a.mov(ebx, esp)?;
+            a.retf()
+        });
+        // 16-bit code segment (limit 64 KiB) returning to 32-bit code with o32 RETF.
+        let sub16 = asm_at(16, 0x8000, |a| {
+            a.mov(dx, 0x1616u32)?;
+            a.db(&[0x66, 0xcb])
+        });
+        let (cpu, _, exit) = run_asm(
+            TestMode::Protected32,
+            |a| {
+                a.call_far(sel::CODE32, H as u32)?;
+                a.call_far(sel::CODE16, 0x8000)?;
+                a.mov(esi, esp)?;
+                a.hlt()
+            },
+            |_, bus| {
+                bus.write(H, &sub32);
+                bus.write(0x8000, &sub16);
+            },
+        );
+        assert_eq!(exit, RunExit::Halted);
+        assert_eq!(cpu.gpr[reg::RBX], STACK - 8);
+        assert_eq!(cpu.gpr[reg::RDX] & 0xffff, 0x1616);
+        assert_eq!(cpu.gpr[reg::RSI], STACK);
+        assert_eq!(
+            (cpu.bitness, cpu.sreg(SegReg::Cs).selector),
+            (32, sel::CODE32)
+        );
+    }
+
+    /// Runs `build` (after setting EBX to -1) with fault handlers installed.
+    fn faulting(
+        mode: TestMode,
+        build: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>,
+        setup: impl FnOnce(&mut Cpu, &mut TestBus),
+    ) -> (Cpu, TestBus, RunExit) {
+        run_asm(
+            mode,
+            |a| {
+                a.mov(ebx, 0xffff_ffffu32)?;
+                build(a)
+            },
+            |cpu, bus| {
+                install_handlers(cpu, bus);
+                set_gdt(cpu, bus, 11, seg_desc(0, 0xfffff, 0x1a, 0xc)); // 0x58: code, not present
+                set_gdt(cpu, bus, 13, seg_desc(0, 0xfffff, 0x9e, 0xc)); // 0x68: conforming code, DPL 0
+                setup(cpu, bus);
+            },
+        )
+    }
+
+    #[test]
+    fn far_jmp_checks() {
+        let cases: [(u16, u32, u8, u64); 6] = [
+            (sel::DATA32, 0, vector::GP, sel::DATA32 as u64),
+            (0x58, 0, vector::NP, 0x58),
+            (0x3, 0, vector::GP, 0),
+            (sel::CODE32_USER, 0, vector::GP, 0x30), // DPL 3 non-conforming at CPL 0
+            (sel::CODE16, 0x2_0000, vector::GP, 0),  // beyond the limit
+            (sel::CODE32 | 3, 0, vector::GP, sel::CODE32 as u64), // RPL > CPL
+        ];
+        for (i, (s, off, v, e)) in cases.into_iter().enumerate() {
+            let (cpu, bus, exit) =
+                faulting(TestMode::Protected32, |a| a.jmp_far(s, off), |_, _| {});
+            assert_eq!(exit, RunExit::Halted, "case {i}");
+            assert_eq!(
+                (cpu.gpr[reg::RBX] as u8, rd(&bus, &cpu, 0, 4)),
+                (v, e),
+                "case {i}"
+            );
+        }
+        // A conforming segment keeps CPL 3 and gets RPL 3.
+        let (cpu, bus, exit) = faulting(
+            TestMode::Protected32,
+            |a| a.jmp_far(0x68, H as u32),
+            |cpu, bus| {
+                to_user(cpu);
+                set_idt32(bus, 0x81, gate(sel::CODE32, handler_addr(0x81), 0xee, 0));
+                bus.write(H, &[0xcd, 0x81]);
+            },
+        );
+        assert_eq!(exit, RunExit::Halted);
+        assert_eq!(cpu.gpr[reg::RBX], 0x81);
+        assert_eq!(
+            rd(&bus, &cpu, 1, 4),
+            0x6b,
+            "CS pushed by INT: conforming, RPL = CPL 3"
+        );
+        // A far JMP to a TSS is a task switch.
+        let (_, _, exit) = faulting(TestMode::Protected32, |a| a.jmp_far(sel::TSS, 0), |_, _| {});
+        assert!(
+            matches!(exit, RunExit::Stop(s) if matches!(&s.kind, StopKind::Unsupported(m) if m.contains("task switch")))
+        );
+    }
+
+    #[test]
+    fn call_gate_to_ring0_with_parameters() {
+        let h = asm_at(32, H, |a| {
+            a.mov(esi, dword_ptr(esp + 8))?;
+            a.mov(ebp, dword_ptr(esp + 12))?;
+            a.mov(ecx, dword_ptr(esp + 4))?;
+            a.mov(edx, dword_ptr(esp + 16))?;
+            a.mov(eax, esp)?;
+            a.retf_1(8)
+        });
+        let (cpu, bus, exit) = faulting(
+            TestMode::Protected32,
+            |a| {
+                a.push(0x11)?;
+                a.push(0x22)?;
+                a.call_far(0x63, 0)?;
+                a.mov(edi, esp)?;
+                a.int(0x81)
+            },
+            |cpu, bus| {
+                set_gdt(cpu, bus, 12, gate(sel::CODE32, H, 0xec, 2)); // 0x60: DPL-3 32-bit call gate
+                set_idt32(bus, 0x81, gate(sel::CODE32, handler_addr(0x81), 0xee, 0));
+                bus.write(H, &h);
+                to_user(cpu);
+            },
+        );
+        assert_eq!(exit, RunExit::Halted);
+        assert_eq!(cpu.gpr[reg::RBX], 0x81);
+        assert_eq!(
+            (cpu.gpr[reg::RSI], cpu.gpr[reg::RBP]),
+            (0x22, 0x11),
+            "parameters copied in order"
+        );
+        assert_eq!(cpu.gpr[reg::RCX], sel::CODE32_USER as u64);
+        assert_eq!(cpu.gpr[reg::RDX], USER_STACK - 8);
+        assert_eq!(cpu.gpr[reg::RAX], ESP0 - 24);
+        assert_eq!(
+            cpu.gpr[reg::RDI],
+            USER_STACK,
+            "RETF 8 released the parameters on both stacks"
+        );
+        // Back at CPL 3 before INT 0x81: its frame holds the user SS:ESP.
+        assert_eq!(rd(&bus, &cpu, 3, 4), USER_STACK);
+        assert_eq!(rd(&bus, &cpu, 4, 4), sel::DATA32_USER as u64);
+        // The gate's DPL must be ≥ CPL: a DPL-0 gate from CPL 3 is #GP(gate).
+        let (cpu, bus, _) = faulting(
+            TestMode::Protected32,
+            |a| a.call_far(0x60, 0),
+            |cpu, bus| {
+                set_gdt(cpu, bus, 12, gate(sel::CODE32, H, 0x8c, 0));
+                to_user(cpu);
+            },
+        );
+        assert_eq!(
+            (cpu.gpr[reg::RBX] as u8, rd(&bus, &cpu, 0, 4)),
+            (vector::GP, 0x60)
+        );
+    }
+
+    #[test]
+    fn long_mode_far_transfers_between_64_and_compat() {
+        let compat = asm_at(32, 0x11_0000, |a| {
+            a.mov(eax, 0x32u32)?;
+            a.jmp_far(sel::CODE64, 0x12_0000)
+        });
+        let back64 = asm_at(64, 0x12_0000, |a| {
+            a.call(fword_ptr(DATA + 8))?;
+            a.hlt()
+        });
+        let sub = asm_at(32, 0x13_0000, |a| {
+            a.mov(ecx, 0x99u32)?;
+            a.mov(edx, esp)?;
+            a.retf()
+        });
+        let (cpu, _, exit) = run_asm(
+            TestMode::Long64,
+            |a| a.jmp(fword_ptr(DATA)),
+            |_, bus| {
+                bus.put(DATA, 4, 0x11_0000);
+                bus.put(DATA + 4, 2, sel::CODE32 as u64);
+                bus.put(DATA + 8, 4, 0x13_0000);
+                bus.put(DATA + 12, 2, sel::CODE32 as u64);
+                bus.write(0x11_0000, &compat);
+                bus.write(0x12_0000, &back64);
+                bus.write(0x13_0000, &sub);
+            },
+        );
+        assert_eq!(exit, RunExit::Halted);
+        assert_eq!(cpu.gpr[reg::RAX], 0x32);
+        assert_eq!(cpu.gpr[reg::RCX], 0x99);
+        assert_eq!(cpu.gpr[reg::RDX], STACK - 8);
+        assert_eq!(cpu.gpr[reg::RSP], STACK);
+        assert_eq!((cpu.mode, cpu.rip), (Mode::Long64, 0x12_0000 + 8));
+    }
+
+    #[test]
+    fn long_mode_call_gate_and_retfq_to_ring3() {
+        let h = asm_at(64, H, |a| {
+            a.mov(rsi, qword_ptr(rsp))?;
+            a.mov(rdi, qword_ptr(rsp + 8))?;
+            a.mov(rbp, qword_ptr(rsp + 16))?;
+            a.mov(rdx, qword_ptr(rsp + 24))?;
+            a.mov(r8, ss)?;
+            a.mov(r9, rsp)?;
+            a.db(&[0x48, 0xcb])
+        });
+        let (cpu, bus, exit) = faulting(
+            TestMode::Long64,
+            |a| {
+                a.call(fword_ptr(DATA))?;
+                a.int(0x81)
+            },
+            |cpu, bus| {
+                set_gdt(cpu, bus, 12, gate(sel::CODE64, H, 0xec, 0)); // 0x60: 64-bit call gate, DPL 3
+                set_gdt(cpu, bus, 13, H >> 32);
+                set_idt64(bus, 0x81, sel::CODE64, handler_addr(0x81), 0xee, 0);
+                bus.put(DATA, 4, 0);
+                bus.put(DATA + 4, 2, 0x63);
+                bus.put(0x3004, 8, ESP0);
+                bus.write(H, &h);
+                to_user(cpu);
+                cpu.gpr[8] = 0x1234;
+            },
+        );
+        assert_eq!(exit, RunExit::Halted);
+        assert_eq!(cpu.gpr[reg::RBX], 0x81);
+        assert_eq!(cpu.gpr[reg::RSI], CODE + 5 + 7);
+        assert_eq!(cpu.gpr[reg::RDI], sel::CODE64_USER as u64);
+        assert_eq!(cpu.gpr[reg::RBP], USER_STACK);
+        assert_eq!(cpu.gpr[reg::RDX], sel::DATA32_USER as u64);
+        assert_eq!(cpu.gpr[8], 0, "null SS with RPL 0");
+        assert_eq!(cpu.gpr[9], ESP0 - 32);
+        // The INT 0x81 frame shows the restored user stack and CS.
+        assert_eq!(rd(&bus, &cpu, 1, 8), sel::CODE64_USER as u64);
+        assert_eq!(rd(&bus, &cpu, 3, 8), USER_STACK);
+    }
+
+    #[test]
+    fn compat_mode_call_through_64_bit_gate() {
+        let compat = asm_at(32, 0x11_0000, |a| {
+            a.call_far(0x60, 0)?;
+            a.mov(edi, esp)?;
+            a.hlt()
+        });
+        let h = asm_at(64, H, |a| {
+            a.mov(rsi, rsp)?;
+            a.mov(rdx, qword_ptr(rsp + 8))?;
+            a.db(&[0x48, 0xcb]) // RETFQ back to compatibility mode
+        });
+        let (cpu, _, exit) = faulting(
+            TestMode::Long64,
+            |a| a.jmp(fword_ptr(DATA)),
+            |cpu, bus| {
+                set_gdt(cpu, bus, 12, gate(sel::CODE64, H, 0x8c, 0));
+                set_gdt(cpu, bus, 13, 0);
+                bus.put(DATA, 4, 0x11_0000);
+                bus.put(DATA + 4, 2, sel::CODE32 as u64);
+                bus.write(0x11_0000, &compat);
+                bus.write(H, &h);
+            },
+        );
+        assert_eq!(exit, RunExit::Halted);
+        assert_eq!(cpu.gpr[reg::RBX], 0xffff_ffff, "no fault");
+        assert_eq!(
+            cpu.gpr[reg::RSI],
+            STACK - 16,
+            "8-byte pushes on the 64-bit stack"
+        );
+        assert_eq!(cpu.gpr[reg::RDX], sel::CODE32 as u64);
+        assert_eq!(cpu.gpr[reg::RDI], STACK);
+        assert_eq!((cpu.mode, cpu.bitness), (Mode::Compat, 32));
+    }
 }

@@ -20,7 +20,9 @@ use iced_x86::{Code, Instruction};
 use crate::block::Handler;
 use crate::fault::{vector, Fault, Result, StopKind};
 use crate::flags;
-use crate::interp::descriptor::{is_null, null_segment, null_ss, real_segment, sel_code, v86_segment, Desc, StackBuilder};
+use crate::interp::descriptor::{
+    is_null, null_segment, null_ss, real_segment, sel_code, v86_segment, Desc, StackBuilder,
+};
 use crate::interp::Ctx;
 use crate::memory::is_canonical;
 use crate::state::{cr, reg, Mode, SegReg};
@@ -41,7 +43,9 @@ impl Event {
     /// The vector number.
     pub fn vector(&self) -> u8 {
         match *self {
-            Event::Exception { vector, .. } | Event::Software { vector, .. } | Event::External { vector } => vector,
+            Event::Exception { vector, .. }
+            | Event::Software { vector, .. }
+            | Event::External { vector } => vector,
         }
     }
 
@@ -88,16 +92,34 @@ pub(super) fn handler(insn: &Instruction) -> Option<Handler> {
 fn is_fault_class(v: u8) -> bool {
     matches!(
         v,
-        vector::DE | vector::BR | vector::UD | vector::NM | vector::TS | vector::NP | vector::SS | vector::GP
-            | vector::PF | vector::MF | vector::AC | vector::XM | 20 | 21
+        vector::DE
+            | vector::BR
+            | vector::UD
+            | vector::NM
+            | vector::TS
+            | vector::NP
+            | vector::SS
+            | vector::GP
+            | vector::PF
+            | vector::MF
+            | vector::AC
+            | vector::XM
+            | 20
+            | 21
     )
 }
 
 /// Whether a fault during delivery of `first` turns into #DF (SDM table 6-5):
 /// contributory after contributory, contributory or #PF after #PF.
 fn is_double_fault(first: u8, second: u8) -> bool {
-    let contributory = |v: u8| matches!(v, vector::DE | vector::TS | vector::NP | vector::SS | vector::GP);
-    (contributory(first) && contributory(second)) || (first == vector::PF && (contributory(second) || second == vector::PF))
+    let contributory = |v: u8| {
+        matches!(
+            v,
+            vector::DE | vector::TS | vector::NP | vector::SS | vector::GP
+        )
+    };
+    (contributory(first) && contributory(second))
+        || (first == vector::PF && (contributory(second) || second == vector::PF))
 }
 
 impl Ctx<'_> {
@@ -122,7 +144,10 @@ impl Ctx<'_> {
             match r {
                 Ok(()) => return Ok(()),
                 Err(Fault::Stop(kind)) => return Err(kind),
-                Err(Fault::Exception { vector: second, error_code }) => {
+                Err(Fault::Exception {
+                    vector: second,
+                    error_code,
+                }) => {
                     let first = match ev {
                         Event::Exception { vector, .. } => Some(vector),
                         _ => None,
@@ -176,7 +201,12 @@ impl Ctx<'_> {
             return Err(Fault::gp(0));
         }
         let entry = self.read_lin_sys(self.cpu.idtr.base.wrapping_add(v * 4), 4)?;
-        let mut st = StackBuilder::new(self.cpu.seg[SegReg::Ss as usize], self.sp(), false, Fault::ss(0));
+        let mut st = StackBuilder::new(
+            self.cpu.seg[SegReg::Ss as usize],
+            self.sp(),
+            false,
+            Fault::ss(0),
+        );
         st.push(2, self.cpu.rflags)?;
         st.push(2, self.cpu.seg[SegReg::Cs as usize].selector as u64)?;
         st.push(2, self.cpu.rip)?;
@@ -293,7 +323,12 @@ impl Ctx<'_> {
             if vm {
                 return Err(Fault::gp(sel_code(cs_sel) | ext));
             }
-            let mut st = StackBuilder::new(self.cpu.seg[SegReg::Ss as usize], self.sp(), false, Fault::ss(ext));
+            let mut st = StackBuilder::new(
+                self.cpu.seg[SegReg::Ss as usize],
+                self.sp(),
+                false,
+                Fault::ss(ext),
+            );
             st.push(size, old_flags)?;
             st.push(size, old_cs)?;
             st.push(size, old_ip)?;
@@ -358,7 +393,12 @@ impl Ctx<'_> {
         if !is_canonical(rip) {
             return Err(Fault::gp(ext));
         }
-        let mut st = StackBuilder::new(self.cpu.seg[SegReg::Ss as usize], rsp & !0xf, true, Fault::ss(ext));
+        let mut st = StackBuilder::new(
+            self.cpu.seg[SegReg::Ss as usize],
+            rsp & !0xf,
+            true,
+            Fault::ss(ext),
+        );
         st.push(8, self.cpu.seg[SegReg::Ss as usize].selector as u64)?;
         st.push(8, self.cpu.gpr[reg::RSP])?;
         st.push(8, self.cpu.rflags)?;
@@ -642,4 +682,583 @@ fn iret_long(ctx: &mut Ctx, size: u8) -> Result<()> {
         ctx.invalidate_data_segments();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::block::CodeCache;
+    use crate::fault::{vector, StopKind};
+    use crate::flags;
+    use crate::interp::descriptor::testkit::*;
+    use crate::interp::{Ctx, RunExit};
+    use crate::state::{reg, Cpu, Mode, SegReg};
+    use crate::testutil::{
+        assemble, cpu_in, install_tables, run, run_asm, sel, TestBus, TestMode, CODE, IDT, STACK,
+    };
+    use iced_x86::code_asm::*;
+
+    /// Where tests put their own handlers.
+    const H: u64 = 0x21_0000;
+
+    fn rd(bus: &TestBus, cpu: &Cpu, slot: u64, size: u64) -> u64 {
+        bus.read(
+            (cpu.gpr[reg::RSP]
+                & if cpu.bitness == 64 {
+                    u64::MAX
+                } else {
+                    0xffff_ffff
+                })
+                + slot * size,
+            size as usize,
+        )
+    }
+
+    fn stop_kind(exit: RunExit) -> StopKind {
+        match exit {
+            RunExit::Stop(s) => s.kind,
+            e => panic!("expected a stop, got {e:?}"),
+        }
+    }
+
+    #[test]
+    fn real_mode_int_and_iret() {
+        let h = asm_at(16, 0x10, |a| {
+            a.mov(bx, 0x55u32)?;
+            a.pushf()?;
+            a.pop(dx)?;
+            a.iret()
+        });
+        let (cpu, _, exit) = run_asm(
+            TestMode::Real,
+            |a| {
+                a.int(0x21)?;
+                a.mov(cx, 1u32)?;
+                a.hlt()
+            },
+            |cpu, bus| {
+                bus.put(0x21 * 4, 4, 0x2000_0010);
+                bus.write(0x2_0010, &h);
+                cpu.rflags |= flags::IF | flags::TF;
+                cpu.rflags &= !flags::TF;
+            },
+        );
+        assert_eq!(exit, RunExit::Halted);
+        assert_eq!(cpu.gpr[reg::RBX] & 0xffff, 0x55);
+        assert_eq!(cpu.gpr[reg::RCX] & 0xffff, 1);
+        assert_eq!(cpu.gpr[reg::RDX] & flags::IF, 0, "IF clear in the handler");
+        assert_ne!(cpu.rflags & flags::IF, 0, "IF restored by IRET");
+        assert_eq!(cpu.gpr[reg::RSP], 0x8000);
+        assert_eq!(cpu.sreg(SegReg::Cs).selector, 0x1000);
+    }
+
+    #[test]
+    fn real_mode_exception_uses_ivt() {
+        let (cpu, bus, exit) = run_asm(
+            TestMode::Real,
+            |a| {
+                a.mov(bx, 0xffffu32)?;
+                a.ud2()
+            },
+            |cpu, bus| install_handlers(cpu, bus),
+        );
+        assert_eq!(exit, RunExit::Halted);
+        assert_eq!(cpu.gpr[reg::RBX] & 0xffff, vector::UD as u64);
+        // FLAGS, CS, IP: IP points at UD2 (offset 3).
+        assert_eq!(bus.read(0x8000 - 6, 2), 3);
+        assert_eq!(bus.read(0x8000 - 4, 2), 0x1000);
+    }
+
+    #[test]
+    fn triple_faults() {
+        // Real mode with an empty IVT: INT3 → #GP → #DF → triple fault.
+        let (_, _, exit) = run_asm(TestMode::Real, |a| a.int3(), |cpu, _| cpu.idtr.limit = 0);
+        assert!(matches!(stop_kind(exit), StopKind::TripleFault { .. }));
+        // Protected mode with an empty IDT: #UD → #GP (benign first) → #DF → triple.
+        let (cpu, _, exit) = run_asm(
+            TestMode::Protected32,
+            |a| a.ud2(),
+            |cpu, _| cpu.idtr.limit = 0,
+        );
+        assert_eq!(
+            stop_kind(exit),
+            StopKind::TripleFault {
+                vector: vector::GP,
+                error_code: Some(8 * 8 + 2 + 1)
+            }
+        );
+        assert_eq!(
+            cpu.rip, CODE,
+            "the machine stops at the faulting instruction"
+        );
+        // Long mode, IDT entries not present.
+        let (_, _, exit) = run_asm(TestMode::Long64, |a| a.ud2(), |_, _| {});
+        assert!(matches!(stop_kind(exit), StopKind::TripleFault { .. }));
+    }
+
+    #[test]
+    fn ring3_interrupt_gate_and_iret() {
+        let h = asm_at(32, H, |a| {
+            a.mov(esi, dword_ptr(esp))?;
+            a.mov(edi, dword_ptr(esp + 4))?;
+            a.mov(ebp, dword_ptr(esp + 16))?;
+            a.mov(edx, esp)?;
+            a.mov(eax, 0x99u32)?;
+            a.iretd()
+        });
+        let (cpu, bus, exit) = run_asm(
+            TestMode::Protected32,
+            |a| {
+                a.mov(eax, 1u32)?;
+                a.int(0x80)?;
+                a.mov(ecx, eax)?;
+                a.hlt()
+            },
+            |cpu, bus| {
+                install_handlers(cpu, bus);
+                set_idt32(bus, 0x80, gate(sel::CODE32, H, 0xee, 0));
+                bus.write(H, &h);
+                to_user(cpu);
+                cpu.rflags |= flags::IF;
+            },
+        );
+        assert_eq!(exit, RunExit::Halted);
+        let after_int = CODE + 5 + 2;
+        assert_eq!(cpu.gpr[reg::RSI], after_int);
+        assert_eq!(cpu.gpr[reg::RDI], sel::CODE32_USER as u64);
+        assert_eq!(cpu.gpr[reg::RBP], sel::DATA32_USER as u64);
+        assert_eq!(cpu.gpr[reg::RDX], ESP0 - 20);
+        assert_eq!(cpu.gpr[reg::RCX], 0x99);
+        // HLT at CPL 3 → #GP(0) on the ring-0 stack.
+        assert_eq!(cpu.gpr[reg::RBX], vector::GP as u64);
+        assert_eq!((cpu.cpl, cpu.mode), (0, Mode::Protected));
+        assert_eq!(cpu.gpr[reg::RSP], ESP0 - 24);
+        assert_eq!(rd(&bus, &cpu, 0, 4), 0, "error code");
+        assert_eq!(rd(&bus, &cpu, 1, 4), after_int + 2, "EIP of the HLT");
+        assert_eq!(rd(&bus, &cpu, 2, 4), sel::CODE32_USER as u64);
+        let pushed = rd(&bus, &cpu, 3, 4);
+        assert_eq!(
+            pushed & (flags::IF | flags::RF),
+            flags::IF | flags::RF,
+            "IF, and RF for a fault"
+        );
+        assert_eq!(rd(&bus, &cpu, 4, 4), USER_STACK);
+        assert_eq!(rd(&bus, &cpu, 5, 4), sel::DATA32_USER as u64);
+        assert_eq!(cpu.rflags & (flags::IF | flags::RF), 0);
+        assert_eq!(cpu.sreg(SegReg::Ss).selector, sel::DATA32);
+    }
+
+    /// Runs user-mode code with handlers installed; returns (vector, error code or top of stack).
+    fn user_fault(
+        build: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>,
+        setup: impl FnOnce(&mut Cpu, &mut TestBus),
+    ) -> (u8, u64, Cpu, TestBus) {
+        let (cpu, bus, exit) = run_asm(TestMode::Protected32, build, |cpu, bus| {
+            install_handlers(cpu, bus);
+            to_user(cpu);
+            setup(cpu, bus);
+        });
+        assert_eq!(exit, RunExit::Halted);
+        let top = rd(&bus, &cpu, 0, 4);
+        (cpu.gpr[reg::RBX] as u8, top, cpu, bus)
+    }
+
+    #[test]
+    fn software_interrupt_privilege_checks() {
+        // INT n through a DPL-0 gate: #GP(vector*8+2), EXT clear.
+        let (v, e, _, _) = user_fault(|a| a.int(0x81), |_, _| {});
+        assert_eq!((v, e), (vector::GP, 0x81 * 8 + 2));
+        let (v, e, _, _) = user_fault(|a| a.int3(), |_, _| {});
+        assert_eq!((v, e), (vector::GP, 3 * 8 + 2));
+        // INT1 skips the DPL check.
+        let (v, e, _, _) = user_fault(|a| a.int1(), |_, _| {});
+        assert_eq!((v, e), (vector::DB, CODE + 1), "INT1 pushes the next EIP");
+        // INTO with OF set delivers #OF after the instruction; with OF clear it does nothing.
+        let code = assemble(TestMode::Protected32, |a| {
+            a.into()?;
+            a.mov(eax, 0x7fff_ffffu32)?;
+            a.add(eax, 1)?;
+            a.into()?;
+            a.hlt()
+        });
+        let (cpu, bus, exit) = run(TestMode::Protected32, &code, 1000, |cpu, bus| {
+            install_handlers(cpu, bus)
+        });
+        assert_eq!(exit, RunExit::Halted);
+        assert_eq!(cpu.gpr[reg::RBX], vector::OF as u64);
+        assert_eq!(rd(&bus, &cpu, 0, 4), CODE + code.len() as u64 - 1);
+        assert_eq!(rd(&bus, &cpu, 2, 4) & flags::RF, 0, "traps do not set RF");
+        // A not-present gate for INT n: #NP(vector*8+2).
+        let (v, e, _, _) = user_fault(
+            |a| a.int(0x81),
+            |_, bus| set_idt32(bus, 0x81, gate(sel::CODE32, H, 0x6e, 0)),
+        );
+        assert_eq!((v, e), (vector::NP, 0x81 * 8 + 2));
+        // A gate that is not an interrupt/trap/task gate: #GP(vector*8+2).
+        let (v, e, _, _) = user_fault(
+            |a| a.int(0x81),
+            |_, bus| set_idt32(bus, 0x81, gate(sel::CODE32, H, 0xec, 0)),
+        );
+        assert_eq!((v, e), (vector::GP, 0x81 * 8 + 2));
+    }
+
+    #[test]
+    fn external_interrupt_errors_have_ext() {
+        let mut bus = TestBus::new();
+        install_tables(&mut bus);
+        let mut cpu = cpu_in(TestMode::Protected32);
+        install_handlers(&cpu, &mut bus);
+        set_idt32(&mut bus, 0x30, gate(sel::CODE32, H, 0x0e, 0)); // not present
+        let mut cache = CodeCache::new();
+        cpu.rflags |= flags::IF;
+        Ctx::new(&mut cpu, &mut bus, &mut cache)
+            .interrupt(0x30)
+            .expect("delivered");
+        assert_eq!(cpu.rip, handler_addr(vector::NP));
+        assert_eq!(rd(&bus, &cpu, 0, 4), 0x30 * 8 + 2 + 1);
+        assert_eq!(rd(&bus, &cpu, 1, 4), CODE, "the interrupted EIP");
+        // A working external interrupt through a trap gate keeps IF.
+        set_idt32(
+            &mut bus,
+            0x31,
+            gate(sel::CODE32, handler_addr(0x31), 0x8f, 0),
+        );
+        cpu.rflags |= flags::IF;
+        Ctx::new(&mut cpu, &mut bus, &mut cache)
+            .interrupt(0x31)
+            .expect("delivered");
+        assert_eq!(cpu.rip, handler_addr(0x31));
+        assert_ne!(cpu.rflags & flags::IF, 0);
+    }
+
+    #[test]
+    fn long_mode_interrupt_with_ist_and_alignment() {
+        let (cpu, bus, exit) = run_asm(
+            TestMode::Long64,
+            |a| {
+                a.int(0x40)?;
+                a.hlt()
+            },
+            |cpu, bus| {
+                install_handlers(cpu, bus);
+                set_idt64(bus, 0x40, sel::CODE64, handler_addr(0x40), 0x8e, 1);
+                bus.put(0x3000 + 0x24, 8, 0x7f_0008); // IST1, misaligned
+            },
+        );
+        assert_eq!(exit, RunExit::Halted);
+        assert_eq!(cpu.gpr[reg::RBX], 0x40);
+        assert_eq!(cpu.gpr[reg::RSP], 0x7f_0000 - 40);
+        assert_eq!(rd(&bus, &cpu, 0, 8), CODE + 2);
+        assert_eq!(rd(&bus, &cpu, 1, 8), sel::CODE64 as u64);
+        assert_eq!(rd(&bus, &cpu, 3, 8), STACK);
+        assert_eq!(rd(&bus, &cpu, 4, 8), sel::DATA32 as u64);
+        // An exception with an error code, from a misaligned stack, without IST.
+        let (cpu, bus, exit) = run_asm(
+            TestMode::Long64,
+            |a| {
+                a.mov(eax, 0x78u32)?;
+                a.mov(ds, ax)?;
+                a.hlt()
+            },
+            |cpu, bus| {
+                install_handlers(cpu, bus);
+                cpu.gpr[reg::RSP] = 0x8f_fff8;
+            },
+        );
+        assert_eq!(exit, RunExit::Halted);
+        assert_eq!(cpu.gpr[reg::RBX], vector::GP as u64);
+        assert_eq!(cpu.gpr[reg::RSP], 0x8f_fff0 - 48);
+        assert_eq!(rd(&bus, &cpu, 0, 8), 0x78);
+        assert_eq!(rd(&bus, &cpu, 1, 8), CODE + 5);
+        assert_eq!(rd(&bus, &cpu, 4, 8), 0x8f_fff8);
+    }
+
+    #[test]
+    fn long_mode_ring3_to_ring0_and_iretq() {
+        let h = asm_at(64, H, |a| {
+            a.mov(rsi, qword_ptr(rsp))?;
+            a.mov(rdi, qword_ptr(rsp + 8))?;
+            a.mov(rbp, qword_ptr(rsp + 32))?;
+            a.mov(r8, ss)?;
+            a.mov(r9, rsp)?;
+            a.iretq()
+        });
+        let (cpu, bus, exit) = run_asm(
+            TestMode::Long64,
+            |a| {
+                a.int(0x80)?;
+                a.mov(ecx, 7u32)?;
+                a.hlt()
+            },
+            |cpu, bus| {
+                install_handlers(cpu, bus);
+                set_idt64(bus, 0x80, sel::CODE64, H, 0xee, 0);
+                bus.write(H, &h);
+                // RSP0 is 8 bytes in a 64-bit TSS.
+                bus.put(0x3004, 8, ESP0);
+                to_user(cpu);
+                cpu.gpr[8] = 0x1234;
+            },
+        );
+        assert_eq!(exit, RunExit::Halted);
+        assert_eq!(cpu.gpr[reg::RSI], CODE + 2);
+        assert_eq!(cpu.gpr[reg::RDI], sel::CODE64_USER as u64);
+        assert_eq!(cpu.gpr[reg::RBP], sel::DATA32_USER as u64);
+        assert_eq!(cpu.gpr[8], 0, "SS is a null selector with RPL 0");
+        assert_eq!(cpu.gpr[9], ESP0 - 40);
+        assert_eq!(cpu.gpr[reg::RCX], 7);
+        assert_eq!(cpu.gpr[reg::RBX], vector::GP as u64);
+        assert_eq!(cpu.gpr[reg::RSP], ESP0 - 48);
+        assert_eq!(rd(&bus, &cpu, 1, 8), CODE + 2 + 5);
+        assert_eq!(rd(&bus, &cpu, 4, 8), USER_STACK);
+        assert_eq!(rd(&bus, &cpu, 5, 8), sel::DATA32_USER as u64);
+        assert_eq!(cpu.mode, Mode::Long64);
+    }
+
+    #[test]
+    fn v86_entry_by_iret_and_interrupt_back() {
+        let v86 = asm_at(16, 0, |a| {
+            a.mov(ax, 0x4000u32)?;
+            a.mov(es, ax)?;
+            a.mov(word_ptr(0), 0xbeefu32)?; // DS = 0x1234
+            a.mov(word_ptr(0).es(), 0xcafeu32)?;
+            a.int(0x20)
+        });
+        let enter = |iopl: u32| {
+            move |a: &mut CodeAssembler| -> Result<(), IcedError> {
+                for v in [
+                    0u32,
+                    0,
+                    0x1234,
+                    0,
+                    0x6000,
+                    0x1000,
+                    0x2_0002 | (iopl << 12),
+                    0x5000,
+                    0,
+                ] {
+                    a.push(v)?;
+                }
+                a.iretd()
+            }
+        };
+        let (cpu, bus, exit) = run_asm(TestMode::Protected32, enter(3), |cpu, bus| {
+            install_handlers(cpu, bus);
+            set_idt32(bus, 0x20, gate(sel::CODE32, handler_addr(0x20), 0xee, 0));
+            bus.write(0x5_0000, &v86);
+        });
+        assert_eq!(exit, RunExit::Halted);
+        assert_eq!(bus.read(0x1_2340, 2), 0xbeef);
+        assert_eq!(bus.read(0x4_0000, 2), 0xcafe);
+        assert_eq!(cpu.gpr[reg::RBX], 0x20);
+        assert_eq!((cpu.cpl, cpu.mode), (0, Mode::Protected));
+        for s in [SegReg::Es, SegReg::Ds, SegReg::Fs, SegReg::Gs] {
+            assert_eq!(cpu.sreg(s).selector, 0, "{s:?} nulled");
+        }
+        assert_eq!(cpu.gpr[reg::RSP], ESP0 - 36);
+        let frame: Vec<u64> = (0..9).map(|i| rd(&bus, &cpu, i, 4)).collect();
+        assert_eq!(frame[0], v86.len() as u64, "EIP after INT 0x20");
+        assert_eq!(frame[1], 0x5000);
+        assert_eq!(
+            frame[2] & (flags::VM | flags::IOPL),
+            flags::VM | flags::IOPL
+        );
+        assert_eq!(&frame[3..], &[0x1000, 0x6000, 0x4000, 0x1234, 0, 0]);
+        assert_eq!(cpu.rflags & flags::VM, 0);
+
+        // IOPL 0: INT n faults with #GP(0) from V86 mode (to ring 0).
+        let (cpu, bus, exit) = run_asm(TestMode::Protected32, enter(0), |cpu, bus| {
+            install_handlers(cpu, bus);
+            bus.write(0x5_0000, &v86);
+        });
+        assert_eq!(exit, RunExit::Halted);
+        assert_eq!(cpu.gpr[reg::RBX], vector::GP as u64);
+        assert_eq!(cpu.gpr[reg::RSP], ESP0 - 40);
+        assert_eq!(rd(&bus, &cpu, 0, 4), 0);
+        assert_eq!(
+            rd(&bus, &cpu, 1, 4),
+            v86.len() as u64 - 2,
+            "EIP of INT 0x20"
+        );
+    }
+
+    #[test]
+    fn v86_iret_and_hlt() {
+        // In V86 mode with IOPL 3, IRET works like real mode; HLT faults.
+        let v86 = asm_at(16, 0, |a| {
+            a.push(0x0202u32)?; // FLAGS (IOPL bits ignored)
+            a.push(0x5000u32)?;
+            a.push(0x40u32)?;
+            a.iret()
+        });
+        let (cpu, bus, exit) = run_asm(
+            TestMode::Protected32,
+            |a| {
+                for v in [0u32, 0, 0, 0, 0x6000, 0x1000, 0x2_3002, 0x5000, 0] {
+                    a.push(v)?;
+                }
+                a.iretd()
+            },
+            |cpu, bus| {
+                install_handlers(cpu, bus);
+                bus.write(0x5_0000, &v86);
+                bus.write(0x5_0040, &[0xf4]);
+            },
+        );
+        assert_eq!(exit, RunExit::Halted);
+        assert_eq!(cpu.gpr[reg::RBX], vector::GP as u64);
+        assert_eq!(rd(&bus, &cpu, 1, 4), 0x40, "EIP of HLT");
+        assert_eq!(
+            rd(&bus, &cpu, 3, 4) & (flags::IF | flags::IOPL),
+            flags::IF | flags::IOPL
+        );
+    }
+
+    #[test]
+    fn double_fault_escalation() {
+        // #GP whose gate is not present: #NP during #GP delivery → #DF(0).
+        let (cpu, bus, exit) = run_asm(
+            TestMode::Protected32,
+            |a| {
+                a.mov(ax, 0x78u32)?;
+                a.mov(ds, ax)?;
+                a.hlt()
+            },
+            |cpu, bus| {
+                install_handlers(cpu, bus);
+                set_idt32(bus, vector::GP, gate(sel::CODE32, H, 0x0e, 0));
+            },
+        );
+        assert_eq!(exit, RunExit::Halted);
+        assert_eq!(cpu.gpr[reg::RBX], vector::DF as u64);
+        assert_eq!(rd(&bus, &cpu, 0, 4), 0);
+        assert_eq!(rd(&bus, &cpu, 1, 4), CODE + 4, "EIP of the faulting MOV DS");
+
+        // #PF while pushing a #PF frame (IST stack unmapped) → #DF on IST2.
+        let (cpu, bus, exit) = run_asm(
+            TestMode::Long64,
+            |a| {
+                a.mov(rax, qword_ptr(0x5000_0000))?;
+                a.hlt()
+            },
+            |cpu, bus| {
+                install_handlers(cpu, bus);
+                set_idt64(
+                    bus,
+                    vector::PF,
+                    sel::CODE64,
+                    handler_addr(vector::PF),
+                    0x8e,
+                    1,
+                );
+                set_idt64(
+                    bus,
+                    vector::DF,
+                    sel::CODE64,
+                    handler_addr(vector::DF),
+                    0x8e,
+                    2,
+                );
+                bus.put(0x3000 + 0x24, 8, 0x4000_1000);
+                bus.put(0x3000 + 0x2c, 8, 0x7f_0000);
+            },
+        );
+        assert_eq!(exit, RunExit::Halted);
+        assert_eq!(cpu.gpr[reg::RBX], vector::DF as u64);
+        assert_eq!(cpu.cr2, 0x4000_0ff8);
+        assert_eq!(rd(&bus, &cpu, 0, 8), 0);
+        assert_eq!(cpu.gpr[reg::RSP], 0x7f_0000 - 48);
+
+        // #PF while delivering #GP (contributory, then page fault): handled serially.
+        let (cpu, bus, exit) = run_asm(
+            TestMode::Long64,
+            |a| {
+                a.mov(eax, 0x78u32)?;
+                a.mov(ds, ax)?;
+                a.hlt()
+            },
+            |cpu, bus| {
+                install_handlers(cpu, bus);
+                set_idt64(
+                    bus,
+                    vector::GP,
+                    sel::CODE64,
+                    handler_addr(vector::GP),
+                    0x8e,
+                    1,
+                );
+                bus.put(0x3000 + 0x24, 8, 0x4000_1000);
+            },
+        );
+        assert_eq!(exit, RunExit::Halted);
+        assert_eq!(cpu.gpr[reg::RBX], vector::PF as u64);
+        assert_eq!(
+            rd(&bus, &cpu, 0, 8),
+            2,
+            "#PF error code: supervisor write, not present"
+        );
+        assert_eq!(rd(&bus, &cpu, 1, 8), CODE + 5, "RIP of the MOV DS");
+    }
+
+    #[test]
+    fn task_gate_stops_the_machine() {
+        let (_, _, exit) = run_asm(
+            TestMode::Protected32,
+            |a| a.int(0x22),
+            |cpu, bus| {
+                install_handlers(cpu, bus);
+                bus.put(IDT + 0x22 * 8, 8, gate(sel::TSS, 0, 0x85, 0));
+            },
+        );
+        assert!(matches!(stop_kind(exit), StopKind::Unsupported(s) if s.contains("task gate")));
+        let (_, _, exit) = run_asm(
+            TestMode::Protected32,
+            |a| a.iretd(),
+            |cpu, _| cpu.rflags |= flags::NT,
+        );
+        assert!(matches!(stop_kind(exit), StopKind::Unsupported(s) if s.contains("task return")));
+    }
+
+    #[test]
+    fn iret_to_ring3_and_flag_rules() {
+        let user = asm_at(32, H, |a| {
+            // At CPL 3 with IOPL 0, IRET cannot change IF or IOPL.
+            a.push(0x3002u32)?;
+            a.push(sel::CODE32_USER as u32)?;
+            a.push((H + 0x40) as u32)?;
+            a.iretd()
+        });
+        let (cpu, bus, exit) = run_asm(
+            TestMode::Protected32,
+            |a| {
+                a.mov(ax, sel::DATA32_USER as u32)?;
+                a.mov(fs, ax)?;
+                a.push(sel::DATA32_USER as u32)?;
+                a.push(USER_STACK as u32)?;
+                a.push(0x202u32)?;
+                a.push(sel::CODE32_USER as u32)?;
+                a.push(H as u32)?;
+                a.iretd()
+            },
+            |cpu, bus| {
+                install_handlers(cpu, bus);
+                set_idt32(bus, 0x81, gate(sel::CODE32, handler_addr(0x81), 0xee, 0));
+                bus.write(H, &user);
+                bus.write(H + 0x40, &[0xcd, 0x81]);
+            },
+        );
+        assert_eq!(exit, RunExit::Halted);
+        assert_eq!(cpu.gpr[reg::RBX], 0x81);
+        // DS/ES/GS (DPL 0) were nulled on the way to ring 3; FS (DPL 3) kept.
+        for s in [SegReg::Ds, SegReg::Es, SegReg::Gs] {
+            assert_eq!((cpu.sreg(s).selector, cpu.sreg(s).attr), (0, 0), "{s:?}");
+        }
+        assert_eq!(cpu.sreg(SegReg::Fs).selector, sel::DATA32_USER);
+        let fl = rd(&bus, &cpu, 2, 4);
+        assert_eq!(
+            fl & (flags::IF | flags::IOPL),
+            flags::IF,
+            "IF kept, IOPL unchanged"
+        );
+        assert_eq!(rd(&bus, &cpu, 3, 4), USER_STACK);
+    }
 }

@@ -60,7 +60,9 @@ impl Ctx<'_> {
 fn port_and_size(ctx: &Ctx, insn: &Instruction) -> (u16, u8) {
     use Code::*;
     let port = match insn.code() {
-        In_AL_imm8 | In_AX_imm8 | In_EAX_imm8 | Out_imm8_AL | Out_imm8_AX | Out_imm8_EAX => insn.immediate8() as u16,
+        In_AL_imm8 | In_AX_imm8 | In_EAX_imm8 | Out_imm8_AL | Out_imm8_AX | Out_imm8_EAX => {
+            insn.immediate8() as u16
+        }
         _ => ctx.cpu.gpr[reg::RDX] as u16,
     };
     let size = match insn.code() {
@@ -131,10 +133,157 @@ mod tests {
                 },
             );
             assert_eq!(exit, RunExit::Halted, "{mode:?}");
-            assert_eq!(bus.port_out, vec![(0x80, 1, 0x78), (0x3f8, 2, 0x5678), (0x3f8, 4, 0x1234_5678)]);
+            assert_eq!(
+                bus.port_out,
+                vec![(0x80, 1, 0x78), (0x3f8, 2, 0x5678), (0x3f8, 4, 0x1234_5678)]
+            );
             assert_eq!(cpu.gpr[reg::RCX] & 0xffff_ffff, 0xffff_ffab);
             assert_eq!(cpu.gpr[reg::RSI] & 0xffff_ffff, 0xffff_f00d);
             assert_eq!(cpu.gpr[reg::RAX], 0xcafe_f00d);
         }
+    }
+
+    use crate::fault::vector;
+    use crate::flags;
+    use crate::interp::descriptor::testkit::*;
+    use crate::state::Cpu;
+    use crate::testutil::TestBus;
+
+    /// Runs user-mode I/O with a TSS bitmap at 0x3068 that denies port 0x61;
+    /// returns the vector taken (0xff for none) and the error code.
+    fn user_io(
+        build: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>,
+        setup: impl FnOnce(&mut Cpu, &mut TestBus),
+    ) -> (u8, u64, TestBus) {
+        let (cpu, bus, exit) = run_asm(
+            TestMode::Protected32,
+            |a| {
+                a.mov(ebx, 0xffu32)?;
+                build(a)?;
+                a.int(0x81)
+            },
+            |cpu, bus| {
+                install_handlers(cpu, bus);
+                set_idt32(
+                    bus,
+                    0x81,
+                    gate(crate::testutil::sel::CODE32, handler_addr(0x81), 0xee, 0),
+                );
+                bus.put(0x3066, 2, 0x68);
+                bus.put(0x3068 + 0x61 / 8, 1, 1 << (0x61 % 8));
+                bus.put(0x3068 + 0x2000, 1, 0xff);
+                cpu.tr.limit = 0x68 + 0x2000;
+                to_user(cpu);
+                setup(cpu, bus);
+            },
+        );
+        assert_eq!(exit, RunExit::Halted);
+        let e = bus.read(cpu.gpr[reg::RSP] & 0xffff_ffff, 4);
+        (cpu.gpr[reg::RBX] as u8, e, bus)
+    }
+
+    #[test]
+    fn io_permission_bitmap() {
+        // Allowed ports pass; the machine sees the accesses.
+        let (v, _, bus) = user_io(
+            |a| {
+                a.in_(al, 0x60)?;
+                a.out(0x80, al)?;
+                a.mov(dx, 0x62u32)?;
+                a.in_(eax, dx)
+            },
+            |_, _| {},
+        );
+        assert_eq!(v, 0x81);
+        assert_eq!(bus.port_out, vec![(0x80, 1, 0xff)]);
+        // Any denied byte of the access faults.
+        let (v, e, bus) = user_io(
+            |a| {
+                a.in_(al, 0x61)?;
+                a.hlt()
+            },
+            |_, _| {},
+        );
+        assert_eq!((v, e), (vector::GP, 0));
+        assert!(bus.port_out.is_empty());
+        let (v, _, _) = user_io(
+            |a| {
+                a.in_(ax, 0x60)?;
+                a.hlt()
+            },
+            |_, _| {},
+        );
+        assert_eq!(v, vector::GP);
+        let (v, _, _) = user_io(
+            |a| {
+                a.mov(dx, 0x5eu32)?;
+                a.out(dx, eax)?;
+                a.hlt()
+            },
+            |_, _| {},
+        );
+        assert_eq!(v, vector::GP, "0x5e..0x61");
+        // Beyond the TSS limit.
+        let (v, _, _) = user_io(
+            |a| {
+                a.in_(al, 0x80)?;
+                a.hlt()
+            },
+            |cpu, _| cpu.tr.limit = 0x68 + 8,
+        );
+        assert_eq!(v, vector::GP);
+        // IOPL 3 skips the bitmap.
+        let (v, _, _) = user_io(|a| a.in_(al, 0x61), |cpu, _| cpu.rflags |= flags::IOPL);
+        assert_eq!(v, 0x81);
+        // A 16-bit TSS has no bitmap.
+        let (v, _, _) = user_io(
+            |a| {
+                a.in_(al, 0x60)?;
+                a.hlt()
+            },
+            |cpu, bus| {
+                cpu.tr.attr = (cpu.tr.attr & !0xf) | 3;
+                // 16-bit TSS: SP0 at 2, SS0 at 4.
+                bus.put(0x3002, 2, 0x7000);
+                bus.put(0x3004, 2, crate::testutil::sel::DATA32 as u64);
+            },
+        );
+        assert_eq!(v, vector::GP);
+    }
+
+    #[test]
+    fn v86_io_always_uses_the_bitmap() {
+        let v86 = crate::interp::descriptor::testkit::asm_at(16, 0, |a| {
+            a.in_(al, 0x60)?;
+            a.in_(al, 0x61)
+        });
+        let (cpu, bus, exit) = run_asm(
+            TestMode::Protected32,
+            |a| {
+                for v in [0u32, 0, 0, 0, 0x6000, 0x1000, 0x2_3002, 0x5000, 0] {
+                    a.push(v)?;
+                }
+                a.iretd()
+            },
+            |cpu, bus| {
+                install_handlers(cpu, bus);
+                bus.put(0x3066, 2, 0x68);
+                bus.put(0x3068 + 0x61 / 8, 1, 1 << (0x61 % 8));
+                bus.put(0x3068 + 0x2000, 1, 0xff);
+                cpu.tr.limit = 0x68 + 0x2000;
+                bus.write(0x5_0000, &v86);
+            },
+        );
+        assert_eq!(exit, RunExit::Halted);
+        assert_eq!(
+            cpu.gpr[reg::RBX],
+            vector::GP as u64,
+            "IOPL 3 does not bypass the bitmap in V86 mode"
+        );
+        assert_eq!(
+            bus.read((cpu.gpr[reg::RSP] & 0xffff_ffff) + 4, 4),
+            2,
+            "faulting IP"
+        );
     }
 }

@@ -5,15 +5,15 @@
 //! (including IDIV of the most negative dividend by -1); nothing changes then.
 //!
 //! Undefined flags follow this host (an Intel core), as checked by the
-//! differential tester: after MUL/IMUL, SF, ZF and PF come from the low half
-//! of the product (the destination for the two- and three-operand forms) and
-//! AF is cleared; DIV/IDIV leave every flag unchanged.
+//! differential tester (`--strict`): after MUL/IMUL, SF and PF come from the
+//! low half of the product (the destination for the two- and three-operand
+//! forms), ZF and AF are cleared; DIV/IDIV leave every flag unchanged.
 
 use iced_x86::{Instruction, Mnemonic, OpKind};
 
 use crate::block::Handler;
 use crate::fault::{Fault, Result};
-use crate::flags::{self, sign_extend, AF, CF, OF, STATUS};
+use crate::flags::{self, sign_extend, AF, CF, OF, STATUS, ZF};
 use crate::interp::operand::{read_reg, write_reg};
 use crate::interp::Ctx;
 use crate::state::reg;
@@ -34,10 +34,10 @@ pub(super) fn handler(insn: &Instruction) -> Option<Handler> {
 }
 
 /// Flags after a multiplication whose low half (`size` bytes) is `lo`:
-/// CF=OF=`overflow`, SF/ZF/PF from `lo`, AF cleared (this host's choice).
+/// CF=OF=`overflow`, SF/PF from `lo`, ZF and AF cleared (as this host does).
 #[inline(always)]
 fn mul_flags(rflags: u64, lo: u64, size: u8, overflow: bool) -> u64 {
-    let mut f = flags::szp(lo, size) & !AF;
+    let mut f = flags::szp(lo, size) & !(AF | ZF);
     if overflow {
         f |= CF | OF;
     }
@@ -83,7 +83,8 @@ fn mul<const SIGNED: bool>(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
     let a = ctx.cpu.gpr[reg::RAX] & flags::mask(size);
     let bits = size as u32 * 8;
     let (lo, hi, overflow) = if SIGNED {
-        let p = (sign_extend(a, size) as i64 as i128).wrapping_mul(sign_extend(b, size) as i64 as i128);
+        let p =
+            (sign_extend(a, size) as i64 as i128).wrapping_mul(sign_extend(b, size) as i64 as i128);
         let lo = p as u64 & flags::mask(size);
         // Overflow: the product does not fit in the low half (sign-extended).
         let overflow = sign_extend(lo, size) as i64 as i128 != p;
@@ -262,7 +263,8 @@ mod tests {
         let mut cpu = crate::testutil::cpu_in(TestMode::Long64);
         setup(&mut cpu);
         let mut cache = crate::block::CodeCache::new();
-        let insn = Decoder::with_ip(64, &code, crate::testutil::CODE, DecoderOptions::NONE).decode();
+        let insn =
+            Decoder::with_ip(64, &code, crate::testutil::CODE, DecoderOptions::NONE).decode();
         let h = crate::interp::dispatch::handler_for(&insn);
         let r = h(&mut Ctx::new(&mut cpu, &mut bus, &mut cache), &insn);
         (cpu, r)
@@ -275,36 +277,79 @@ mod tests {
             error_code: None,
         });
         // Divide by zero.
-        let (cpu, r) = run_one(|a| a.div(ecx), |c| {
-            c.gpr[0] = 5;
-            c.gpr[1] = 0;
-        });
+        let (cpu, r) = run_one(
+            |a| a.div(ecx),
+            |c| {
+                c.gpr[0] = 5;
+                c.gpr[1] = 0;
+            },
+        );
         assert_eq!(r, de);
         assert_eq!(cpu.gpr[0], 5);
         // Quotient overflow.
-        let (_, r) = run_one(|a| a.div(cl), |c| {
-            c.gpr[0] = 0x1000;
-            c.gpr[1] = 2;
-        });
+        let (_, r) = run_one(
+            |a| a.div(cl),
+            |c| {
+                c.gpr[0] = 0x1000;
+                c.gpr[1] = 2;
+            },
+        );
         assert_eq!(r, de);
         // Most negative by -1.
-        let (_, r) = run_one(|a| a.idiv(rcx), |c| {
-            c.gpr[0] = 0;
-            c.gpr[2] = 0x8000_0000_0000_0000;
-            c.gpr[1] = u64::MAX;
-        });
+        let (_, r) = run_one(
+            |a| a.idiv(rcx),
+            |c| {
+                c.gpr[0] = 0;
+                c.gpr[2] = 0x8000_0000_0000_0000;
+                c.gpr[1] = u64::MAX;
+            },
+        );
         assert_eq!(r, de);
-        let (_, r) = run_one(|a| a.idiv(cx), |c| {
-            c.gpr[0] = 0x8000;
-            c.gpr[2] = 0xffff;
-            c.gpr[1] = 0xffff;
-        });
+        let (_, r) = run_one(
+            |a| a.idiv(cx),
+            |c| {
+                c.gpr[0] = 0x8000;
+                c.gpr[2] = 0xffff;
+                c.gpr[1] = 0xffff;
+            },
+        );
         assert_eq!(r, de);
         // -128 / -1 does not fit in 8 bits; -128 / 1 does.
-        let (_, r) = run_one(|a| a.idiv(cl), |c| {
-            c.gpr[0] = 0xff80;
-            c.gpr[1] = 1;
-        });
+        let (_, r) = run_one(
+            |a| a.idiv(cl),
+            |c| {
+                c.gpr[0] = 0xff80;
+                c.gpr[1] = 1;
+            },
+        );
         assert_eq!(r, Ok(()));
+    }
+
+    /// MUL/IMUL: SF/PF from the low half, ZF and AF cleared (this host).
+    #[test]
+    fn mul_undefined_flags_as_host() {
+        use crate::flags::{AF, PF, SF, ZF};
+        let (cpu, _, exit) = run_asm(
+            TestMode::Long64,
+            |a| {
+                a.mov(eax, 0u32)?;
+                a.mov(ecx, 5u32)?;
+                a.mul(ecx)?;
+                a.hlt()
+            },
+            |c, _| c.rflags |= ZF | AF | SF,
+        );
+        assert_eq!(exit, RunExit::Halted);
+        assert_eq!(cpu.rflags & (ZF | AF | SF | PF | CF | OF), PF);
+        let (cpu, _) = run64(|a| {
+            a.mov(eax, 0x80u32)?;
+            a.imul_3(eax, eax, 1)?;
+            a.mov(bl, 0xc0u32)?;
+            a.mov(al, 1u32)?;
+            a.imul(bl)?; // ax = 0xffc0: SF from al (0xc0), no overflow
+            a.hlt()
+        });
+        assert_eq!(cpu.gpr[0] & 0xffff, 0xffc0);
+        assert_eq!(cpu.rflags & (ZF | AF | SF | PF | CF | OF), SF | PF);
     }
 }

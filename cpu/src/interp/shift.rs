@@ -6,17 +6,22 @@
 //! their upper half is zeroed as on hardware). RCL/RCR rotate through CF, so
 //! 8- and 16-bit counts act modulo 9 and 17.
 //!
-//! Undefined results and flags follow this host (an Intel core), as checked by
-//! the differential tester (`testsuite/src/bin/difftest.rs`):
-//! - OF for counts other than 1 is computed with the count-1 formula of each
-//!   instruction applied to the final result (SHL/RCL: MSB(r) xor CF; SHR, ROR,
-//!   RCR, SHRD: the xor of the two top bits of the result; ROL: MSB(r) xor
-//!   LSB(r); SAR: 0; SHLD: MSB(r) xor CF).
-//! - AF after a non-zero shift is cleared; rotates leave SF/ZF/AF/PF alone.
+//! Undefined results and flags follow this host (an Intel core), measured
+//! natively and checked by the differential tester
+//! (`testsuite/src/bin/difftest.rs --strict`):
+//! - OF, for every non-zero count, is the count-1 formula applied to the
+//!   *original* operand (the OF of the first single-bit step): SHL/SAL, ROL,
+//!   RCL, SHLD: MSB(d) xor MSB-1(d); SHR: MSB(d); SAR: 0; ROR: LSB(d) xor
+//!   MSB(d); RCR: MSB(d) xor CF; SHRD: LSB(src) xor MSB(d).
+//! - AF after a non-zero shift (SHL/SHR/SAR/SHLD/SHRD) is cleared; rotates
+//!   leave SF/ZF/AF/PF alone.
 //! - CF of SHL/SHR by more than the operand width (8/16-bit) is the last bit
-//!   shifted out of the zero-extended value (so 0).
+//!   shifted out of the zero-extended value (so 0); SAR's is the sign.
+//! - ROL/ROR by a non-zero multiple of the width still set CF and OF (from
+//!   the unchanged value); RCL/RCR whose count is a non-zero multiple of 9
+//!   (8-bit) or 17 (16-bit) change no flag at all.
 //! - 16-bit SHLD/SHRD with a count above 16 shift the 48-bit value
-//!   dest:src:dest.
+//!   dest:src:dest (result and CF).
 
 use iced_x86::{Instruction, Mnemonic, OpKind};
 
@@ -71,7 +76,7 @@ fn count_mask(size: u8) -> u64 {
     }
 }
 
-/// Bits `hi` and `hi-1` of `r` differ (OF rule of right shifts and rotates).
+/// The top two bits of `r` differ (the count-1 OF of left shifts and rotates of `r`).
 #[inline(always)]
 fn top_two_differ(r: u64, size: u8) -> bool {
     let sb = flags::sign_bit(size);
@@ -79,9 +84,11 @@ fn top_two_differ(r: u64, size: u8) -> bool {
 }
 
 /// Computes result and new RFLAGS for operation `OP` of `a` (already
-/// truncated to `size`) by the masked, non-zero count `c`.
+/// truncated to `size`) by the masked, non-zero count `c`. `imm` says the
+/// count came from an immediate and the destination is a register (ROL/ROR
+/// then keep OF unless the count is 1).
 #[inline(always)]
-fn compute<const OP: u8>(a: u64, c: u32, size: u8, rflags: u64) -> (u64, u64) {
+fn compute<const OP: u8>(a: u64, c: u32, size: u8, rflags: u64, imm: bool) -> (u64, u64) {
     let bits = size as u32 * 8;
     let m = flags::mask(size);
     let msb = |r: u64| r & flags::sign_bit(size) != 0;
@@ -106,8 +113,8 @@ fn compute<const OP: u8>(a: u64, c: u32, size: u8, rflags: u64) -> (u64, u64) {
                 }
             };
             let of = match OP {
-                SHL => msb(r) != cf,
-                SHR => top_two_differ(r, size),
+                SHL => top_two_differ(a, size),
+                SHR => msb(a),
                 _ => false,
             };
             let mut f = flags::szp(r, size);
@@ -129,17 +136,17 @@ fn compute<const OP: u8>(a: u64, c: u32, size: u8, rflags: u64) -> (u64, u64) {
                 ((a >> t) | (a << (bits - t))) & m
             };
             let (cf, of) = if OP == ROL {
-                let cf = r & 1 != 0;
-                (cf, msb(r) != cf)
+                (r & 1 != 0, top_two_differ(a, size))
             } else {
-                (msb(r), top_two_differ(r, size))
+                (msb(r), (a & 1 != 0) != msb(a))
             };
-            let mut f = rflags & !(CF | OF);
+            let mut f = rflags & !CF;
             if cf {
                 f |= CF;
             }
-            if of {
-                f |= OF;
+            if !(imm && c != 1) {
+                // By CL (or by 1) OF is recomputed; by another immediate this host keeps it.
+                f = (f & !OF) | if of { OF } else { 0 };
             }
             (r, f)
         }
@@ -151,11 +158,13 @@ fn compute<const OP: u8>(a: u64, c: u32, size: u8, rflags: u64) -> (u64, u64) {
                 2 => c % 17,
                 _ => c,
             };
+            if t == 0 {
+                // A rotation by a multiple of 9/17: nothing changes, not even flags.
+                return (a, rflags);
+            }
             let v = ((rflags & CF) as u128) << bits | a as u128;
             let wm = (1u128 << width) - 1;
-            let rv = if t == 0 {
-                v
-            } else if OP == RCL {
+            let rv = if OP == RCL {
                 ((v << t) | (v >> (width - t))) & wm
             } else {
                 ((v >> t) | (v << (width - t))) & wm
@@ -163,9 +172,9 @@ fn compute<const OP: u8>(a: u64, c: u32, size: u8, rflags: u64) -> (u64, u64) {
             let r = rv as u64 & m;
             let cf = (rv >> bits) & 1 != 0;
             let of = if OP == RCL {
-                msb(r) != cf
+                top_two_differ(a, size)
             } else {
-                top_two_differ(r, size)
+                msb(a) != (rflags & CF != 0)
             };
             let mut f = rflags & !(CF | OF);
             if cf {
@@ -191,7 +200,8 @@ fn shift<const OP: u8>(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
             write_reg(ctx.cpu, r0, a);
             return Ok(());
         }
-        let (r, f) = compute::<OP>(a, c, size, ctx.cpu.rflags);
+        let imm = insn.op1_kind() != OpKind::Register;
+        let (r, f) = compute::<OP>(a, c, size, ctx.cpu.rflags, imm);
         write_reg(ctx.cpu, r0, r);
         ctx.cpu.rflags = f;
         return Ok(());
@@ -204,7 +214,8 @@ fn shift<const OP: u8>(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
     if c == 0 {
         return Ok(());
     }
-    let (r, f) = compute::<OP>(a, c, size, ctx.cpu.rflags);
+    // With a memory destination this host computes OF for immediate counts too.
+    let (r, f) = compute::<OP>(a, c, size, ctx.cpu.rflags, false);
     ctx.write_lin(lin, size, r)?;
     ctx.cpu.rflags = f;
     Ok(())
@@ -233,9 +244,9 @@ fn compute_double<const RIGHT: bool>(d: u64, s: u64, c: u32, size: u8, rflags: u
         (r, (d >> (bits - c)) & 1 != 0)
     };
     let of = if RIGHT {
-        top_two_differ(r, size)
+        (s & 1 != 0) != (d & flags::sign_bit(size) != 0)
     } else {
-        (r & flags::sign_bit(size) != 0) != cf
+        top_two_differ(d, size)
     };
     let mut f = flags::szp(r, size);
     if cf {
@@ -413,5 +424,82 @@ mod tests {
             assert_eq!(exit, RunExit::Halted);
             assert_eq!(cpu.gpr[0] & 0xffff, 0x000f);
         }
+    }
+
+    /// Undefined OF as this host computes it (see the module comment).
+    #[test]
+    fn host_of_rules_for_counts_above_one() {
+        // SHL by 3 of 0x4000_0000: OF = MSB(d) ^ MSB-1(d) = 1.
+        let (cpu, _, _) = run_asm(
+            TestMode::Long64,
+            |a| {
+                a.mov(eax, 0x4000_0000u32)?;
+                a.shl(eax, 3)?;
+                a.hlt()
+            },
+            |_, _| {},
+        );
+        assert_eq!(cpu.rflags & OF, OF);
+        // ROL of a register by an immediate other than 1 keeps OF; by CL it computes it.
+        for of_in in [0, OF] {
+            let (cpu, _, _) = run_asm(
+                TestMode::Long64,
+                |a| {
+                    a.mov(eax, 0x4000_0000u32)?;
+                    a.rol(eax, 3)?;
+                    a.hlt()
+                },
+                |c, _| c.rflags |= of_in,
+            );
+            assert_eq!(cpu.rflags & OF, of_in);
+        }
+        let (cpu, _, _) = run_asm(
+            TestMode::Long64,
+            |a| {
+                a.mov(eax, 0x4000_0000u32)?;
+                a.mov(cl, 3u32)?;
+                a.rol(eax, cl)?;
+                a.hlt()
+            },
+            |_, _| {},
+        );
+        assert_eq!(cpu.rflags & OF, OF);
+        // ROR: OF = LSB(d) ^ MSB(d), also with a memory destination and an immediate count.
+        let (cpu, _, _) = run_asm(
+            TestMode::Long64,
+            |a| {
+                a.mov(rdi, DATA)?;
+                a.mov(dword_ptr(rdi), 1u32)?;
+                a.ror(dword_ptr(rdi), 5)?;
+                a.hlt()
+            },
+            |_, _| {},
+        );
+        assert_eq!(cpu.rflags & OF, OF);
+        // RCL by 9 (8-bit): a full turn, nothing changes.
+        let (cpu, _, _) = run_asm(
+            TestMode::Long64,
+            |a| {
+                a.mov(eax, 0x81u32)?;
+                a.rcl(al, 9)?;
+                a.hlt()
+            },
+            |c, _| c.rflags |= OF | CF,
+        );
+        assert_eq!(cpu.gpr[0], 0x81);
+        assert_eq!(cpu.rflags & (OF | CF), OF | CF);
+        // SHRD: OF = LSB(src) ^ MSB(dest).
+        let (cpu, _, _) = run_asm(
+            TestMode::Long64,
+            |a| {
+                a.mov(eax, 0u32)?;
+                a.mov(edx, 1u32)?;
+                a.shrd(eax, edx, 4)?;
+                a.hlt()
+            },
+            |_, _| {},
+        );
+        assert_eq!(cpu.gpr[0], 0x1000_0000);
+        assert_eq!(cpu.rflags & OF, OF);
     }
 }

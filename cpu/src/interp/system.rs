@@ -43,7 +43,8 @@ pub(super) fn handler(insn: &Instruction) -> Option<Handler> {
         Sysretd | Sysretq => sysret,
         Sysenter => sysenter,
         Sysexitd | Sysexitq => sysexit,
-        Ud2 | Ud0 | Ud0_r16_rm16 | Ud0_r32_rm32 | Ud0_r64_rm64 | Ud1_r16_rm16 | Ud1_r32_rm32 | Ud1_r64_rm64 => ud,
+        Ud2 | Ud0 | Ud0_r16_rm16 | Ud0_r32_rm32 | Ud0_r64_rm64 | Ud1_r16_rm16 | Ud1_r32_rm32
+        | Ud1_r64_rm64 => ud,
         _ => return None,
     })
 }
@@ -90,7 +91,8 @@ pub(super) fn write_cr0(ctx: &mut Ctx, v: u64) -> Result<()> {
     }
     // ET is hardwired to 1 on P6 and later; undefined bits are ignored.
     let v = (v & CR0_DEFINED) | cr::CR0_ET;
-    if (v & cr::CR0_PG != 0 && v & cr::CR0_PE == 0) || (v & cr::CR0_NW != 0 && v & cr::CR0_CD == 0) {
+    if (v & cr::CR0_PG != 0 && v & cr::CR0_PE == 0) || (v & cr::CR0_NW != 0 && v & cr::CR0_CD == 0)
+    {
         return Err(Fault::gp(0));
     }
     let cpu = &mut *ctx.cpu;
@@ -100,7 +102,10 @@ pub(super) fn write_cr0(ctx: &mut Ctx, v: u64) -> Result<()> {
     if pg_on && cpu.efer & cr::EFER_LME != 0 {
         // Activating IA-32e mode needs PAE, must not happen with CS.L set or
         // with a 16-bit TSS loaded.
-        if cpu.cr4 & cr::CR4_PAE == 0 || cpu.seg[SegReg::Cs as usize].long() || matches!(cpu.tr.sys_type(), 1 | 3) {
+        if cpu.cr4 & cr::CR4_PAE == 0
+            || cpu.seg[SegReg::Cs as usize].long()
+            || matches!(cpu.tr.sys_type(), 1 | 3)
+        {
             return Err(Fault::gp(0));
         }
     }
@@ -261,7 +266,11 @@ fn invlpg(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
     let (s, off) = mem_operand(ctx.cpu, insn);
     let seg = ctx.cpu.seg[s as usize];
     let lin = if ctx.cpu.bitness == 64 {
-        let lin = if matches!(s, SegReg::Fs | SegReg::Gs) { seg.base.wrapping_add(off) } else { off };
+        let lin = if matches!(s, SegReg::Fs | SegReg::Gs) {
+            seg.base.wrapping_add(off)
+        } else {
+            off
+        };
         // INVLPG of a non-canonical address is a no-op.
         if !is_canonical(lin) {
             return Ok(());
@@ -509,4 +518,609 @@ fn sysexit(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
     cpu.cpl = 3;
     cpu.update_mode();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::fault::vector;
+    use crate::flags;
+    use crate::interp::descriptor::testkit::*;
+    use crate::interp::RunExit;
+    use crate::msr::index;
+    use crate::state::{cr, reg, Cpu, Mode, SegReg};
+    use crate::testutil::{run_asm, sel, TestBus, TestMode, CODE, DATA};
+    use iced_x86::code_asm::*;
+
+    const H: u64 = 0x21_0000;
+    const USER_CODE: u64 = 0x22_0000;
+
+    /// Runs `build` with fault handlers installed; returns (vector taken or
+    /// 0xff, error code/top of stack, cpu, bus).
+    fn faulting(
+        mode: TestMode,
+        build: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>,
+        setup: impl FnOnce(&mut Cpu, &mut TestBus),
+    ) -> (u8, u64, Cpu, TestBus) {
+        let (cpu, bus, exit) = run_asm(
+            mode,
+            |a| {
+                a.mov(ebx, 0xffu32)?;
+                build(a)
+            },
+            |cpu, bus| {
+                install_handlers(cpu, bus);
+                setup(cpu, bus);
+            },
+        );
+        assert_eq!(exit, RunExit::Halted, "{mode:?}");
+        let top = if cpu.bitness == 64 {
+            bus.read(cpu.gpr[reg::RSP], 8)
+        } else {
+            bus.read(cpu.gpr[reg::RSP] & 0xffff_ffff, 4)
+        };
+        (cpu.gpr[reg::RBX] as u8, top, cpu, bus)
+    }
+
+    type Build = fn(&mut CodeAssembler) -> Result<(), IcedError>;
+
+    #[test]
+    fn control_register_writes_that_fault() {
+        let gp = (vector::GP, 0);
+        let pm: [(Build, (u8, u64)); 6] = [
+            (
+                |a| {
+                    a.mov(eax, 0x8000_0000u32)?;
+                    a.mov(cr0, eax)?;
+                    a.hlt()
+                },
+                gp,
+            ), // PG without PE
+            (
+                |a| {
+                    a.mov(eax, 0x2000_0011u32)?;
+                    a.mov(cr0, eax)?;
+                    a.hlt()
+                },
+                gp,
+            ), // NW without CD
+            (
+                |a| {
+                    a.mov(eax, 1u32)?;
+                    a.mov(cr4, eax)?;
+                    a.hlt()
+                },
+                gp,
+            ), // VME not supported
+            (
+                |a| {
+                    a.mov(eax, 1u32 << 12)?;
+                    a.mov(cr4, eax)?;
+                    a.hlt()
+                },
+                gp,
+            ), // reserved bit
+            (
+                |a| {
+                    a.db(&[0x0f, 0x22, 0xc8])?;
+                    a.hlt()
+                },
+                (vector::UD, CODE + 5),
+            ), // mov cr1, eax
+            // LME set, PAE clear: enabling paging is #GP.
+            (
+                |a| {
+                    a.mov(ecx, index::EFER)?;
+                    a.mov(eax, cr::EFER_LME as u32)?;
+                    a.xor(edx, edx)?;
+                    a.wrmsr()?;
+                    a.mov(eax, 0x8000_0011u32)?;
+                    a.mov(cr0, eax)?;
+                    a.hlt()
+                },
+                gp,
+            ),
+        ];
+        for (i, (b, want)) in pm.into_iter().enumerate() {
+            let (v, e, _, _) = faulting(TestMode::Protected32, b, |_, _| {});
+            assert_eq!((v, e), want, "protected case {i}");
+        }
+        let lm: [(Build, (u8, u64)); 5] = [
+            (
+                |a| {
+                    a.mov(rax, cr4)?;
+                    a.and(eax, !0x20)?;
+                    a.mov(cr4, rax)?;
+                    a.hlt()
+                },
+                gp,
+            ), // clear PAE
+            (
+                |a| {
+                    a.mov(rax, cr0)?;
+                    a.btr(eax, 31)?;
+                    a.mov(cr0, rax)?;
+                    a.hlt()
+                },
+                gp,
+            ), // clear PG in 64-bit mode
+            (
+                |a| {
+                    a.mov(rax, 0x4_0000_0002_0000u64)?;
+                    a.mov(cr3, rax)?;
+                    a.hlt()
+                },
+                gp,
+            ), // reserved CR3 bit
+            (
+                |a| {
+                    a.mov(eax, 0x10u32)?;
+                    a.mov(cr8, rax)?;
+                    a.hlt()
+                },
+                gp,
+            ),
+            (
+                |a| {
+                    a.mov(rax, 1u64 << 32)?;
+                    a.mov(cr0, rax)?;
+                    a.hlt()
+                },
+                gp,
+            ),
+        ];
+        for (i, (b, want)) in lm.into_iter().enumerate() {
+            let (v, e, _, _) = faulting(TestMode::Long64, b, |_, _| {});
+            assert_eq!((v, e), want, "long case {i}");
+        }
+        // CPL 3: #GP(0).
+        let (v, e, _, _) = faulting(
+            TestMode::Protected32,
+            |a| {
+                a.mov(eax, cr0)?;
+                a.hlt()
+            },
+            |cpu, _| to_user(cpu),
+        );
+        assert_eq!((v, e), gp);
+        // CR8 round trip.
+        let (v, _, cpu, _) = faulting(
+            TestMode::Long64,
+            |a| {
+                a.mov(eax, 9u32)?;
+                a.mov(cr8, rax)?;
+                a.mov(rcx, cr8)?;
+                a.hlt()
+            },
+            |_, _| {},
+        );
+        assert_eq!((v, cpu.gpr[reg::RCX], cpu.cr8), (0xff, 9, 9));
+    }
+
+    #[test]
+    fn long_mode_activation_and_deactivation() {
+        let code64 = asm_at(64, 0x11_0000, |a| {
+            a.mov(r15, 1u64)?;
+            a.mov(r14, cr0)?;
+            a.jmp(fword_ptr(DATA))
+        });
+        let back = asm_at(32, 0x12_0000, |a| {
+            a.mov(eax, cr0)?;
+            a.and(eax, 0x7fff_ffff)?;
+            a.mov(cr0, eax)?;
+            a.hlt()
+        });
+        let (v, _, cpu, _) = faulting(
+            TestMode::Protected32,
+            |a| {
+                a.mov(eax, cr4)?;
+                a.or(eax, 0x20)?;
+                a.mov(cr4, eax)?;
+                a.mov(eax, 0x2_0000u32)?;
+                a.mov(cr3, eax)?;
+                a.mov(ecx, index::EFER)?;
+                a.rdmsr()?;
+                a.or(eax, 0x100)?;
+                a.wrmsr()?;
+                a.mov(eax, cr0)?;
+                a.or(eax, 0x8000_0000u32 as i32)?;
+                a.mov(cr0, eax)?;
+                a.mov(esi, 0x1234u32)?;
+                a.jmp_far(sel::CODE64, 0x11_0000)
+            },
+            |_, bus| {
+                bus.write(0x11_0000, &code64);
+                bus.write(0x12_0000, &back);
+                bus.put(DATA, 4, 0x12_0000);
+                bus.put(DATA + 4, 2, sel::CODE32 as u64);
+            },
+        );
+        assert_eq!(v, 0xff);
+        assert_eq!(cpu.gpr[15], 1, "ran 64-bit code");
+        assert_eq!(cpu.gpr[14] & cr::CR0_PG, cr::CR0_PG);
+        assert_eq!(
+            cpu.gpr[reg::RSI],
+            0x1234,
+            "compatibility mode ran after paging was enabled"
+        );
+        assert_eq!(cpu.mode, Mode::Protected);
+        assert_eq!(cpu.efer & (cr::EFER_LME | cr::EFER_LMA), cr::EFER_LME);
+        assert_eq!(cpu.cr0 & cr::CR0_PG, 0);
+    }
+
+    #[test]
+    fn tlb_flushes_on_cr3_and_invlpg() {
+        // Remap the 2 MiB page holding DATA (0x800000) to 0xa00000 and read through it.
+        let (v, _, cpu, _) = faulting(
+            TestMode::Long64,
+            |a| {
+                a.mov(rdi, DATA)?;
+                a.mov(eax, dword_ptr(rdi))?; // cached translation
+                a.mov(qword_ptr(0x2_2000 + 8 * 4), 0xa0_0087i32)?; // PD entry 4 → 0xa00000
+                a.mov(ecx, dword_ptr(rdi))?; // stale
+                a.invlpg(ptr(rdi))?;
+                a.mov(edx, dword_ptr(rdi))?; // new
+                a.mov(qword_ptr(0x2_2000 + 8 * 4), 0x80_0087i32)?;
+                a.mov(rsi, cr3)?;
+                a.mov(cr3, rsi)?;
+                a.mov(esi, dword_ptr(rdi))?; // old again
+                a.hlt()
+            },
+            |_, bus| {
+                bus.put(DATA, 4, 0x1111);
+                bus.put(0xa0_0000, 4, 0x2222);
+            },
+        );
+        assert_eq!(v, 0xff);
+        assert_eq!(cpu.gpr[reg::RAX], 0x1111);
+        assert_eq!(
+            cpu.gpr[reg::RCX],
+            0x1111,
+            "software TLB still holds the old translation"
+        );
+        assert_eq!(cpu.gpr[reg::RDX], 0x2222);
+        assert_eq!(cpu.gpr[reg::RSI], 0x1111);
+    }
+
+    #[test]
+    fn debug_registers() {
+        let (v, _, cpu, _) = faulting(
+            TestMode::Protected32,
+            |a| {
+                a.mov(eax, 0x1234u32)?;
+                a.mov(dr0, eax)?;
+                a.mov(ebp, dr0)?;
+                a.xor(eax, eax)?;
+                a.mov(dr6, eax)?;
+                a.mov(ecx, dr6)?;
+                a.mov(eax, 0xffff_ffffu32)?;
+                a.mov(dr7, eax)?;
+                a.mov(edx, dr7)?;
+                a.mov(esi, dr4)?; // alias of DR6 with CR4.DE clear
+                a.mov(eax, cr4)?;
+                a.or(eax, cr::CR4_DE as i32)?;
+                a.mov(cr4, eax)?;
+                a.mov(edi, dr5)?; // #UD now
+                a.hlt()
+            },
+            |_, _| {},
+        );
+        assert_eq!(v, vector::UD);
+        assert_eq!(cpu.gpr[reg::RBP], 0x1234);
+        assert_eq!(cpu.gpr[reg::RCX], 0xffff_0ff0);
+        assert_eq!(cpu.gpr[reg::RDX], 0xffff_27ff);
+        assert_eq!(cpu.gpr[reg::RSI], 0xffff_0ff0);
+        // 64-bit: upper DR7 bits are #GP.
+        let (v, e, _, _) = faulting(
+            TestMode::Long64,
+            |a| {
+                a.mov(rax, 1u64 << 40)?;
+                a.mov(dr7, rax)?;
+                a.hlt()
+            },
+            |_, _| {},
+        );
+        assert_eq!((v, e), (vector::GP, 0));
+    }
+
+    #[test]
+    fn cpuid_in_every_mode() {
+        for mode in [TestMode::Real, TestMode::Protected32, TestMode::Long64] {
+            let (v, _, cpu, _) = faulting(
+                mode,
+                |a| {
+                    a.mov(rbx_or(a), 0)?;
+                    a.xor(eax, eax)?;
+                    a.cpuid()?;
+                    a.mov(esi, eax)?;
+                    a.mov(eax, 0x8000_0008u32)?;
+                    a.cpuid()?;
+                    a.hlt()
+                },
+                |cpu, _| cpu.gpr[reg::RBX] = u64::MAX,
+            );
+            assert_eq!(v, 0);
+            assert_eq!(cpu.gpr[reg::RSI], 7, "{mode:?}");
+            assert_eq!(cpu.gpr[reg::RAX], 0x3028);
+            assert_eq!(cpu.gpr[reg::RBX], 0, "{mode:?}: zero-extended");
+        }
+    }
+
+    /// `mov ebx, 0` is done through this to keep the closure generic over modes.
+    fn rbx_or(_: &CodeAssembler) -> AsmRegister32 {
+        ebx
+    }
+
+    #[test]
+    fn time_stamp_counter() {
+        let (v, _, cpu, _) = faulting(
+            TestMode::Protected32,
+            |a| {
+                a.rdtsc()?; // icount 1
+                a.mov(esi, eax)?;
+                a.mov(edi, edx)?;
+                a.rdtscp()?; // icount 4
+                a.hlt()
+            },
+            |cpu, _| {
+                cpu.msr.tsc_offset = 0x5_0000_0000;
+                cpu.msr.tsc_aux = 0x42;
+            },
+        );
+        assert_eq!(v, 0xff);
+        assert_eq!((cpu.gpr[reg::RDI], cpu.gpr[reg::RSI]), (5, 1));
+        assert_eq!(
+            (cpu.gpr[reg::RDX], cpu.gpr[reg::RAX], cpu.gpr[reg::RCX]),
+            (5, 4, 0x42)
+        );
+        // CR4.TSD: #GP at CPL 3.
+        let (v, e, _, _) = faulting(
+            TestMode::Protected32,
+            |a| {
+                a.rdtsc()?;
+                a.hlt()
+            },
+            |cpu, _| {
+                cpu.cr4 |= cr::CR4_TSD;
+                to_user(cpu);
+            },
+        );
+        assert_eq!((v, e), (vector::GP, 0));
+    }
+
+    #[test]
+    fn msr_instructions() {
+        let (v, e, cpu, _) = faulting(
+            TestMode::Long64,
+            |a| {
+                a.mov(ecx, index::STAR)?;
+                a.mov(eax, 0x1111u32)?;
+                a.mov(edx, 0x2222u32)?;
+                a.wrmsr()?;
+                a.xor(eax, eax)?;
+                a.xor(edx, edx)?;
+                a.rdmsr()?;
+                a.mov(rsi, rax)?;
+                a.mov(rdi, rdx)?;
+                a.mov(ecx, index::FS_BASE)?;
+                a.mov(eax, DATA as u32)?;
+                a.xor(edx, edx)?;
+                a.wrmsr()?;
+                a.mov(ebp, dword_ptr(0).fs())?;
+                a.mov(ecx, 0xdeadu32)?;
+                a.rdmsr()?;
+                a.hlt()
+            },
+            |_, bus| bus.put(DATA, 4, 0x5a5a),
+        );
+        assert_eq!((v, e), (vector::GP, 0), "unknown MSR");
+        assert_eq!((cpu.gpr[reg::RSI], cpu.gpr[reg::RDI]), (0x1111, 0x2222));
+        assert_eq!(cpu.msr.star, 0x2222_0000_1111);
+        assert_eq!(cpu.sreg(SegReg::Fs).base, DATA);
+        assert_eq!(cpu.gpr[reg::RBP], 0x5a5a);
+        let (v, e, _, _) = faulting(
+            TestMode::Protected32,
+            |a| {
+                a.mov(ecx, index::STAR)?;
+                a.rdmsr()?;
+                a.hlt()
+            },
+            |cpu, _| to_user(cpu),
+        );
+        assert_eq!((v, e), (vector::GP, 0), "CPL 3");
+    }
+
+    #[test]
+    fn cli_sti_rules() {
+        let (v, _, cpu, _) = faulting(
+            TestMode::Protected32,
+            |a| {
+                a.sti()?; // icount 1
+                a.nop()?;
+                a.cli()?;
+                a.hlt()
+            },
+            |_, _| {},
+        );
+        assert_eq!(v, 0xff);
+        assert_eq!(cpu.shadow_at, 2);
+        assert_eq!(cpu.rflags & flags::IF, 0);
+        // CPL 3 with IOPL 0: #GP(0); with IOPL 3: allowed.
+        let (v, e, _, _) = faulting(
+            TestMode::Protected32,
+            |a| {
+                a.cli()?;
+                a.hlt()
+            },
+            |cpu, _| to_user(cpu),
+        );
+        assert_eq!((v, e), (vector::GP, 0));
+        let (v, _, _, bus) = faulting(
+            TestMode::Protected32,
+            |a| {
+                a.cli()?;
+                a.sti()?;
+                a.int(0x81)
+            },
+            |cpu, bus| {
+                to_user(cpu);
+                cpu.rflags |= flags::IOPL;
+                set_idt32(bus, 0x81, gate(sel::CODE32, handler_addr(0x81), 0xee, 0));
+            },
+        );
+        assert_eq!(v, 0x81);
+        assert_ne!(
+            bus.read(crate::interp::descriptor::testkit::ESP0 - 12, 4) & flags::IF,
+            0
+        );
+    }
+
+    #[test]
+    fn syscall_sysret_round_trip() {
+        let user = asm_at(64, USER_CODE, |a| {
+            a.mov(r10, cs)?;
+            a.mov(rdx, ss)?;
+            a.mov(eax, 42u32)?;
+            a.syscall()
+        });
+        let entry = asm_at(64, H, |a| {
+            a.mov(rsi, rcx)?;
+            a.mov(rdi, r11)?;
+            a.mov(r8, cs)?;
+            a.mov(r9, ss)?;
+            a.hlt()
+        });
+        let (v, _, cpu, _) = faulting(
+            TestMode::Long64,
+            |a| {
+                a.swapgs()?;
+                a.mov(rbp, qword_ptr(0).gs())?;
+                a.swapgs()?;
+                a.mov(rcx, USER_CODE)?;
+                a.mov(r11, 0x202u64)?;
+                a.sysretq()
+            },
+            |cpu, bus| {
+                cpu.msr.lstar = H;
+                cpu.msr.star = (0x30 << 48) | (0x18 << 32);
+                cpu.msr.sfmask = 0x700;
+                cpu.msr.kernel_gs_base = DATA;
+                bus.put(DATA, 8, 0x6789);
+                bus.write(USER_CODE, &user);
+                bus.write(H, &entry);
+            },
+        );
+        assert_eq!(v, 0xff);
+        assert_eq!(cpu.gpr[reg::RBP], 0x6789, "SWAPGS");
+        assert_eq!(cpu.sreg(SegReg::Gs).base, 0);
+        assert_eq!(
+            (cpu.gpr[10], cpu.gpr[reg::RDX]),
+            (0x43, 0x3b),
+            "SYSRET to CPL 3"
+        );
+        assert_eq!(cpu.gpr[reg::RSI], USER_CODE + user.len() as u64);
+        assert_eq!(cpu.gpr[reg::RDI], 0x202);
+        assert_eq!((cpu.gpr[8], cpu.gpr[9]), (0x18, 0x20));
+        assert_eq!((cpu.cpl, cpu.mode), (0, Mode::Long64));
+        assert_eq!(cpu.rflags & flags::IF, 0, "SFMASK cleared IF");
+
+        // SYSRET to compatibility mode; non-canonical RCX; SCE clear.
+        let (v, _, cpu, bus) = faulting(
+            TestMode::Long64,
+            |a| {
+                a.mov(rcx, 0xffff_ffff_0000_0000u64 | USER_CODE)?;
+                a.mov(r11, 2u64)?;
+                a.sysret()
+            },
+            |cpu, bus| {
+                cpu.msr.star = 0x30 << 48;
+                bus.put(0x3004, 8, ESP0);
+                bus.write(USER_CODE, &[0xcd, 0x81]);
+                set_idt64(bus, 0x81, sel::CODE64, handler_addr(0x81), 0xee, 0);
+            },
+        );
+        assert_eq!(v, 0x81);
+        assert_eq!(bus.read(cpu.gpr[reg::RSP], 8), USER_CODE + 2);
+        assert_eq!(bus.read(cpu.gpr[reg::RSP] + 8, 8), 0x33);
+        let (v, e, _, _) = faulting(
+            TestMode::Long64,
+            |a| {
+                a.mov(rcx, 1u64 << 47)?;
+                a.sysretq()
+            },
+            |_, _| {},
+        );
+        assert_eq!((v, e), (vector::GP, 0));
+        let (v, _, _, _) = faulting(
+            TestMode::Long64,
+            |a| a.syscall(),
+            |cpu, _| cpu.efer &= !cr::EFER_SCE,
+        );
+        assert_eq!(v, vector::UD);
+        let (v, _, _, _) = faulting(TestMode::Protected32, |a| a.syscall(), |_, _| {});
+        assert_eq!(v, vector::UD);
+    }
+
+    #[test]
+    fn sysenter_sysexit() {
+        let user = asm_at(32, USER_CODE, |a| {
+            a.mov(eax, cs)?;
+            a.mov(ebp, ss)?;
+            a.sysenter()
+        });
+        let entry = asm_at(32, H, |a| {
+            a.mov(esi, esp)?;
+            a.mov(edi, cs)?;
+            a.hlt()
+        });
+        let (v, _, cpu, _) = faulting(
+            TestMode::Protected32,
+            |a| {
+                a.mov(ecx, USER_STACK as u32)?;
+                a.mov(edx, USER_CODE as u32)?;
+                a.sysexit()
+            },
+            |cpu, bus| {
+                cpu.msr.sysenter_cs = 0x20;
+                cpu.msr.sysenter_esp = 0x8e_0000;
+                cpu.msr.sysenter_eip = H;
+                bus.write(USER_CODE, &user);
+                bus.write(H, &entry);
+            },
+        );
+        assert_eq!(v, 0xff);
+        assert_eq!((cpu.gpr[reg::RAX], cpu.gpr[reg::RBP]), (0x33, 0x3b));
+        assert_eq!((cpu.gpr[reg::RSI], cpu.gpr[reg::RDI]), (0x8e_0000, 0x20));
+        assert_eq!((cpu.cpl, cpu.bitness), (0, 32));
+        let (v, e, _, _) = faulting(TestMode::Protected32, |a| a.sysenter(), |_, _| {});
+        assert_eq!((v, e), (vector::GP, 0), "SYSENTER_CS is 0");
+    }
+
+    #[test]
+    fn privileged_cache_and_tlb_instructions() {
+        for b in [
+            (|a: &mut CodeAssembler| {
+                a.invlpg(ptr(DATA))?;
+                a.hlt()
+            }) as Build,
+            |a| {
+                a.wbinvd()?;
+                a.hlt()
+            },
+            |a| {
+                a.invd()?;
+                a.hlt()
+            },
+            |a| {
+                a.clts()?;
+                a.hlt()
+            },
+        ] {
+            let (v, _, cpu, _) = faulting(TestMode::Protected32, b, |_, _| {});
+            assert_eq!((v, cpu.cpl), (0xff, 0));
+            let (v, e, _, _) = faulting(TestMode::Protected32, b, |cpu, _| to_user(cpu));
+            assert_eq!((v, e), (vector::GP, 0));
+        }
+        let (v, _, _, _) = faulting(TestMode::Long64, |a| a.ud2(), |_, _| {});
+        assert_eq!(v, vector::UD);
+    }
 }

@@ -1,0 +1,318 @@
+//! Address-range buses and the per-vCPU view of the machine that the CPU
+//! talks to.
+//!
+//! A [`RangeMap`] maps disjoint ranges of an address space (I/O ports or
+//! guest-physical MMIO addresses) to a device; devices see only the offset
+//! into their range. Overlapping ranges are refused when they are inserted,
+//! never resolved by lookup order (cloud-hypervisor's `vm-device` bus).
+//!
+//! [`VcpuBus`] implements [`hindsight_cpu::Bus`] for one run slice of one
+//! vCPU: RAM pages come straight from [`GuestRam`], ports and MMIO go to
+//! [`PcDevices`] stamped with the virtual time of the accessing instruction.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use hindsight_cpu::{Bus, WritablePage};
+
+use crate::devices::{Console, PcDevices};
+use crate::memory::GuestRam;
+
+/// Why a range could not be added to a bus.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BusError {
+    /// The new range shares at least one address with a registered one.
+    Overlap {
+        /// Base of the range being inserted.
+        base: u64,
+        /// Its length.
+        len: u64,
+        /// Base of the registered range it collides with.
+        existing_base: u64,
+        /// Length of that range.
+        existing_len: u64,
+    },
+    /// The range is empty or runs past the end of the address space.
+    BadRange {
+        /// Base of the range.
+        base: u64,
+        /// Its length.
+        len: u64,
+        /// Size of the address space.
+        space: u64,
+    },
+}
+
+impl fmt::Display for BusError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            BusError::Overlap {
+                base,
+                len,
+                existing_base,
+                existing_len,
+            } => write!(
+                f,
+                "range [{base:#x},{:#x}) overlaps registered range [{existing_base:#x},{:#x})",
+                base as u128 + len as u128,
+                existing_base as u128 + existing_len as u128
+            ),
+            BusError::BadRange { base, len, space } => write!(
+                f,
+                "range [{base:#x},{:#x}) is empty or outside the address space [0,{space:#x})",
+                base as u128 + len as u128
+            ),
+        }
+    }
+}
+
+impl std::error::Error for BusError {}
+
+#[derive(Clone, Debug)]
+struct Slot<T> {
+    len: u64,
+    value: T,
+}
+
+/// Disjoint ranges of one address space mapped to values (device ids).
+#[derive(Clone, Debug)]
+pub struct RangeMap<T> {
+    /// Keyed by range base.
+    map: BTreeMap<u64, Slot<T>>,
+    /// Size of the address space: every range lies in `[0, space)`.
+    space: u64,
+}
+
+/// The I/O port space (64 KiB ports).
+pub type PortBus<T> = RangeMap<T>;
+/// Guest-physical MMIO space.
+pub type MmioBus<T> = RangeMap<T>;
+
+/// Size of the x86 I/O port space.
+pub const PORT_SPACE: u64 = 0x1_0000;
+
+impl<T> RangeMap<T> {
+    /// An empty bus over addresses `[0, space)`.
+    pub fn new(space: u64) -> RangeMap<T> {
+        RangeMap {
+            map: BTreeMap::new(),
+            space,
+        }
+    }
+
+    /// Registers `[base, base + len)` for `value`. Fails, leaving the bus
+    /// unchanged, if the range is empty, leaves the address space, or
+    /// shares an address with a registered range.
+    pub fn insert(&mut self, base: u64, len: u64, value: T) -> Result<(), BusError> {
+        let end = base
+            .checked_add(len)
+            .filter(|&e| len > 0 && e <= self.space);
+        let Some(end) = end else {
+            return Err(BusError::BadRange {
+                base,
+                len,
+                space: self.space,
+            });
+        };
+        let overlap = |(&b, s): (&u64, &Slot<T>)| BusError::Overlap {
+            base,
+            len,
+            existing_base: b,
+            existing_len: s.len,
+        };
+        if let Some(prev) = self.map.range(..=base).next_back() {
+            if prev.0 + prev.1.len > base {
+                return Err(overlap(prev));
+            }
+        }
+        if let Some(next) = self.map.range(base..).next() {
+            if *next.0 < end {
+                return Err(overlap(next));
+            }
+        }
+        self.map.insert(base, Slot { len, value });
+        Ok(())
+    }
+
+    /// Removes the range starting at `base`, returning its value.
+    pub fn remove(&mut self, base: u64) -> Option<T> {
+        self.map.remove(&base).map(|s| s.value)
+    }
+
+    /// The value whose range contains `addr`, with the offset of `addr`
+    /// into that range.
+    #[inline]
+    pub fn find(&self, addr: u64) -> Option<(u64, &T)> {
+        let (&base, slot) = self.map.range(..=addr).next_back()?;
+        let off = addr - base;
+        (off < slot.len).then_some((off, &slot.value))
+    }
+
+    /// Registered ranges as `(base, len, value)`, ascending.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, u64, &T)> {
+        self.map.iter().map(|(&b, s)| (b, s.len, &s.value))
+    }
+}
+
+/// Virtual time as a device access sees it during a run slice: the icount
+/// of the accessing instruction, plus the offset between this vCPU's count
+/// and machine time (zero with one vCPU).
+///
+/// The interpreter holds `&mut Cpu` while it runs, and the [`Bus`] calls
+/// carry no time, so the clock reads the running vCPU's `icount` through a
+/// raw pointer taken before the slice. The interpreter increments `icount`
+/// only after an instruction completes and handlers are reached through a
+/// pointer to that same `Cpu`, so the value in memory during a bus call is
+/// the icount of the instruction making the access. (A Bus method that
+/// passes the time would make this unnecessary; see the crate docs.)
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SliceClock {
+    icount: *const u64,
+    offset: u64,
+}
+
+impl SliceClock {
+    /// A clock following `*icount`, shifted by `offset`. `icount` must stay
+    /// valid while the clock is used (the length of one run slice).
+    pub(crate) fn new(icount: *const u64, offset: u64) -> SliceClock {
+        SliceClock { icount, offset }
+    }
+
+    /// Current virtual time in ns (= instructions).
+    #[inline]
+    pub(crate) fn now(&self) -> u64 {
+        // SAFETY: the machine builds the clock from the running vCPU's
+        // `icount` and drops it with the slice; see the type docs.
+        unsafe { self.icount.read_volatile() }.wrapping_add(self.offset)
+    }
+}
+
+/// The machine as one vCPU sees it during a run slice.
+pub struct VcpuBus<'a> {
+    pub(crate) ram: &'a mut GuestRam,
+    pub(crate) devices: &'a mut PcDevices,
+    pub(crate) console: &'a mut Console,
+    pub(crate) clock: SliceClock,
+}
+
+impl Bus for VcpuBus<'_> {
+    #[inline]
+    fn ram_page(&mut self, page: u64) -> Option<*mut u8> {
+        self.ram.page(page)
+    }
+
+    #[inline]
+    fn ram_page_mut(&mut self, page: u64) -> Option<WritablePage> {
+        self.ram.page_mut(page)
+    }
+
+    fn mmio_read(&mut self, addr: u64, size: u8) -> u64 {
+        self.devices.mmio_read(addr, size)
+    }
+
+    fn mmio_write(&mut self, addr: u64, size: u8, value: u64) {
+        self.devices.mmio_write(addr, size, value)
+    }
+
+    fn io_read(&mut self, port: u16, size: u8) -> u32 {
+        let now = self.clock.now();
+        self.devices.io_read(port, size, now)
+    }
+
+    fn io_write(&mut self, port: u16, size: u8, value: u32) {
+        let now = self.clock.now();
+        self.devices.io_write(port, size, value, now, self.console)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bus() -> RangeMap<&'static str> {
+        let mut b = RangeMap::new(PORT_SPACE);
+        b.insert(0x20, 2, "pic").unwrap();
+        b.insert(0x40, 4, "pit").unwrap();
+        b
+    }
+
+    #[test]
+    fn lookup_gives_offsets() {
+        let b = bus();
+        assert_eq!(b.find(0x20), Some((0, &"pic")));
+        assert_eq!(b.find(0x21), Some((1, &"pic")));
+        assert_eq!(b.find(0x22), None);
+        assert_eq!(b.find(0x1f), None);
+        assert_eq!(b.find(0x43), Some((3, &"pit")));
+        assert_eq!(b.find(0x44), None);
+        assert_eq!(b.find(0), None);
+        assert_eq!(b.find(u64::MAX), None);
+    }
+
+    #[test]
+    fn overlaps_are_refused() {
+        let mut b = bus();
+        // Same base, inside, straddling either end, covering.
+        for (base, len) in [
+            (0x20, 1),
+            (0x21, 1),
+            (0x1f, 2),
+            (0x21, 0x20),
+            (0x10, 0x40),
+            (0x43, 1),
+        ] {
+            let e = b.insert(base, len, "x").unwrap_err();
+            assert!(
+                matches!(e, BusError::Overlap { .. }),
+                "{base:#x}+{len}: {e}"
+            );
+        }
+        // Touching either end is fine.
+        b.insert(0x1f, 1, "below").unwrap();
+        b.insert(0x22, 0x1e, "between").unwrap();
+        b.insert(0x44, 1, "above").unwrap();
+        assert_eq!(b.find(0x3f), Some((0x1d, &"between")));
+        assert_eq!(b.iter().count(), 5);
+        let e = b.insert(0x3f, 2, "x").unwrap_err();
+        assert_eq!(
+            e,
+            BusError::Overlap {
+                base: 0x3f,
+                len: 2,
+                existing_base: 0x22,
+                existing_len: 0x1e
+            }
+        );
+        assert!(e
+            .to_string()
+            .contains("[0x3f,0x41) overlaps registered range [0x22,0x40)"));
+    }
+
+    #[test]
+    fn bad_ranges_are_refused() {
+        let mut b: RangeMap<u8> = RangeMap::new(PORT_SPACE);
+        assert!(matches!(
+            b.insert(0x10, 0, 1),
+            Err(BusError::BadRange { .. })
+        ));
+        assert!(matches!(
+            b.insert(0xffff, 2, 1),
+            Err(BusError::BadRange { .. })
+        ));
+        b.insert(0xffff, 1, 1).unwrap();
+        let mut m: RangeMap<u8> = RangeMap::new(u64::MAX);
+        assert!(m.insert(u64::MAX - 1, 2, 1).is_err());
+        m.insert(u64::MAX - 2, 2, 1).unwrap();
+        assert_eq!(m.find(u64::MAX - 1), Some((1, &1)));
+        assert_eq!(m.find(u64::MAX), None);
+    }
+
+    #[test]
+    fn remove_frees_the_range() {
+        let mut b = bus();
+        assert_eq!(b.remove(0x40), Some("pit"));
+        assert_eq!(b.remove(0x40), None);
+        assert_eq!(b.find(0x41), None);
+        b.insert(0x41, 1, "new").unwrap();
+    }
+}

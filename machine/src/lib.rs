@@ -1,0 +1,56 @@
+//! hindsight-machine assembles a PC from the CPU, the devices and the
+//! loaders, and runs it on virtual time.
+//!
+//! | module      | owns |
+//! |-------------|------|
+//! | [`layout`]  | the guest-physical address map, one doc-commented const per magic address |
+//! | [`memory`]  | guest RAM as one anonymous mapping, the dirty-page bitmap, [`hindsight_firmware::GuestMemory`] |
+//! | [`bus`]     | port and MMIO buses (ranges, overlaps refused) and [`bus::VcpuBus`], the CPU's [`hindsight_cpu::Bus`] |
+//! | [`devices`] | the legacy PC devices, their ports and IRQ wiring, the console |
+//! | `event`     | the next deadline on virtual time |
+//! | `sched`     | the seeded round-robin schedule of several vCPUs |
+//! | `machine`   | [`Machine`]: loading, the run loop, interrupt delivery, exits |
+//!
+//! Virtual time is the instruction count: one retired instruction is one
+//! nanosecond of guest time, every device clock derives from it, and a halted
+//! machine skips to the next timer deadline. A run is a pure function of the
+//! loaded images, the configuration (including the schedule seed) and the
+//! console input, which enters only between run slices.
+//!
+//! ```
+//! use hindsight_firmware::EntryMode;
+//! use hindsight_machine::{Exit, Machine, MachineConfig};
+//!
+//! // mov al, 'A'; out 0xe9, al; mov al, 0; out 0xf4, al
+//! let code = [0xB0, b'A', 0xE6, 0xE9, 0xB0, 0x00, 0xE6, 0xF4];
+//! let mut m = Machine::new(&MachineConfig { memory: 4 << 20, ..Default::default() })?;
+//! m.load_flat(&code, 0x7C00, EntryMode::Real16 { cs: 0, ip: 0x7C00 })?;
+//! assert_eq!(m.run(), Exit::DebugExit(1));
+//! assert_eq!(m.take_console_output(), b"A");
+//! assert_eq!(m.icount(), 4);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Known limitation
+//! [`hindsight_cpu::Bus`] calls carry no time, so [`bus::VcpuBus`] reads the
+//! running vCPU's `icount` through a raw pointer taken before each slice
+//! (see `bus::SliceClock`). It is the icount of the accessing instruction,
+//! as required, but it aliases the interpreter's `&mut Cpu`; a `now`
+//! argument on the port and MMIO methods of `Bus` would remove the pointer.
+#![deny(missing_docs)]
+
+pub mod bus;
+pub mod devices;
+mod event;
+pub mod layout;
+mod machine;
+pub mod memory;
+mod sched;
+
+pub use devices::ConsoleSink;
+pub use machine::{
+    Exit, Machine, MachineConfig, MachineError, DEFAULT_SEED, ENTRY_CODE_SELECTOR,
+    ENTRY_DATA_SELECTOR, MAX_CPUS,
+};
+pub use memory::{GuestRam, MemoryError};
+pub use sched::{QUANTUM_MAX, QUANTUM_MIN};

@@ -1,0 +1,509 @@
+//! The machine: guest RAM, the PC devices and the vCPUs, and the run loop
+//! that drives them on virtual time.
+//!
+//! # The run loop
+//! Each iteration, between run slices:
+//! 1. report a sticky stop or a debug-exit request;
+//! 2. move queued console input into the UART (external input enters only
+//!    here, at an instruction count the loop chose);
+//! 3. sample the device interrupt outputs into the PIC; if the PIC raises
+//!    INTR and vCPU 0 can take it (IF set, no STI/MOV SS shadow), acknowledge
+//!    and deliver it (one unit of virtual time);
+//! 4. pick a vCPU and run it up to the earliest of the next timer deadline,
+//!    the stop count and its quantum (one instruction when an interrupt is
+//!    held back only by the shadow). When every vCPU is halted, skip virtual
+//!    time to the next deadline, or report a deadlock if nothing can ever
+//!    wake vCPU 0.
+//!
+//! Virtual time ([`Machine::icount`]) advances by every instruction any vCPU
+//! retires, every delivered event, and idle skips. With one vCPU it equals
+//! that vCPU's `icount`. An idle skip advances every (halted) vCPU's
+//! `icount` too, so a vCPU's count is its retired instructions plus the idle
+//! time it slept through.
+
+use std::collections::VecDeque;
+use std::fmt;
+
+use hindsight_cpu::state::{attr, cr, reg, SegReg, Segment, TableReg};
+use hindsight_cpu::{flags, CodeCache, Cpu, Ctx, RunExit, Stop};
+use hindsight_firmware::{EntryMode, EntryState, LoadError, Module};
+
+use crate::bus::{SliceClock, VcpuBus};
+use crate::devices::{Console, ConsoleSink, PcDevices};
+use crate::event::EventQueue;
+use crate::layout::PAGE_SIZE;
+use crate::memory::{GuestRam, MemoryError};
+use crate::sched::Scheduler;
+
+/// Selector conventionally given to the flat 32-bit code segment at entry.
+pub const ENTRY_CODE_SELECTOR: u16 = 0x08;
+/// Selector conventionally given to the flat data segments at entry.
+pub const ENTRY_DATA_SELECTOR: u16 = 0x10;
+/// Most vCPUs a machine may have.
+pub const MAX_CPUS: u32 = 64;
+/// Seed of the vCPU schedule when the configuration does not choose one.
+pub const DEFAULT_SEED: u64 = 0x6869_6E64_7369_6768; // "hindsigh"
+
+/// How to build a machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MachineConfig {
+    /// Bytes of guest RAM (default 512 MiB): a multiple of 4 KiB, at least 2 MiB.
+    pub memory: u64,
+    /// Number of vCPUs (default 1, at most [`MAX_CPUS`]). vCPU 0 boots; the
+    /// others wait halted for INIT/SIPI.
+    pub cpus: u32,
+    /// Stop after this much virtual time (total instructions); `None` = no limit.
+    pub max_insns: Option<u64>,
+    /// Seed of the deterministic vCPU schedule (quantum lengths).
+    pub seed: u64,
+}
+
+impl Default for MachineConfig {
+    fn default() -> Self {
+        MachineConfig {
+            memory: 512 << 20,
+            cpus: 1,
+            max_insns: None,
+            seed: DEFAULT_SEED,
+        }
+    }
+}
+
+/// Why [`Machine::run`] returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// The guest wrote v to the debug-exit port 0xf4: status `(v << 1) | 1`.
+    DebugExit(i32),
+    /// The guest stopped the machine: triple fault, unimplemented
+    /// instruction (the report says what and where). Sticky: running again
+    /// returns the same report.
+    Stopped(Stop),
+    /// `max_insns` or the requested instruction count was reached.
+    InsnLimit,
+    /// Every vCPU is halted and nothing can ever wake one: interrupts are
+    /// disabled, or no interrupt source can fire (no timer deadline, or its
+    /// IRQ masked at the PIC) and none is pending. Console input could still
+    /// wake a guest waiting for it with IF set; the caller may queue some
+    /// and run again.
+    Deadlock {
+        /// Virtual time at which the machine stopped making progress.
+        icount: u64,
+    },
+}
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Exit::DebugExit(s) => write!(f, "debug exit with status {s}"),
+            Exit::Stopped(stop) => write!(f, "{stop}"),
+            Exit::InsnLimit => write!(f, "instruction limit reached"),
+            Exit::Deadlock { icount } => write!(
+                f,
+                "deadlock at icount {icount}: every vCPU is halted and no interrupt can wake one"
+            ),
+        }
+    }
+}
+
+/// Why a machine could not be built.
+#[derive(Debug)]
+pub enum MachineError {
+    /// Guest RAM could not be created.
+    Memory(MemoryError),
+    /// The vCPU count is 0 or above [`MAX_CPUS`].
+    BadCpuCount(u32),
+}
+
+impl fmt::Display for MachineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MachineError::Memory(e) => e.fmt(f),
+            MachineError::BadCpuCount(n) => {
+                write!(f, "{n} vCPUs requested: a machine has 1 to {MAX_CPUS}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for MachineError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            MachineError::Memory(e) => Some(e),
+            MachineError::BadCpuCount(_) => None,
+        }
+    }
+}
+
+impl From<MemoryError> for MachineError {
+    fn from(e: MemoryError) -> Self {
+        MachineError::Memory(e)
+    }
+}
+
+/// A whole PC: RAM, devices, vCPUs, and the virtual clock.
+pub struct Machine {
+    ram: GuestRam,
+    devices: PcDevices,
+    vcpus: Vec<Cpu>,
+    /// Decoded blocks, shared by all vCPUs.
+    code: CodeCache,
+    console: Console,
+    /// Console bytes not yet taken by the UART.
+    input: VecDeque<u8>,
+    events: EventQueue,
+    sched: Scheduler,
+    /// Virtual time.
+    now: u64,
+    max_insns: Option<u64>,
+    /// The report of a stop, returned again by later runs.
+    stopped: Option<Stop>,
+}
+
+impl fmt::Debug for Machine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Machine")
+            .field("ram", &self.ram)
+            .field("vcpus", &self.vcpus.len())
+            .field("icount", &self.now)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Machine {
+    /// Builds a powered-on machine: zeroed RAM, devices in their reset
+    /// state, vCPU 0 at the reset vector, the others halted.
+    pub fn new(cfg: &MachineConfig) -> Result<Machine, MachineError> {
+        if cfg.cpus == 0 || cfg.cpus > MAX_CPUS {
+            return Err(MachineError::BadCpuCount(cfg.cpus));
+        }
+        let ram = GuestRam::new(cfg.memory)?;
+        let vcpus = (0..cfg.cpus)
+            .map(|i| {
+                let mut cpu = Cpu::new(i);
+                // APs wait for INIT/SIPI (which the local APIC will send).
+                cpu.halted = i > 0;
+                cpu
+            })
+            .collect();
+        Ok(Machine {
+            ram,
+            devices: PcDevices::new(),
+            vcpus,
+            code: CodeCache::new(),
+            console: Console::Buffer(Vec::new()),
+            input: VecDeque::new(),
+            events: EventQueue::default(),
+            sched: Scheduler::new(cfg.seed),
+            now: 0,
+            max_insns: cfg.max_insns,
+            stopped: None,
+        })
+    }
+
+    /// Loads a multiboot v1 kernel and its modules; vCPU 0 starts at its
+    /// entry (32-bit flat protected mode, EAX = 0x2BADB002, EBX = info).
+    pub fn load_multiboot(
+        &mut self,
+        image: &[u8],
+        cmdline: &str,
+        modules: &[Module],
+    ) -> Result<(), LoadError> {
+        let entry = hindsight_firmware::load_multiboot(&mut self.ram, image, cmdline, modules);
+        self.memory_replaced();
+        self.enter(&entry?);
+        Ok(())
+    }
+
+    /// Copies a flat binary to `addr` and starts vCPU 0 in `mode` (real mode
+    /// CS:IP or 32-bit flat).
+    pub fn load_flat(&mut self, image: &[u8], addr: u64, mode: EntryMode) -> Result<(), LoadError> {
+        let entry = hindsight_firmware::load_flat(&mut self.ram, image, addr, mode);
+        self.memory_replaced();
+        self.enter(&entry?);
+        Ok(())
+    }
+
+    /// Guest memory was written behind the CPUs' backs: drop decoded code
+    /// and cached translations.
+    fn memory_replaced(&mut self) {
+        self.code.clear();
+        for cpu in &mut self.vcpus {
+            cpu.tlb.flush_all();
+        }
+    }
+
+    /// Puts vCPU 0 in the loader's entry state. Virtual time is kept.
+    fn enter(&mut self, entry: &EntryState) {
+        let cpu = &mut self.vcpus[0];
+        let (index, icount) = (cpu.index, cpu.icount);
+        *cpu = Cpu::new(index);
+        cpu.icount = icount;
+        let g = &mut cpu.gpr;
+        g[reg::RAX] = u64::from(entry.eax);
+        g[reg::RBX] = u64::from(entry.ebx);
+        g[reg::RCX] = u64::from(entry.ecx);
+        g[reg::RDX] = u64::from(entry.edx);
+        g[reg::RSI] = u64::from(entry.esi);
+        g[reg::RDI] = u64::from(entry.edi);
+        g[reg::RBP] = u64::from(entry.ebp);
+        g[reg::RSP] = u64::from(entry.esp);
+        cpu.rflags = flags::FIXED;
+        match entry.mode {
+            EntryMode::Protected32Flat { eip } => {
+                let flat = |selector, a| Segment {
+                    selector,
+                    base: 0,
+                    limit: 0xFFFF_FFFF,
+                    attr: a | attr::DB | attr::GRAN,
+                };
+                cpu.cr0 |= cr::CR0_PE;
+                for s in SegReg::ALL {
+                    cpu.seg[s as usize] = flat(ENTRY_DATA_SELECTOR, attr::DATA_RW);
+                }
+                cpu.seg[SegReg::Cs as usize] = flat(ENTRY_CODE_SELECTOR, attr::CODE_RX);
+                cpu.rip = u64::from(eip);
+            }
+            EntryMode::Real16 { cs, ip } => {
+                for s in SegReg::ALL {
+                    cpu.seg[s as usize] = Segment::real(cs, attr::DATA_RW);
+                }
+                cpu.seg[SegReg::Cs as usize] = Segment::real(cs, attr::CODE_RX);
+                cpu.rip = u64::from(ip);
+                cpu.gpr[reg::RSP] = u64::from(entry.esp & 0xFFFF);
+                cpu.idtr = TableReg {
+                    base: 0,
+                    limit: 0x3FF,
+                };
+            }
+        }
+        cpu.update_mode();
+        cpu.end_block = false;
+        self.stopped = None;
+    }
+
+    /// Where console output (COM1 transmit and the 0xE9 debug console) goes;
+    /// default: kept in a buffer. Bytes already buffered go to the sink first.
+    pub fn set_console(&mut self, sink: ConsoleSink) {
+        let old = std::mem::replace(&mut self.console, Console::Sink(sink));
+        if let Console::Buffer(buf) = old {
+            self.console.emit(&buf);
+        }
+    }
+
+    /// Console output captured so far when no sink is set (drains the buffer).
+    pub fn take_console_output(&mut self) -> Vec<u8> {
+        match &mut self.console {
+            Console::Buffer(buf) => std::mem::take(buf),
+            Console::Sink(_) => Vec::new(),
+        }
+    }
+
+    /// Queues bytes for the COM1 receiver (external input). They enter the
+    /// UART between run slices, as its FIFO has room.
+    pub fn console_input(&mut self, bytes: &[u8]) {
+        self.input.extend(bytes);
+    }
+
+    /// Console input queued and not yet taken by the UART.
+    pub fn pending_console_input(&self) -> usize {
+        self.input.len()
+    }
+
+    /// Runs until an exit condition (debug exit, stop, max_insns, deadlock).
+    pub fn run(&mut self) -> Exit {
+        self.run_until(u64::MAX)
+    }
+
+    /// Runs until virtual time reaches exactly `icount` (or an earlier exit).
+    pub fn run_until(&mut self, icount: u64) -> Exit {
+        let stop = self.max_insns.map_or(icount, |m| m.min(icount));
+        loop {
+            if let Some(s) = &self.stopped {
+                return Exit::Stopped(s.clone());
+            }
+            if let Some(status) = self.devices.debug_exit.exit_status() {
+                return Exit::DebugExit(status);
+            }
+            if !self.input.is_empty() {
+                self.pump_input();
+            }
+            let (deadline, timers_moved) = self.events.next_deadline(self.now, &self.devices);
+            self.devices.update_irq_lines_at(self.now, timers_moved);
+            if self.now < stop {
+                if let Err(s) = self.deliver_interrupt() {
+                    self.stopped = Some(s.clone());
+                    return Exit::Stopped(s);
+                }
+            }
+            if self.now >= stop {
+                return Exit::InsnLimit;
+            }
+            let until = deadline.map_or(stop, |d| d.min(stop));
+            match self.sched.pick(&self.vcpus) {
+                Some((i, quantum)) => {
+                    let quantum = if i == 0 && self.interrupt_held_by_shadow() {
+                        1
+                    } else {
+                        quantum
+                    };
+                    let budget = (until - self.now).min(quantum);
+                    if let Err(s) = self.run_slice(i, budget) {
+                        self.stopped = Some(s.clone());
+                        return Exit::Stopped(s);
+                    }
+                }
+                None => {
+                    if !self.can_wake(deadline) {
+                        return Exit::Deadlock { icount: self.now };
+                    }
+                    // A pending interrupt is held back only by the shadow
+                    // (one instruction); otherwise sleep to the deadline.
+                    let target = if self.devices.pic.has_interrupt() {
+                        self.now + 1
+                    } else {
+                        until
+                    };
+                    let delta = target - self.now;
+                    for cpu in &mut self.vcpus {
+                        cpu.icount += delta;
+                    }
+                    self.now = target;
+                    self.sched.end_turn();
+                }
+            }
+        }
+    }
+
+    /// Moves queued console input into the UART's receive FIFO.
+    fn pump_input(&mut self) {
+        let uart = &mut self.devices.uart;
+        for _ in 0..uart.rx_room() {
+            match self.input.pop_front() {
+                Some(b) => uart.push_input(b),
+                None => break,
+            }
+        }
+    }
+
+    /// Whether vCPU 0 may take an external interrupt now (IF set, no shadow).
+    #[inline]
+    fn interrupts_open(cpu: &Cpu) -> bool {
+        cpu.rflags & flags::IF != 0 && cpu.icount != cpu.shadow_at
+    }
+
+    /// The PIC raises INTR and vCPU 0 has IF set but sits in an interrupt
+    /// shadow: it must run exactly one instruction before taking it.
+    fn interrupt_held_by_shadow(&self) -> bool {
+        let cpu = &self.vcpus[0];
+        cpu.rflags & flags::IF != 0
+            && cpu.icount == cpu.shadow_at
+            && self.devices.pic.has_interrupt()
+    }
+
+    /// Delivers the PIC's interrupt to vCPU 0 if it can take it now.
+    fn deliver_interrupt(&mut self) -> Result<(), Stop> {
+        if !self.devices.pic.has_interrupt() || !Self::interrupts_open(&self.vcpus[0]) {
+            return Ok(());
+        }
+        let vector = self.devices.pic.acknowledge();
+        self.with_ctx(0, |ctx| ctx.interrupt(vector)).0
+    }
+
+    /// Whether anything can ever wake vCPU 0 when every vCPU is halted.
+    fn can_wake(&self, deadline: Option<u64>) -> bool {
+        if self.vcpus[0].rflags & flags::IF == 0 {
+            return false;
+        }
+        self.devices.pic.has_interrupt()
+            || (deadline.is_some() && self.devices.timer_edge_would_interrupt())
+    }
+
+    /// Runs vCPU `i` for at most `budget` instructions.
+    #[inline]
+    fn run_slice(&mut self, i: usize, budget: u64) -> Result<(), Stop> {
+        let (exit, ran) = self.with_ctx(i, |ctx| {
+            let limit = ctx.cpu.icount.saturating_add(budget);
+            ctx.run(limit)
+        });
+        self.sched.consumed(ran);
+        match exit {
+            RunExit::Stop(s) => Err(s),
+            RunExit::Limit | RunExit::Halted | RunExit::Exit => Ok(()),
+        }
+    }
+
+    /// Runs `f` on vCPU `i` wired to the machine, then advances virtual time
+    /// by the vCPU's progress, which is also returned.
+    #[inline]
+    fn with_ctx<R>(&mut self, i: usize, f: impl FnOnce(&mut Ctx) -> R) -> (R, u64) {
+        let cpu = &mut self.vcpus[i];
+        let before = cpu.icount;
+        let clock = SliceClock::new(
+            std::ptr::addr_of!(cpu.icount),
+            self.now.wrapping_sub(before),
+        );
+        let mut bus = VcpuBus {
+            ram: &mut self.ram,
+            devices: &mut self.devices,
+            console: &mut self.console,
+            clock,
+        };
+        let r = f(&mut Ctx::new(cpu, &mut bus, &mut self.code));
+        let ran = cpu.icount - before;
+        self.now += ran;
+        (r, ran)
+    }
+
+    /// Virtual time: total retired instructions (plus delivered events and
+    /// idle time) of the machine. One instruction is one nanosecond.
+    pub fn icount(&self) -> u64 {
+        self.now
+    }
+
+    /// The vCPUs (read-only view for reports and tests).
+    pub fn cpus(&self) -> &[Cpu] {
+        &self.vcpus
+    }
+
+    /// The devices (read-only view for reports and tests).
+    pub fn devices(&self) -> &PcDevices {
+        &self.devices
+    }
+
+    /// Guest RAM (read-only view: dirty pages, host-side reads).
+    pub fn ram(&self) -> &GuestRam {
+        &self.ram
+    }
+
+    /// Reads guest-physical memory (RAM or ROM) from the host side.
+    pub fn read_phys(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        self.ram.read(gpa, buf)
+    }
+
+    /// Writes guest-physical RAM from the host side (a debugger, a test):
+    /// marks the pages dirty and drops code decoded from them.
+    pub fn write_phys(&mut self, gpa: u64, data: &[u8]) -> Result<(), MemoryError> {
+        self.ram.write(gpa, data)?;
+        if let Some(last) = (data.len() as u64).checked_sub(1) {
+            let mut page = gpa & !(PAGE_SIZE - 1);
+            while page <= gpa + last {
+                self.code.invalidate_page(page);
+                page += PAGE_SIZE;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a new dirty-tracking epoch: clears the dirty bitmap and drops
+    /// every vCPU's write TLB, so the first store to each page is seen again
+    /// (brief invariant 5).
+    pub fn start_dirty_epoch(&mut self) {
+        self.ram.clear_dirty();
+        for cpu in &mut self.vcpus {
+            cpu.tlb.flush_writes();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,16 @@
+//! `hindsight selftest`: the guest self-tests of hindsight-testsuite.
+
+use crate::exit_code;
+
+/// Runs the command; returns the process exit status.
+pub fn run() -> i32 {
+    let (passed, failed) = hindsight_testsuite::selftest::run_all(&mut |line: &str| {
+        println!("{line}");
+    });
+    println!("{passed} passed, {failed} failed");
+    if failed == 0 {
+        exit_code::OK
+    } else {
+        exit_code::FAILURE
+    }
+}

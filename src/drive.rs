@@ -1,0 +1,116 @@
+//! Running a machine from the command line: run slices, console plumbing,
+//! pacing, and turning the machine's exit into a message and exit status.
+
+use std::time::{Duration, Instant};
+
+use hindsight_cpu::flags;
+use hindsight_machine::{Exit, Machine};
+
+use crate::console::{self, StdinReader};
+use crate::exit_code;
+
+/// Virtual time run between two looks at the host (output flush, input,
+/// pacing): 10 ms of guest time.
+const SLICE: u64 = 10_000_000;
+/// How far guest time may run ahead of host time before pacing sleeps.
+const PACE_SLACK: Duration = Duration::from_millis(20);
+/// Longest single pacing sleep, so input is still taken promptly.
+const PACE_MAX_SLEEP: Duration = Duration::from_millis(50);
+
+/// How to drive a machine.
+#[derive(Default)]
+pub struct Drive {
+    /// Stop once virtual time reaches this count.
+    pub max_insns: Option<u64>,
+    /// Where console input comes from, if anywhere.
+    pub input: Option<StdinReader>,
+    /// Keep guest time from running ahead of host time (interactive use):
+    /// changes only host timing, never what the guest sees at each count.
+    pub pace: bool,
+}
+
+impl Drive {
+    /// Runs `m` until it exits for good: a debug exit, a stop, the
+    /// instruction limit, or a deadlock that no console input can lift.
+    pub fn run(&mut self, m: &mut Machine) -> Exit {
+        let start = Instant::now();
+        let start_icount = m.icount();
+        loop {
+            if let Some(input) = &mut self.input {
+                input.forward(m);
+            }
+            let mut target = m.icount().saturating_add(SLICE);
+            if let Some(max) = self.max_insns {
+                target = target.min(max);
+            }
+            let exit = m.run_until(target);
+            console::flush();
+            match exit {
+                Exit::InsnLimit => {
+                    if self.max_insns.is_some_and(|max| m.icount() >= max) {
+                        return exit;
+                    }
+                    if self.pace {
+                        pace(start, m.icount() - start_icount);
+                    }
+                }
+                // A guest waiting in `sti; hlt` for a key: wait for one.
+                Exit::Deadlock { .. } if self.may_get_input(m) => {
+                    let input = self.input.as_mut().expect("checked by may_get_input");
+                    if !input.wait(m) {
+                        return exit;
+                    }
+                }
+                _ => return exit,
+            }
+        }
+    }
+
+    fn may_get_input(&self, m: &Machine) -> bool {
+        let if_set = m.cpus()[0].rflags & flags::IF != 0;
+        if_set && self.input.as_ref().is_some_and(|i| i.is_open())
+    }
+}
+
+/// Sleeps while guest time is ahead of host time.
+fn pace(start: Instant, guest_ns: u64) {
+    let guest = Duration::from_nanos(guest_ns);
+    let host = start.elapsed();
+    if guest > host + PACE_SLACK {
+        std::thread::sleep((guest - host).min(PACE_MAX_SLEEP));
+    }
+}
+
+/// Reports how the machine ended on stderr and returns the process exit status.
+pub fn report(exit: &Exit, max_insns: Option<u64>) -> i32 {
+    match exit {
+        Exit::DebugExit(status) => *status,
+        Exit::Stopped(stop) => {
+            eprintln!("hindsight: {stop}");
+            exit_code::STOPPED
+        }
+        Exit::Deadlock { icount } => {
+            eprintln!(
+                "hindsight: deadlock at icount {icount}: every vCPU is halted and no interrupt \
+                 can wake one (interrupts disabled, or every source masked)"
+            );
+            exit_code::DEADLOCK
+        }
+        Exit::InsnLimit => {
+            match max_insns {
+                Some(n) => eprintln!("hindsight: instruction limit {n} reached"),
+                None => eprintln!("hindsight: instruction limit reached"),
+            }
+            exit_code::INSN_LIMIT
+        }
+    }
+}
+
+/// Millions of instructions per second.
+pub fn mips(insns: u64, secs: f64) -> f64 {
+    if secs > 0.0 {
+        insns as f64 / secs / 1e6
+    } else {
+        0.0
+    }
+}

@@ -1,0 +1,29 @@
+//! Process exit statuses of the `hindsight` program.
+
+/// Success (the demo guest, a clean selftest).
+pub const OK: i32 = 0;
+/// Selftest failures, or an internal error.
+pub const FAILURE: i32 = 1;
+/// Bad arguments, or an image that cannot be read or loaded.
+pub const USAGE: i32 = 2;
+/// The guest stopped the machine (triple fault, unimplemented instruction).
+pub const STOPPED: i32 = 3;
+/// Every vCPU halted with nothing left to wake it.
+pub const DEADLOCK: i32 = 4;
+/// The instruction limit (--max-insns) was reached.
+pub const INSN_LIMIT: i32 = 5;
+
+/// The exit statuses as `--help` shows them.
+pub const HELP: &str = "\
+Exit status:
+  (v << 1) | 1  the guest wrote v to the debug-exit port 0xf4 (always odd)
+  0             success (demo, selftest with no failure, bench)
+  1             selftest failures
+  2             bad arguments, unreadable or malformed image file
+  3             the guest stopped the machine (triple fault, unimplemented
+                instruction); the report is printed on stderr
+  4             deadlock: every vCPU halted with interrupts off or no
+                interrupt source left to wake it
+  5             instruction limit (--max-insns) reached
+  Statuses 3 and 5 can also be debug-exit statuses (v = 1, 2): the message
+  on stderr tells them apart.";

@@ -1,0 +1,301 @@
+//! End-to-end tests of the `hindsight` program on multiboot kernels.
+//!
+//! Each test writes an ELF32 multiboot kernel (assembled here with iced-x86,
+//! the ELF bytes written by hand: ELF header, one PT_LOAD program header,
+//! the multiboot header in the first 8 KiB), runs the real binary, and checks
+//! what a user sees: the guest's console output, the process exit status
+//! (QEMU's isa-debug-exit convention: the guest writes v to port 0xf4, the
+//! status is (v << 1) | 1), and the error report for bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use hindsight_testsuite::iced_x86::code_asm::*;
+
+const LOAD: u64 = 0x10_0000;
+/// File offset of the multiboot header.
+const MB_OFF: usize = 0x60;
+/// File offset of the entry point.
+const CODE_OFF: usize = 0x80;
+const MB_MAGIC: u32 = 0x1BAD_B002;
+
+fn hindsight() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hindsight"))
+}
+
+fn tmp_dir(test: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("hindsight-cli-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// ELF32 executable for i386: one PT_LOAD segment covering the whole file
+/// at physical LOAD (plus 4 KiB of bss), the multiboot header (magic, flags,
+/// checksum) at MB_OFF, `code` at CODE_OFF (the entry point).
+fn elf32_multiboot(code: &[u8], flags: u32, checksum: u32) -> Vec<u8> {
+    let mut f = vec![0u8; CODE_OFF];
+    f.extend_from_slice(code);
+    let len = f.len() as u32;
+    let entry = LOAD as u32 + CODE_OFF as u32;
+    // ELF header.
+    f[0..4].copy_from_slice(b"\x7fELF");
+    f[4] = 1; // ELFCLASS32
+    f[5] = 1; // ELFDATA2LSB
+    f[6] = 1; // EV_CURRENT
+    let put16 = |f: &mut Vec<u8>, o: usize, v: u16| f[o..o + 2].copy_from_slice(&v.to_le_bytes());
+    let put32 = |f: &mut Vec<u8>, o: usize, v: u32| f[o..o + 4].copy_from_slice(&v.to_le_bytes());
+    put16(&mut f, 16, 2); // e_type = ET_EXEC
+    put16(&mut f, 18, 3); // e_machine = EM_386
+    put32(&mut f, 20, 1); // e_version
+    put32(&mut f, 24, entry); // e_entry
+    put32(&mut f, 28, 52); // e_phoff
+    put32(&mut f, 32, 0); // e_shoff
+    put32(&mut f, 36, 0); // e_flags
+    put16(&mut f, 40, 52); // e_ehsize
+    put16(&mut f, 42, 32); // e_phentsize
+    put16(&mut f, 44, 1); // e_phnum
+    put16(&mut f, 46, 40); // e_shentsize
+    put16(&mut f, 48, 0); // e_shnum
+    put16(&mut f, 50, 0); // e_shstrndx
+    // Program header 0: PT_LOAD.
+    let ph = 52;
+    put32(&mut f, ph, 1); // p_type
+    put32(&mut f, ph + 4, 0); // p_offset
+    put32(&mut f, ph + 8, LOAD as u32); // p_vaddr
+    put32(&mut f, ph + 12, LOAD as u32); // p_paddr
+    put32(&mut f, ph + 16, len); // p_filesz
+    put32(&mut f, ph + 20, len + 0x1000); // p_memsz
+    put32(&mut f, ph + 24, 7); // p_flags = RWX
+    put32(&mut f, ph + 28, 0x1000); // p_align
+    // Multiboot header.
+    put32(&mut f, MB_OFF, MB_MAGIC);
+    put32(&mut f, MB_OFF + 4, flags);
+    put32(&mut f, MB_OFF + 8, checksum);
+    f
+}
+
+fn good_checksum(flags: u32) -> u32 {
+    0u32.wrapping_sub(MB_MAGIC.wrapping_add(flags))
+}
+
+/// Prints the NUL-terminated string `s` (call-over-data: the string's
+/// address is popped into ESI). Clobbers ESI.
+fn print_lit(a: &mut CodeAssembler, puts: CodeLabel, s: &str) -> Result<(), IcedError> {
+    let mut after = a.create_label();
+    a.call(after)?;
+    let mut bytes = s.as_bytes().to_vec();
+    bytes.push(0);
+    a.db(&bytes)?;
+    a.set_label(&mut after)?;
+    a.pop(esi)?;
+    a.call(puts)
+}
+
+/// A kernel that prints its command line, its modules (string and
+/// contents) from the multiboot information, then writes 0x21 to port 0xf4
+/// (exit status 0x43 = 67). A bad boot magic writes 0x7f instead.
+fn info_kernel() -> Vec<u8> {
+    let mut a = CodeAssembler::new(32).unwrap();
+    let (mut putc, mut puts, mut bad, mut done) =
+        (a.create_label(), a.create_label(), a.create_label(), a.create_label());
+    let (mut each, mut data, mut data_end) = (a.create_label(), a.create_label(), a.create_label());
+    a.mov(esp, 0x8_0000).unwrap();
+    a.cmp(eax, 0x2BAD_B002u32 as i32).unwrap();
+    a.jne(bad).unwrap();
+    a.mov(ebp, ebx).unwrap();
+    print_lit(&mut a, puts, "cmdline: ").unwrap();
+    a.mov(esi, dword_ptr(ebp + 16)).unwrap();
+    a.call(puts).unwrap();
+    print_lit(&mut a, puts, "\nmodules: ").unwrap();
+    a.mov(ecx, dword_ptr(ebp + 20)).unwrap();
+    a.mov(edi, dword_ptr(ebp + 24)).unwrap();
+    a.mov(eax, ecx).unwrap();
+    a.add(al, b'0' as i32).unwrap();
+    a.call(putc).unwrap();
+    print_lit(&mut a, puts, "\n").unwrap();
+    a.test(ecx, ecx).unwrap();
+    a.jz(done).unwrap();
+    a.set_label(&mut each).unwrap();
+    print_lit(&mut a, puts, "module string: ").unwrap();
+    a.mov(esi, dword_ptr(edi + 8)).unwrap();
+    a.call(puts).unwrap();
+    print_lit(&mut a, puts, "\nmodule data: ").unwrap();
+    a.mov(esi, dword_ptr(edi)).unwrap();
+    a.mov(edx, dword_ptr(edi + 4)).unwrap();
+    a.set_label(&mut data).unwrap();
+    a.cmp(esi, edx).unwrap();
+    a.jae(data_end).unwrap();
+    a.mov(al, byte_ptr(esi)).unwrap();
+    a.call(putc).unwrap();
+    a.inc(esi).unwrap();
+    a.jmp(data).unwrap();
+    a.set_label(&mut data_end).unwrap();
+    print_lit(&mut a, puts, "\n").unwrap();
+    a.add(edi, 16).unwrap();
+    a.dec(ecx).unwrap();
+    a.jnz(each).unwrap();
+    a.set_label(&mut done).unwrap();
+    a.mov(al, 0x21).unwrap();
+    a.out(0xF4, al).unwrap();
+    a.hlt().unwrap();
+    a.set_label(&mut bad).unwrap();
+    a.mov(al, 0x7F).unwrap();
+    a.out(0xF4, al).unwrap();
+    a.hlt().unwrap();
+    // putc: AL to COM1 after LSR.THRE.
+    a.set_label(&mut putc).unwrap();
+    a.push(edx).unwrap();
+    a.push(eax).unwrap();
+    a.mov(dx, 0x3FD).unwrap();
+    let mut wait = a.create_label();
+    a.set_label(&mut wait).unwrap();
+    a.in_(al, dx).unwrap();
+    a.test(al, 0x20).unwrap();
+    a.jz(wait).unwrap();
+    a.pop(eax).unwrap();
+    a.mov(dx, 0x3F8).unwrap();
+    a.out(dx, al).unwrap();
+    a.pop(edx).unwrap();
+    a.ret().unwrap();
+    // puts: ESI.
+    a.set_label(&mut puts).unwrap();
+    a.push(eax).unwrap();
+    a.push(esi).unwrap();
+    let (mut lp, mut end) = (a.create_label(), a.create_label());
+    a.set_label(&mut lp).unwrap();
+    a.mov(al, byte_ptr(esi)).unwrap();
+    a.test(al, al).unwrap();
+    a.jz(end).unwrap();
+    a.call(putc).unwrap();
+    a.inc(esi).unwrap();
+    a.jmp(lp).unwrap();
+    a.set_label(&mut end).unwrap();
+    a.pop(esi).unwrap();
+    a.pop(eax).unwrap();
+    a.ret().unwrap();
+    a.assemble(LOAD + CODE_OFF as u64).unwrap()
+}
+
+/// A kernel that loads an empty IDT and executes UD2: #UD cannot be
+/// delivered (#GP), nor can the #GP (#DF), nor the #DF: triple fault.
+fn triple_fault_kernel() -> Vec<u8> {
+    let mut a = CodeAssembler::new(32).unwrap();
+    let mut idtr = a.create_label();
+    let mut go = a.create_label();
+    a.jmp(go).unwrap();
+    a.set_label(&mut idtr).unwrap();
+    a.db(&[0, 0, 0, 0, 0, 0]).unwrap(); // limit 0, base 0
+    a.set_label(&mut go).unwrap();
+    a.mov(eax, (LOAD + CODE_OFF as u64 + 2) as i32).unwrap(); // address of idtr (after the short jmp)
+    a.lidt(ptr(eax)).unwrap();
+    a.ud2().unwrap();
+    a.hlt().unwrap();
+    let code = a.assemble(LOAD + CODE_OFF as u64).unwrap();
+    assert_eq!(&code[2..8], &[0u8; 6], "idtr right after the 2-byte jmp");
+    assert_eq!(&code[16..18], &[0x0F, 0x0B], "ud2 at offset 16");
+    code
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+fn show(o: &Output) -> String {
+    format!(
+        "status: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn multiboot_kernel_sees_cmdline_and_module_and_exit_status_follows_debug_exit() {
+    let dir = tmp_dir("mb");
+    let kernel = write(&dir, "kernel.elf", &elf32_multiboot(&info_kernel(), 3, good_checksum(3)));
+    let module = write(&dir, "initrd.txt", b"MODULE-CONTENTS-42");
+    let o = hindsight()
+        .arg("run")
+        .arg("--multiboot")
+        .arg(&kernel)
+        .arg("--append")
+        .arg("console=ttyS0 hello=world")
+        .arg("--module")
+        .arg(format!("{},mod-arg x=2", module.display()))
+        .output()
+        .expect("run hindsight");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("cmdline: "), "no cmdline line\n{}", show(&o));
+    assert!(out.contains("hello=world"), "command line not seen by the guest\n{}", show(&o));
+    assert!(out.contains("modules: 1"), "module count\n{}", show(&o));
+    assert!(out.contains("mod-arg x=2"), "module string not seen by the guest\n{}", show(&o));
+    assert!(
+        out.contains("module data: MODULE-CONTENTS-42\n"),
+        "module contents not seen by the guest\n{}",
+        show(&o)
+    );
+    assert_eq!(o.status.code(), Some((0x21 << 1) | 1), "exit status (v << 1) | 1 for v = 0x21\n{}", show(&o));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn malformed_multiboot_checksum_is_a_clear_error() {
+    let dir = tmp_dir("bad");
+    let kernel = write(&dir, "bad.elf", &elf32_multiboot(&info_kernel(), 3, good_checksum(3) ^ 1));
+    let o = hindsight()
+        .arg("run")
+        .arg("--multiboot")
+        .arg(&kernel)
+        .output()
+        .expect("run hindsight");
+    assert!(!o.status.success(), "a malformed kernel must fail\n{}", show(&o));
+    assert!(o.status.code().is_some(), "must exit, not crash\n{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr).to_lowercase();
+    assert!(err.contains("checksum"), "error must name the problem\n{}", show(&o));
+    assert!(err.contains("0x60"), "error must give the file offset of the header\n{}", show(&o));
+    assert!(!err.contains("panicked"), "no panic\n{}", show(&o));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn missing_kernel_file_is_a_clear_error() {
+    let o = hindsight()
+        .arg("run")
+        .arg("--multiboot")
+        .arg("/nonexistent/hindsight-kernel.elf")
+        .output()
+        .expect("run hindsight");
+    assert!(!o.status.success(), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("hindsight-kernel.elf"), "error must name the file\n{}", show(&o));
+    assert!(!err.contains("panicked"), "no panic\n{}", show(&o));
+}
+
+#[test]
+fn triple_fault_is_reported_with_where_it_happened() {
+    let dir = tmp_dir("tf");
+    let kernel = write(&dir, "tf.elf", &elf32_multiboot(&triple_fault_kernel(), 3, good_checksum(3)));
+    let o = hindsight()
+        .arg("run")
+        .arg("--multiboot")
+        .arg(&kernel)
+        .output()
+        .expect("run hindsight");
+    assert!(!o.status.success(), "a triple fault must fail the run\n{}", show(&o));
+    assert!(o.status.code().is_some(), "must exit, not crash\n{}", show(&o));
+    let all = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let low = all.to_lowercase();
+    assert!(low.contains("triple fault"), "report must say triple fault\n{}", show(&o));
+    assert!(low.contains("icount"), "report must give the instruction count\n{}", show(&o));
+    assert!(low.contains("protected mode"), "report must give the mode\n{}", show(&o));
+    let ud2_at = LOAD + CODE_OFF as u64 + 16; // jmp(2) idtr(6) mov eax(5) lidt [eax](3)
+    assert!(
+        low.contains(&format!("{ud2_at:x}")),
+        "report must give the faulting RIP {ud2_at:#x}\n{}",
+        show(&o)
+    );
+    assert!(low.contains("0f 0b"), "report must show the instruction bytes (ud2 = 0f 0b)\n{}", show(&o));
+    let _ = std::fs::remove_dir_all(&dir);
+}

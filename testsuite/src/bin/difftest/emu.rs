@@ -1,0 +1,222 @@
+//! Runs generated code in hindsight's interpreter: a CPU in 64-bit user mode
+//! (CPL 3) with 4-level paging that maps the scratch region at the same
+//! linear address as on the host, over a small RAM bus.
+//!
+//! Instructions are decoded once and stepped one at a time through
+//! `dispatch::handler_for`, so an exception is seen directly (with RIP at the
+//! faulting instruction) instead of being delivered through an IDT.
+
+use hindsight_cpu::block::Handler;
+use hindsight_cpu::fault::Fault;
+use hindsight_cpu::interp::dispatch::handler_for;
+use hindsight_cpu::state::{attr, cr, Cpu, SegReg, Segment};
+use hindsight_cpu::{Bus, CodeCache, Ctx, WritablePage};
+use iced_x86::Instruction;
+
+use crate::host::{DATA_OFF, DATA_SIZE, REGION};
+
+/// Physical layout: page tables at 0x1000–0x4fff, the region at 0x8000.
+const PML4: u64 = 0x1000;
+const PDPT: u64 = 0x2000;
+const PD: u64 = 0x3000;
+const PT: u64 = 0x4000;
+const REGION_PHYS: u64 = 0x8000;
+const RAM: usize = REGION_PHYS as usize + REGION;
+
+/// Flat RAM; everything else reads as ones.
+struct EmuBus {
+    ram: Vec<u8>,
+}
+
+impl Bus for EmuBus {
+    fn ram_page(&mut self, page: u64) -> Option<*mut u8> {
+        if (page as usize) < self.ram.len() {
+            Some(self.ram[page as usize..].as_mut_ptr())
+        } else {
+            None
+        }
+    }
+    fn ram_page_mut(&mut self, page: u64) -> Option<WritablePage> {
+        self.ram_page(page).map(|host| WritablePage {
+            host,
+            cacheable: true,
+        })
+    }
+    fn mmio_read(&mut self, _: u64, size: u8) -> u64 {
+        hindsight_cpu::flags::mask(size)
+    }
+    fn mmio_write(&mut self, _: u64, _: u8, _: u64) {}
+    fn io_read(&mut self, _: u16, _: u8) -> u32 {
+        u32::MAX
+    }
+    fn io_write(&mut self, _: u16, _: u8, _: u32) {}
+}
+
+impl EmuBus {
+    fn put(&mut self, addr: u64, v: u64) {
+        self.ram[addr as usize..addr as usize + 8].copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// How the interpreter's run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EmuEnd {
+    /// Ran to the end of the code.
+    Done,
+    /// An exception (vector) at the instruction at `rip`.
+    Fault { vector: u8, rip: u64 },
+    /// The interpreter does not implement this instruction.
+    Unimplemented(String),
+    /// Something else stopped it (described).
+    Other(String),
+}
+
+/// Outcome of one interpreted run.
+#[derive(Clone, Debug)]
+pub struct EmuOut {
+    pub gpr: [u64; 16],
+    pub rflags: u64,
+    pub end: EmuEnd,
+}
+
+/// The interpreter side.
+pub struct Emu {
+    cpu: Cpu,
+    bus: EmuBus,
+    cache: CodeCache,
+    base: u64,
+}
+
+impl Emu {
+    /// A CPU in 64-bit user mode with the region mapped at `base` (2 MiB aligned).
+    pub fn new(base: u64) -> Emu {
+        let mut bus = EmuBus { ram: vec![0; RAM] };
+        bus.put(PML4 + 8 * ((base >> 39) & 511), PDPT | 7);
+        bus.put(PDPT + 8 * ((base >> 30) & 511), PD | 7);
+        bus.put(PD + 8 * ((base >> 21) & 511), PT | 7);
+        for i in 0..(REGION as u64 / 0x1000) {
+            let lin = base + i * 0x1000;
+            bus.put(PT + 8 * ((lin >> 12) & 511), (REGION_PHYS + i * 0x1000) | 7);
+        }
+        let mut cpu = Cpu::new(0);
+        cpu.cr0 |= cr::CR0_PE | cr::CR0_PG;
+        cpu.cr4 |= cr::CR4_PAE;
+        cpu.cr3 = PML4;
+        cpu.efer |= cr::EFER_LME | cr::EFER_LMA | cr::EFER_NXE | cr::EFER_SCE;
+        let dpl3 = 3 << attr::DPL_SHIFT;
+        for s in SegReg::ALL {
+            cpu.seg[s as usize] = Segment {
+                selector: 0x3b,
+                base: 0,
+                limit: 0xffff_ffff,
+                attr: attr::DATA_RW | attr::DB | attr::GRAN | dpl3,
+            };
+        }
+        cpu.seg[SegReg::Cs as usize] = Segment {
+            selector: 0x43,
+            base: 0,
+            limit: 0xffff_ffff,
+            attr: attr::CODE_RX | attr::LONG | attr::GRAN | dpl3,
+        };
+        cpu.cpl = 3;
+        cpu.update_mode();
+        cpu.end_block = false;
+        Emu {
+            cpu,
+            bus,
+            cache: CodeCache::new(),
+            base,
+        }
+    }
+
+    /// Runs the following cases with a 64-bit code segment (`compat` false) or
+    /// a 32-bit one (compatibility mode), like Linux's USER64_CS/USER32_CS.
+    pub fn set_compat(&mut self, compat: bool) {
+        let dpl3 = 3 << attr::DPL_SHIFT;
+        self.cpu.seg[SegReg::Cs as usize] = if compat {
+            Segment {
+                selector: 0x23,
+                base: 0,
+                limit: 0xffff_ffff,
+                attr: attr::CODE_RX | attr::DB | attr::GRAN | dpl3,
+            }
+        } else {
+            Segment {
+                selector: 0x43,
+                base: 0,
+                limit: 0xffff_ffff,
+                attr: attr::CODE_RX | attr::LONG | attr::GRAN | dpl3,
+            }
+        };
+        self.cpu.update_mode();
+        self.cpu.end_block = false;
+    }
+
+    /// Resolves the handlers of decoded instructions.
+    pub fn handlers(insns: &[Instruction]) -> Vec<Handler> {
+        insns.iter().map(handler_for).collect()
+    }
+
+    /// Runs `insns` (decoded at consecutive addresses from `start` to `end`)
+    /// from the given state; leaves the final scratch data in `data`.
+    pub fn run(
+        &mut self,
+        insns: &[Instruction],
+        handlers: &[Handler],
+        gpr: &[u64; 16],
+        rflags: u64,
+        data: &mut [u8],
+        end: u64,
+    ) -> EmuOut {
+        let d0 = REGION_PHYS as usize + DATA_OFF as usize;
+        self.bus.ram[d0..d0 + DATA_SIZE].copy_from_slice(data);
+        self.cpu.gpr = *gpr;
+        self.cpu.rflags = rflags;
+        self.cpu.rip = insns.first().map_or(end, |i| i.ip());
+        self.cpu.halted = false;
+        let mut result = EmuEnd::Done;
+        let mut steps = 0u64;
+        {
+            let mut ctx = Ctx::new(&mut self.cpu, &mut self.bus, &mut self.cache);
+            while ctx.cpu.rip != end {
+                let rip = ctx.cpu.rip;
+                let Some(k) = insns.iter().position(|i| i.ip() == rip) else {
+                    result = EmuEnd::Other(format!("RIP {rip:#x} left the generated code"));
+                    break;
+                };
+                steps += 1;
+                if steps > 1_000_000 {
+                    result = EmuEnd::Other("more than 1e6 steps".into());
+                    break;
+                }
+                let insn = &insns[k];
+                ctx.cpu.rip = insn.next_ip();
+                match handlers[k](&mut ctx, insn) {
+                    Ok(()) => ctx.cpu.icount += 1,
+                    Err(Fault::Exception { vector, .. }) => {
+                        ctx.cpu.rip = rip;
+                        result = EmuEnd::Fault { vector, rip };
+                        break;
+                    }
+                    Err(Fault::Stop(hindsight_cpu::StopKind::Unimplemented { mnemonic })) => {
+                        ctx.cpu.rip = rip;
+                        result = EmuEnd::Unimplemented(mnemonic);
+                        break;
+                    }
+                    Err(Fault::Stop(k)) => {
+                        ctx.cpu.rip = rip;
+                        result = EmuEnd::Other(format!("{k:?}"));
+                        break;
+                    }
+                }
+            }
+        }
+        data.copy_from_slice(&self.bus.ram[d0..d0 + DATA_SIZE]);
+        let _ = self.base;
+        EmuOut {
+            gpr: self.cpu.gpr,
+            rflags: self.cpu.rflags,
+            end: result,
+        }
+    }
+}

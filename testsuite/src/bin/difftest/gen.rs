@@ -1,0 +1,1010 @@
+//! Random instruction sequences.
+//!
+//! Instruction forms come from iced's `Code` list: every code whose mnemonic
+//! belongs to a covered class and whose name spells its operands in the usual
+//! way (`Add_rm32_imm8`, `Shld_rm16_r16_CL`, `Imul_r64_rm64_imm32`, ...) is a
+//! template. String instructions are built with iced's string constructors.
+//! A template's operands are filled with random registers (never RSP),
+//! memory operands inside the scratch data (absolute, RIP-relative,
+//! base+disp, base+index*scale+disp and 32-bit addressing; base and index
+//! registers are loaded by MOVs emitted just before), and random immediates.
+
+use iced_x86::{
+    Code, Decoder, DecoderOptions, Encoder, Instruction, MemoryOperand, Mnemonic, OpKind, Register,
+    RepPrefixKind, RflagsBits,
+};
+
+use crate::host::GPR64;
+use crate::rng::Rng;
+
+/// Instruction classes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    Alu,
+    Atomic,
+    Shift,
+    MulDiv,
+    Bits,
+    Data,
+    String,
+    /// AAA AAS AAM AAD DAA DAS, run in compatibility mode (32-bit code).
+    Bcd,
+}
+
+impl Class {
+    pub const ALL: [Class; 8] = [
+        Class::Alu,
+        Class::Atomic,
+        Class::Shift,
+        Class::MulDiv,
+        Class::Bits,
+        Class::Data,
+        Class::String,
+        Class::Bcd,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Class::Alu => "alu",
+            Class::Atomic => "xadd-cmpxchg",
+            Class::Shift => "shift",
+            Class::MulDiv => "muldiv",
+            Class::Bits => "bits",
+            Class::Data => "data",
+            Class::String => "string",
+            Class::Bcd => "bcd",
+        }
+    }
+}
+
+/// The class of a mnemonic, if covered.
+fn class_of(m: Mnemonic) -> Option<Class> {
+    use Mnemonic::*;
+    Some(match m {
+        Add | Adc | Sub | Sbb | Cmp | And | Or | Xor | Test | Inc | Dec | Neg | Not => Class::Alu,
+        Xadd | Cmpxchg | Cmpxchg8b | Cmpxchg16b => Class::Atomic,
+        Shl | Sal | Shr | Sar | Rol | Ror | Rcl | Rcr | Shld | Shrd => Class::Shift,
+        Mul | Imul | Div | Idiv => Class::MulDiv,
+        Bt | Bts | Btr | Btc | Bsf | Bsr | Popcnt | Lzcnt | Tzcnt => Class::Bits,
+        Mov | Movzx | Movsx | Movsxd | Lea | Xchg | Bswap | Movbe | Cbw | Cwde | Cdqe | Cwd
+        | Cdq | Cqo | Lahf | Sahf | Clc | Stc | Cmc | Cld | Std => Class::Data,
+        Cmovo | Cmovno | Cmovb | Cmovae | Cmove | Cmovne | Cmovbe | Cmova | Cmovs | Cmovns
+        | Cmovp | Cmovnp | Cmovl | Cmovge | Cmovle | Cmovg => Class::Data,
+        Seto | Setno | Setb | Setae | Sete | Setne | Setbe | Seta | Sets | Setns | Setp | Setnp
+        | Setl | Setge | Setle | Setg => Class::Data,
+        _ => return None,
+    })
+}
+
+/// Host CPU features that gate instructions.
+#[derive(Clone, Copy, Debug)]
+pub struct Features {
+    pub movbe: bool,
+    pub popcnt: bool,
+    pub lzcnt: bool,
+    pub tzcnt: bool,
+    pub cx16: bool,
+    pub lahf: bool,
+}
+
+impl Features {
+    /// Reads CPUID.
+    pub fn host() -> Features {
+        use std::arch::x86_64::{__cpuid, __cpuid_count};
+        // SAFETY: CPUID exists on every x86-64 CPU (the intrinsic is safe on newer toolchains).
+        #[allow(unused_unsafe)]
+        let (l1, l7, e1) = unsafe { (__cpuid(1), __cpuid_count(7, 0), __cpuid(0x8000_0001)) };
+        Features {
+            movbe: l1.ecx & (1 << 22) != 0,
+            popcnt: l1.ecx & (1 << 23) != 0,
+            cx16: l1.ecx & (1 << 13) != 0,
+            tzcnt: l7.ebx & (1 << 3) != 0,
+            lzcnt: e1.ecx & (1 << 5) != 0,
+            lahf: e1.ecx & 1 != 0,
+        }
+    }
+
+    fn allows(&self, m: Mnemonic) -> bool {
+        match m {
+            Mnemonic::Movbe => self.movbe,
+            Mnemonic::Popcnt => self.popcnt,
+            Mnemonic::Lzcnt => self.lzcnt,
+            Mnemonic::Tzcnt => self.tzcnt,
+            Mnemonic::Cmpxchg16b => self.cx16,
+            Mnemonic::Lahf | Mnemonic::Sahf => self.lahf,
+            _ => true,
+        }
+    }
+}
+
+/// One operand slot of a template, parsed from the code's name.
+#[derive(Clone, Copy, Debug)]
+enum Tok {
+    R(u8),
+    Rm(u8),
+    M(u8),
+    Imm,
+    Fixed(Register),
+    One,
+}
+
+/// String instruction kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Str {
+    Movs,
+    Stos,
+    Lods,
+    Cmps,
+    Scas,
+}
+
+/// An instruction form the generator can instantiate.
+#[derive(Clone, Debug)]
+pub struct Template {
+    pub code: Code,
+    pub mnemonic: Mnemonic,
+    pub class: Class,
+    toks: Vec<Tok>,
+    /// String form: kind, element size, address size, REP kind.
+    string: Option<(Str, u8, u32, RepPrefixKind)>,
+}
+
+impl Template {
+    /// Short description for listings.
+    pub fn describe(&self) -> String {
+        match self.string {
+            Some((_, _, asz, rep)) => format!("{:?} a{asz} {rep:?}", self.code),
+            None => format!("{:?}", self.code),
+        }
+    }
+}
+
+fn parse(code: Code) -> Option<Vec<Tok>> {
+    let name = format!("{code:?}");
+    let mut toks = Vec::new();
+    for p in name.split('_').skip(1) {
+        toks.push(match p {
+            "r8" => Tok::R(1),
+            "r16" => Tok::R(2),
+            "r32" => Tok::R(4),
+            "r64" => Tok::R(8),
+            "rm8" => Tok::Rm(1),
+            "rm16" => Tok::Rm(2),
+            "rm32" => Tok::Rm(4),
+            "rm64" => Tok::Rm(8),
+            "m8" => Tok::M(1),
+            "m16" => Tok::M(2),
+            "m32" => Tok::M(4),
+            "m64" => Tok::M(8),
+            "m128" => Tok::M(16),
+            "m" => Tok::M(0),
+            "imm8" | "imm16" | "imm32" | "imm64" => Tok::Imm,
+            "AL" => Tok::Fixed(Register::AL),
+            "AX" => Tok::Fixed(Register::AX),
+            "EAX" => Tok::Fixed(Register::EAX),
+            "RAX" => Tok::Fixed(Register::RAX),
+            "CL" => Tok::Fixed(Register::CL),
+            "1" => Tok::One,
+            // Alternative encodings of the same instruction.
+            "82" | "F6r1" | "F7r1" => continue,
+            _ => return None,
+        });
+    }
+    Some(toks)
+}
+
+/// Builds every template for the covered classes that this host supports.
+pub fn templates(features: &Features) -> Vec<Template> {
+    let mut out = Vec::new();
+    for code in Code::values() {
+        // (Instruction::with debug-asserts an operand-less code.)
+        let mut probe = Instruction::default();
+        probe.set_code(code);
+        let m = probe.mnemonic();
+        let Some(class) = class_of(m) else { continue };
+        if !features.allows(m) {
+            continue;
+        }
+        let Some(toks) = parse(code) else { continue };
+        if format!("{code:?}").starts_with("Cmpxchg486") {
+            // 0F A6/A7: only on early 486s, invalid in 64-bit mode.
+            continue;
+        }
+        out.push(Template {
+            code,
+            mnemonic: m,
+            class,
+            toks,
+            string: None,
+        });
+    }
+    for kind in [Str::Movs, Str::Stos, Str::Lods, Str::Cmps, Str::Scas] {
+        for size in [1u8, 2, 4, 8] {
+            for asz in [64u32, 32] {
+                let reps: &[RepPrefixKind] = match kind {
+                    Str::Cmps | Str::Scas => &[
+                        RepPrefixKind::None,
+                        RepPrefixKind::Repe,
+                        RepPrefixKind::Repne,
+                    ],
+                    _ => &[RepPrefixKind::None, RepPrefixKind::Repe],
+                };
+                for &rep in reps {
+                    let Ok(i) = string_insn(kind, size, asz, rep) else {
+                        continue;
+                    };
+                    out.push(Template {
+                        code: i.code(),
+                        mnemonic: i.mnemonic(),
+                        class: Class::String,
+                        toks: Vec::new(),
+                        string: Some((kind, size, asz, rep)),
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+fn string_insn(
+    kind: Str,
+    size: u8,
+    asz: u32,
+    rep: RepPrefixKind,
+) -> Result<Instruction, iced_x86::IcedError> {
+    let seg = Register::None;
+    match (kind, size) {
+        (Str::Movs, 1) => Instruction::with_movsb(asz, seg, rep),
+        (Str::Movs, 2) => Instruction::with_movsw(asz, seg, rep),
+        (Str::Movs, 4) => Instruction::with_movsd(asz, seg, rep),
+        (Str::Movs, _) => Instruction::with_movsq(asz, seg, rep),
+        (Str::Stos, 1) => Instruction::with_stosb(asz, rep),
+        (Str::Stos, 2) => Instruction::with_stosw(asz, rep),
+        (Str::Stos, 4) => Instruction::with_stosd(asz, rep),
+        (Str::Stos, _) => Instruction::with_stosq(asz, rep),
+        (Str::Lods, 1) => Instruction::with_lodsb(asz, seg, rep),
+        (Str::Lods, 2) => Instruction::with_lodsw(asz, seg, rep),
+        (Str::Lods, 4) => Instruction::with_lodsd(asz, seg, rep),
+        (Str::Lods, _) => Instruction::with_lodsq(asz, seg, rep),
+        (Str::Cmps, 1) => Instruction::with_cmpsb(asz, seg, rep),
+        (Str::Cmps, 2) => Instruction::with_cmpsw(asz, seg, rep),
+        (Str::Cmps, 4) => Instruction::with_cmpsd(asz, seg, rep),
+        (Str::Cmps, _) => Instruction::with_cmpsq(asz, seg, rep),
+        (Str::Scas, 1) => Instruction::with_scasb(asz, rep),
+        (Str::Scas, 2) => Instruction::with_scasw(asz, rep),
+        (Str::Scas, 4) => Instruction::with_scasd(asz, rep),
+        (Str::Scas, _) => Instruction::with_scasq(asz, rep),
+    }
+}
+
+/// iced's RflagsBits → RFLAGS bits.
+pub fn eflags(b: u32) -> u64 {
+    let mut f = 0;
+    for (i, e) in [
+        (RflagsBits::OF, 1u64 << 11),
+        (RflagsBits::SF, 1 << 7),
+        (RflagsBits::ZF, 1 << 6),
+        (RflagsBits::AF, 1 << 4),
+        (RflagsBits::CF, 1),
+        (RflagsBits::PF, 1 << 2),
+        (RflagsBits::DF, 1 << 10),
+    ] {
+        if b & i != 0 {
+            f |= e;
+        }
+    }
+    f
+}
+
+/// Names of the status flags and DF set in `f`.
+pub fn flag_names(f: u64) -> String {
+    let mut s = Vec::new();
+    for (b, n) in [
+        (0x800u64, "OF"),
+        (0x400, "DF"),
+        (0x80, "SF"),
+        (0x40, "ZF"),
+        (0x10, "AF"),
+        (0x4, "PF"),
+        (0x1, "CF"),
+    ] {
+        if f & b != 0 {
+            s.push(n);
+        }
+    }
+    if s.is_empty() {
+        "-".into()
+    } else {
+        s.join(" ")
+    }
+}
+
+/// Whether `insn` may leave its flags unchanged depending on a runtime
+/// count (shift/rotate by CL whose masked count may be zero).
+/// REP-prefixed CMPS/SCAS with a zero count change no flags either.
+fn conditional_flags(insn: &Instruction) -> bool {
+    use Mnemonic::*;
+    match insn.mnemonic() {
+        Shl | Sal | Shr | Sar | Rol | Ror | Rcl | Rcr | Shld | Shrd => {
+            insn.op_kind(insn.op_count() - 1) == OpKind::Register
+        }
+        Cmpsb | Cmpsw | Cmpsd | Cmpsq | Scasb | Scasw | Scasd | Scasq => {
+            insn.has_repe_prefix() || insn.has_repne_prefix()
+        }
+        _ => false,
+    }
+}
+
+/// Flags whose value is undefined after `insn`, given those undefined before.
+pub fn poison_after(poison: u64, insn: &Instruction) -> u64 {
+    let undef = eflags(insn.rflags_undefined());
+    if conditional_flags(insn) {
+        poison | undef
+    } else {
+        (poison & !eflags(insn.rflags_modified())) | undef
+    }
+}
+
+/// A generated test case.
+pub struct Case {
+    pub gpr: [u64; 16],
+    pub rflags: u64,
+    pub data: Vec<u8>,
+    pub code: Vec<u8>,
+    pub insns: Vec<Instruction>,
+    /// Flags undefined before each instruction (same order as `insns`), and at the end.
+    pub poison: Vec<u64>,
+    pub final_poison: u64,
+}
+
+/// Operand value while building an instruction.
+#[derive(Clone, Copy)]
+enum Op {
+    Reg(Register),
+    Mem(MemoryOperand),
+    Imm(i32),
+}
+
+fn build(code: Code, ops: &[Op]) -> Option<Instruction> {
+    use Op::*;
+    let r = match ops {
+        [] => {
+            let mut i = Instruction::default();
+            i.set_code(code);
+            Ok(i)
+        }
+        [Reg(a)] => Instruction::with1(code, *a),
+        [Mem(a)] => Instruction::with1(code, *a),
+        [Imm(a)] => Instruction::with1(code, *a),
+        [Reg(a), Reg(b)] => Instruction::with2(code, *a, *b),
+        [Reg(a), Mem(b)] => Instruction::with2(code, *a, *b),
+        [Mem(a), Reg(b)] => Instruction::with2(code, *a, *b),
+        [Reg(a), Imm(b)] => Instruction::with2(code, *a, *b),
+        [Mem(a), Imm(b)] => Instruction::with2(code, *a, *b),
+        [Reg(a), Reg(b), Reg(c)] => Instruction::with3(code, *a, *b, *c),
+        [Reg(a), Reg(b), Imm(c)] => Instruction::with3(code, *a, *b, *c),
+        [Reg(a), Mem(b), Imm(c)] => Instruction::with3(code, *a, *b, *c),
+        [Mem(a), Reg(b), Reg(c)] => Instruction::with3(code, *a, *b, *c),
+        [Mem(a), Reg(b), Imm(c)] => Instruction::with3(code, *a, *b, *c),
+        _ => return None,
+    };
+    r.ok()
+}
+
+/// Register of `size` bytes for GPR index `i` (0–15; 8-bit uses SPL..R15L, not AH..BH).
+fn reg_of(i: usize, size: u8) -> Register {
+    let r = GPR64[i];
+    match size {
+        8 => r,
+        4 => r.full_register32(),
+        2 => match i {
+            0 => Register::AX,
+            1 => Register::CX,
+            2 => Register::DX,
+            3 => Register::BX,
+            4 => Register::SP,
+            5 => Register::BP,
+            6 => Register::SI,
+            7 => Register::DI,
+            _ => [
+                Register::R8W,
+                Register::R9W,
+                Register::R10W,
+                Register::R11W,
+                Register::R12W,
+                Register::R13W,
+                Register::R14W,
+                Register::R15W,
+            ][i - 8],
+        },
+        _ => [
+            Register::AL,
+            Register::CL,
+            Register::DL,
+            Register::BL,
+            Register::SPL,
+            Register::BPL,
+            Register::SIL,
+            Register::DIL,
+            Register::R8L,
+            Register::R9L,
+            Register::R10L,
+            Register::R11L,
+            Register::R12L,
+            Register::R13L,
+            Register::R14L,
+            Register::R15L,
+        ][i],
+    }
+}
+
+fn mov_imm64(r: usize, v: u64) -> Instruction {
+    Instruction::with2(Code::Mov_r64_imm64, GPR64[r], v).expect("mov r64, imm64")
+}
+
+/// The generator.
+pub struct Generator {
+    pub templates: Vec<Template>,
+    by_class: Vec<Vec<usize>>,
+    data_base: u64,
+    data_size: u64,
+    strict: bool,
+    /// Most instructions per sequence (not counting setups).
+    pub max_len: u64,
+    enc: Encoder,
+}
+
+impl Generator {
+    pub fn new(
+        templates: Vec<Template>,
+        data_base: u64,
+        data_size: u64,
+        strict: bool,
+    ) -> Generator {
+        let mut g = Generator {
+            templates,
+            by_class: Vec::new(),
+            data_base,
+            data_size,
+            strict,
+            max_len: 8,
+            enc: Encoder::new(64),
+        };
+        g.index();
+        g
+    }
+
+    fn index(&mut self) {
+        self.by_class = Class::ALL
+            .iter()
+            .map(|c| {
+                (0..self.templates.len())
+                    .filter(|&i| self.templates[i].class == *c)
+                    .collect::<Vec<_>>()
+            })
+            .filter(|v| !v.is_empty())
+            .collect();
+    }
+
+    /// Keeps only the templates `keep` accepts.
+    pub fn retain(&mut self, mut keep: impl FnMut(&Template) -> bool) {
+        self.templates.retain(|t| keep(t));
+        self.index();
+    }
+
+    /// A random GPR index other than RSP and `avoid`.
+    fn reg_index(&self, rng: &mut Rng, avoid: &[usize]) -> usize {
+        loop {
+            let i = rng.below(16) as usize;
+            if i != 4 && !avoid.contains(&i) {
+                return i;
+            }
+        }
+    }
+
+    /// A random register of `size` bytes (8-bit includes AH..BH sometimes).
+    fn reg(&self, rng: &mut Rng, size: u8, avoid: &[usize]) -> Register {
+        if size == 1 && rng.chance(15) {
+            return *rng.pick(&[Register::AH, Register::CH, Register::DH, Register::BH]);
+        }
+        reg_of(self.reg_index(rng, avoid), size)
+    }
+
+    /// A memory operand of `size` bytes inside the scratch data, with the
+    /// MOVs that load its base/index registers. Returns the GPR indices used.
+    fn mem(
+        &self,
+        rng: &mut Rng,
+        size: u8,
+        align16: bool,
+        avoid: &[usize],
+        setup: &mut Vec<Instruction>,
+    ) -> (MemoryOperand, Vec<usize>) {
+        let lo = self.data_base + 0x1400;
+        let span = self.data_size - 0x2800;
+        let mut a = lo + rng.below(span);
+        if size > 1 && rng.chance(50) {
+            a &= !(size.min(8) as u64 - 1);
+        }
+        if align16 && rng.chance(90) {
+            a &= !15;
+        }
+        let disp: i64 = match rng.below(3) {
+            0 => 0,
+            1 => rng.below(256) as i64 - 128,
+            _ => rng.below(0x2000) as i64 - 0x1000,
+        };
+        match rng.below(100) {
+            0..=19 => (MemoryOperand::with_displ(a, 4), vec![]),
+            20..=34 => (
+                MemoryOperand::with_base_displ(Register::RIP, a as i64),
+                vec![],
+            ),
+            35..=69 => {
+                let b = self.reg_index(rng, avoid);
+                setup.push(mov_imm64(b, a.wrapping_sub(disp as u64)));
+                (MemoryOperand::with_base_displ(GPR64[b], disp), vec![b])
+            }
+            70..=89 => {
+                let b = self.reg_index(rng, avoid);
+                let mut av = avoid.to_vec();
+                av.push(b);
+                let x = self.reg_index(rng, &av);
+                let scale = *rng.pick(&[1u32, 2, 4, 8]);
+                let idx = rng.below(129) as i64 - 64;
+                let base = a
+                    .wrapping_sub(disp as u64)
+                    .wrapping_sub((idx * scale as i64) as u64);
+                setup.push(mov_imm64(b, base));
+                setup.push(mov_imm64(x, idx as u64));
+                (
+                    MemoryOperand::with_base_index_scale_displ_size(
+                        GPR64[b], GPR64[x], scale, disp, 1,
+                    ),
+                    vec![b, x],
+                )
+            }
+            _ => {
+                // 32-bit addressing (67 prefix); the register's upper half is garbage.
+                let b = self.reg_index(rng, avoid);
+                let v = (a.wrapping_sub(disp as u64) & 0xffff_ffff) | (rng.next() << 32);
+                setup.push(mov_imm64(b, v));
+                (
+                    MemoryOperand::with_base_displ(GPR64[b].full_register32(), disp),
+                    vec![b],
+                )
+            }
+        }
+    }
+
+    /// Random immediates for every immediate operand (the `1` of shift-by-one forms stays).
+    fn immediates(&self, rng: &mut Rng, insn: &mut Instruction, shift_like: bool) {
+        for i in 0..insn.op_count() {
+            match insn.op_kind(i) {
+                OpKind::Immediate8 => {
+                    if insn.immediate8() == 1 && self.is_by_one(insn) {
+                        continue;
+                    }
+                    let v = if shift_like && rng.chance(60) {
+                        rng.below(70) as u8
+                    } else {
+                        rng.value() as u8
+                    };
+                    insn.set_immediate8(v);
+                }
+                OpKind::Immediate8to16 | OpKind::Immediate8to32 | OpKind::Immediate8to64 => {
+                    insn.set_immediate8(rng.value() as u8)
+                }
+                OpKind::Immediate16 => insn.set_immediate16(rng.value() as u16),
+                OpKind::Immediate32 | OpKind::Immediate32to64 => {
+                    insn.set_immediate32(rng.value() as u32)
+                }
+                OpKind::Immediate64 => insn.set_immediate64(rng.value()),
+                _ => {}
+            }
+        }
+    }
+
+    fn is_by_one(&self, insn: &Instruction) -> bool {
+        format!("{:?}", insn.code()).ends_with("_1")
+    }
+
+    /// One instance of template `t`: setup instructions followed by the instruction itself.
+    fn instance(&self, rng: &mut Rng, t: &Template) -> Option<Vec<Instruction>> {
+        if let Some((kind, size, asz, rep)) = t.string {
+            return self.string_instance(rng, kind, size, asz, rep);
+        }
+        use Mnemonic::*;
+        let m = t.mnemonic;
+        let mut value_setup = Vec::new();
+        let mut addr_setup = Vec::new();
+        let mut post_setup = Vec::new();
+        // Registers whose values the instruction needs intact: keep them out of addressing.
+        let avoid: Vec<usize> = match m {
+            Mul | Imul | Div | Idiv | Cmpxchg | Cmpxchg8b | Cmpxchg16b => vec![0, 2],
+            _ => vec![],
+        };
+        let mem_slot = t
+            .toks
+            .iter()
+            .position(|k| matches!(k, Tok::M(_)))
+            .or_else(|| {
+                let p = t.toks.iter().position(|k| matches!(k, Tok::Rm(_)))?;
+                rng.chance(40).then_some(p)
+            });
+        let mut used = Vec::new();
+        let mut mem = None;
+        if let Some(p) = mem_slot {
+            let size = match t.toks[p] {
+                Tok::M(s) | Tok::Rm(s) => s,
+                _ => 0,
+            };
+            let (mo, u) = self.mem(rng, size, m == Cmpxchg16b, &avoid, &mut addr_setup);
+            mem = Some(mo);
+            used = u;
+        }
+        let bt_mem_reg = matches!(m, Bt | Bts | Btr | Btc)
+            && mem.is_some()
+            && matches!(t.toks.get(1), Some(Tok::R(_)));
+        let mut ops = Vec::new();
+        for (i, k) in t.toks.iter().enumerate() {
+            ops.push(match *k {
+                Tok::M(_) => Op::Mem(mem?),
+                Tok::Rm(_) if Some(i) == mem_slot => Op::Mem(mem?),
+                Tok::R(s) | Tok::Rm(s) => {
+                    if bt_mem_reg && i == 1 {
+                        // The bit offset register: keep the target inside the scratch data.
+                        let r = self.reg_index(rng, &used);
+                        let room = 0x1000i64 * 8;
+                        let off = rng.below(2 * room as u64) as i64 - room;
+                        let v = match s {
+                            2 => rng.next(),
+                            4 => (off as u64 & 0xffff_ffff) | (rng.next() << 32),
+                            _ => off as u64,
+                        };
+                        value_setup.push(mov_imm64(r, v));
+                        Op::Reg(reg_of(r, s))
+                    } else {
+                        Op::Reg(self.reg(rng, s, &[]))
+                    }
+                }
+                Tok::Imm => Op::Imm(0),
+                Tok::One => Op::Imm(1),
+                Tok::Fixed(r) => Op::Reg(r),
+            });
+        }
+        let mut insn = build(t.code, &ops)?;
+        let shift_like = t.class == Class::Shift;
+        self.immediates(rng, &mut insn, shift_like);
+        // Lock prefixes: usually where allowed, rarely elsewhere (#UD on both sides).
+        let lockable = matches!(
+            m,
+            Add | Adc
+                | And
+                | Btc
+                | Btr
+                | Bts
+                | Cmpxchg
+                | Cmpxchg8b
+                | Cmpxchg16b
+                | Dec
+                | Inc
+                | Neg
+                | Not
+                | Or
+                | Sbb
+                | Sub
+                | Xor
+                | Xadd
+                | Xchg
+        );
+        if (lockable && insn.op0_kind() == OpKind::Memory && rng.chance(30)) || rng.chance(1) {
+            insn.set_has_lock_prefix(true);
+        }
+        // Value setups that make the interesting paths likely.
+        let size = match t.toks.first() {
+            Some(Tok::R(s) | Tok::Rm(s) | Tok::M(s)) => *s,
+            _ => 8,
+        };
+        match m {
+            Shl | Sal | Shr | Sar | Rol | Ror | Rcl | Rcr | Shld | Shrd
+                if insn.op_kind(insn.op_count() - 1) == OpKind::Register && rng.chance(50) =>
+            {
+                value_setup.push(
+                    Instruction::with2(Code::Mov_r8_imm8, Register::CL, rng.below(70) as u32)
+                        .ok()?,
+                );
+            }
+            Div | Idiv if rng.chance(60) => {
+                let signed = m == Idiv;
+                value_setup.push(match (size, signed) {
+                    (1, false) => {
+                        Instruction::with2(Code::Movzx_r32_rm8, Register::EAX, Register::AL).ok()?
+                    }
+                    (1, true) => Instruction::with(Code::Cbw),
+                    (2, true) => Instruction::with(Code::Cwd),
+                    (4, true) => Instruction::with(Code::Cdq),
+                    (8, true) => Instruction::with(Code::Cqo),
+                    _ => {
+                        Instruction::with2(Code::Xor_r32_rm32, Register::EDX, Register::EDX).ok()?
+                    }
+                });
+            }
+            Cmpxchg if rng.chance(50) => {
+                let acc = match size {
+                    1 => Register::AL,
+                    2 => Register::AX,
+                    4 => Register::EAX,
+                    _ => Register::RAX,
+                };
+                let code = match size {
+                    1 => Code::Mov_r8_rm8,
+                    2 => Code::Mov_r16_rm16,
+                    4 => Code::Mov_r32_rm32,
+                    _ => Code::Mov_r64_rm64,
+                };
+                let src = if insn.op0_kind() == OpKind::Memory {
+                    Op::Mem(mem?)
+                } else {
+                    Op::Reg(insn.op0_register())
+                };
+                post_setup.push(build(code, &[Op::Reg(acc), src])?);
+            }
+            Cmpxchg8b | Cmpxchg16b if rng.chance(50) => {
+                let mo = mem?;
+                let (code, a, d, step) = if m == Cmpxchg8b {
+                    (Code::Mov_r32_rm32, Register::EAX, Register::EDX, 4)
+                } else {
+                    (Code::Mov_r64_rm64, Register::RAX, Register::RDX, 8)
+                };
+                let mut hi = mo;
+                hi.displacement = hi.displacement.wrapping_add(step);
+                post_setup.push(Instruction::with2(code, a, mo).ok()?);
+                post_setup.push(Instruction::with2(code, d, hi).ok()?);
+            }
+            _ => {}
+        }
+        let mut out = value_setup;
+        out.extend(addr_setup);
+        out.extend(post_setup);
+        out.push(insn);
+        Some(out)
+    }
+
+    fn string_instance(
+        &self,
+        rng: &mut Rng,
+        kind: Str,
+        size: u8,
+        asz: u32,
+        rep: RepPrefixKind,
+    ) -> Option<Vec<Instruction>> {
+        let mut out = Vec::new();
+        let lo = self.data_base + 0x1000;
+        let span = self.data_size - 0x2000;
+        let mut a1 = lo + rng.below(span);
+        let mut a2 = lo + rng.below(span);
+        if rng.chance(50) {
+            a1 &= !(size as u64 - 1);
+            a2 &= !(size as u64 - 1);
+        }
+        if matches!(kind, Str::Cmps) && rng.chance(30) {
+            a2 = a1;
+        }
+        let hi = |rng: &mut Rng| {
+            if asz == 32 && rng.chance(50) {
+                rng.next() << 32
+            } else {
+                0
+            }
+        };
+        if matches!(kind, Str::Movs | Str::Lods | Str::Cmps) {
+            let v = a1 | hi(rng);
+            out.push(mov_imm64(6, v));
+        }
+        if matches!(kind, Str::Movs | Str::Stos | Str::Cmps | Str::Scas) {
+            let v = a2 | hi(rng);
+            out.push(mov_imm64(7, v));
+        }
+        if rep != RepPrefixKind::None {
+            let n = rng.below(34);
+            let v = n | hi(rng);
+            out.push(mov_imm64(1, v));
+        }
+        out.push(string_insn(kind, size, asz, rep).ok()?);
+        Some(out)
+    }
+
+    /// A sequence of 1–8 instructions (plus their setups) with random state.
+    pub fn case(&mut self, rng: &mut Rng, ip0: u64) -> Case {
+        let mut gpr = [0u64; 16];
+        for g in gpr.iter_mut() {
+            *g = rng.value();
+        }
+        let status = rng.next() & 0x8d5;
+        let df = if rng.chance(50) { 0x400 } else { 0 };
+        let rflags = 0x202 | status | df;
+        let mut data = vec![0u8; self.data_size as usize];
+        for c in data.chunks_mut(8) {
+            c.copy_from_slice(&rng.next().to_le_bytes()[..c.len()]);
+        }
+        let n = 1 + rng.below(self.max_len.max(1));
+        let mut code = Vec::new();
+        let mut poison = 0u64;
+        let mut ip = ip0;
+        for _ in 0..n {
+            for _attempt in 0..100 {
+                let class = rng.pick(&self.by_class);
+                let t = &self.templates[*rng.pick(class)];
+                let Some(group) = self.instance(rng, t) else {
+                    continue;
+                };
+                let mut p = poison;
+                let mut ok = true;
+                for i in &group {
+                    if !self.strict && eflags(i.rflags_read()) & p != 0 {
+                        ok = false;
+                        break;
+                    }
+                    p = poison_after(p, i);
+                }
+                if !ok {
+                    continue;
+                }
+                let mut bytes = Vec::new();
+                let mut cur = ip;
+                for i in &group {
+                    match self.enc.encode(i, cur) {
+                        Ok(len) => {
+                            cur += len as u64;
+                            bytes.extend(self.enc.take_buffer());
+                        }
+                        Err(_) => {
+                            ok = false;
+                            let _ = self.enc.take_buffer();
+                            break;
+                        }
+                    }
+                }
+                if !ok {
+                    continue;
+                }
+                code.extend(bytes);
+                ip = cur;
+                poison = p;
+                break;
+            }
+        }
+        let mut insns = Vec::new();
+        let mut dec = Decoder::with_ip(64, &code, ip0, DecoderOptions::NONE);
+        while dec.can_decode() {
+            insns.push(dec.decode());
+        }
+        let mut pv = Vec::with_capacity(insns.len());
+        let mut p = 0;
+        for i in &insns {
+            pv.push(if self.strict { 0 } else { p });
+            p = poison_after(p, i);
+        }
+        Case {
+            gpr,
+            rflags,
+            data,
+            code,
+            insns,
+            poison: pv,
+            final_poison: if self.strict { 0 } else { p },
+        }
+    }
+
+    /// A compatibility-mode (32-bit code) sequence of 1–4 decimal-adjust
+    /// instructions mixed with ADD/ADC/SUB/SBB AL, imm8 (which set up AF and
+    /// CF). AAM 0 (#DE) is generated now and then.
+    pub fn case32(&mut self, rng: &mut Rng, ip0: u64) -> Case {
+        let mut gpr = [0u64; 16];
+        for g in gpr.iter_mut() {
+            *g = rng.value() & 0xffff_ffff;
+        }
+        let status = rng.next() & 0x8d5;
+        let rflags = 0x202 | status;
+        let n = 1 + rng.below(self.max_len.clamp(1, 4));
+        let mut enc = Encoder::new(32);
+        let mut code = Vec::new();
+        let mut ip = ip0;
+        let mut poison = 0;
+        for _ in 0..n {
+            for _attempt in 0..20 {
+                let imm = rng.value() as u8;
+                let insn = match rng.below(10) {
+                    0 => Instruction::with(Code::Aaa),
+                    1 => Instruction::with(Code::Aas),
+                    2 => Instruction::with(Code::Daa),
+                    3 => Instruction::with(Code::Das),
+                    4 => {
+                        let base = match rng.below(20) {
+                            0 => 0,
+                            1..=9 => 10,
+                            _ => imm,
+                        };
+                        Instruction::with1(Code::Aam_imm8, base as u32).expect("aam")
+                    }
+                    5 => {
+                        let base = if rng.chance(50) { 10 } else { imm };
+                        Instruction::with1(Code::Aad_imm8, base as u32).expect("aad")
+                    }
+                    k => {
+                        let c = [
+                            Code::Add_AL_imm8,
+                            Code::Adc_AL_imm8,
+                            Code::Sub_AL_imm8,
+                            Code::Sbb_AL_imm8,
+                        ][k as usize - 6];
+                        Instruction::with2(c, Register::AL, imm as u32).expect("alu")
+                    }
+                };
+                // Never let an undefined flag be read (unless strict).
+                if !self.strict && eflags(insn.rflags_read()) & poison != 0 {
+                    continue;
+                }
+                if let Ok(len) = enc.encode(&insn, ip) {
+                    ip += len as u64;
+                    code.extend(enc.take_buffer());
+                    poison = poison_after(poison, &insn);
+                    break;
+                }
+            }
+        }
+        let mut insns = Vec::new();
+        let mut dec = Decoder::with_ip(32, &code, ip0, DecoderOptions::NONE);
+        while dec.can_decode() {
+            insns.push(dec.decode());
+        }
+        let mut pv = Vec::with_capacity(insns.len());
+        let mut p = 0;
+        for i in &insns {
+            pv.push(if self.strict { 0 } else { p });
+            p = poison_after(p, i);
+        }
+        Case {
+            gpr,
+            rflags,
+            data: vec![0; self.data_size as usize],
+            code,
+            insns,
+            poison: pv,
+            final_poison: if self.strict { 0 } else { p },
+        }
+    }
+
+    /// One instance of template `i` alone, for probing whether the interpreter implements it.
+    pub fn probe_case(&mut self, rng: &mut Rng, i: usize, ip0: u64) -> Option<Case> {
+        let t = self.templates[i].clone();
+        let group = self.instance(rng, &t)?;
+        let mut code = Vec::new();
+        let mut cur = ip0;
+        for insn in &group {
+            let len = self.enc.encode(insn, cur).ok()?;
+            cur += len as u64;
+            code.extend(self.enc.take_buffer());
+        }
+        let mut insns = Vec::new();
+        let mut dec = Decoder::with_ip(64, &code, ip0, DecoderOptions::NONE);
+        while dec.can_decode() {
+            insns.push(dec.decode());
+        }
+        let mut gpr = [0u64; 16];
+        for g in gpr.iter_mut() {
+            *g = rng.value();
+        }
+        Some(Case {
+            gpr,
+            rflags: 0x202,
+            data: vec![0; self.data_size as usize],
+            code,
+            poison: vec![0; insns.len()],
+            insns,
+            final_poison: 0,
+        })
+    }
+}
