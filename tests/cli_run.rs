@@ -57,7 +57,7 @@ fn elf32_multiboot(code: &[u8], flags: u32, checksum: u32) -> Vec<u8> {
     put16(&mut f, 46, 40); // e_shentsize
     put16(&mut f, 48, 0); // e_shnum
     put16(&mut f, 50, 0); // e_shstrndx
-    // Program header 0: PT_LOAD.
+                          // Program header 0: PT_LOAD.
     let ph = 52;
     put32(&mut f, ph, 1); // p_type
     put32(&mut f, ph + 4, 0); // p_offset
@@ -67,7 +67,7 @@ fn elf32_multiboot(code: &[u8], flags: u32, checksum: u32) -> Vec<u8> {
     put32(&mut f, ph + 20, len + 0x1000); // p_memsz
     put32(&mut f, ph + 24, 7); // p_flags = RWX
     put32(&mut f, ph + 28, 0x1000); // p_align
-    // Multiboot header.
+                                    // Multiboot header.
     put32(&mut f, MB_OFF, MB_MAGIC);
     put32(&mut f, MB_OFF + 4, flags);
     put32(&mut f, MB_OFF + 8, checksum);
@@ -96,8 +96,12 @@ fn print_lit(a: &mut CodeAssembler, puts: CodeLabel, s: &str) -> Result<(), Iced
 /// (exit status 0x43 = 67). A bad boot magic writes 0x7f instead.
 fn info_kernel() -> Vec<u8> {
     let mut a = CodeAssembler::new(32).unwrap();
-    let (mut putc, mut puts, mut bad, mut done) =
-        (a.create_label(), a.create_label(), a.create_label(), a.create_label());
+    let (mut putc, mut puts, mut bad, mut done) = (
+        a.create_label(),
+        a.create_label(),
+        a.create_label(),
+        a.create_label(),
+    );
     let (mut each, mut data, mut data_end) = (a.create_label(), a.create_label(), a.create_label());
     a.mov(esp, 0x8_0000).unwrap();
     a.cmp(eax, 0x2BAD_B002u32 as i32).unwrap();
@@ -214,7 +218,11 @@ fn show(o: &Output) -> String {
 #[test]
 fn multiboot_kernel_sees_cmdline_and_module_and_exit_status_follows_debug_exit() {
     let dir = tmp_dir("mb");
-    let kernel = write(&dir, "kernel.elf", &elf32_multiboot(&info_kernel(), 3, good_checksum(3)));
+    let kernel = write(
+        &dir,
+        "kernel.elf",
+        &elf32_multiboot(&info_kernel(), 3, good_checksum(3)),
+    );
     let module = write(&dir, "initrd.txt", b"MODULE-CONTENTS-42");
     let o = hindsight()
         .arg("run")
@@ -226,35 +234,70 @@ fn multiboot_kernel_sees_cmdline_and_module_and_exit_status_follows_debug_exit()
         .arg(format!("{},mod-arg x=2", module.display()))
         .output()
         .expect("run hindsight");
+    println!("{}", show(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("cmdline: "), "no cmdline line\n{}", show(&o));
-    assert!(out.contains("hello=world"), "command line not seen by the guest\n{}", show(&o));
+    assert!(
+        out.contains("hello=world"),
+        "command line not seen by the guest\n{}",
+        show(&o)
+    );
     assert!(out.contains("modules: 1"), "module count\n{}", show(&o));
-    assert!(out.contains("mod-arg x=2"), "module string not seen by the guest\n{}", show(&o));
+    assert!(
+        out.contains("mod-arg x=2"),
+        "module string not seen by the guest\n{}",
+        show(&o)
+    );
     assert!(
         out.contains("module data: MODULE-CONTENTS-42\n"),
         "module contents not seen by the guest\n{}",
         show(&o)
     );
-    assert_eq!(o.status.code(), Some((0x21 << 1) | 1), "exit status (v << 1) | 1 for v = 0x21\n{}", show(&o));
+    assert_eq!(
+        o.status.code(),
+        Some((0x21 << 1) | 1),
+        "exit status (v << 1) | 1 for v = 0x21\n{}",
+        show(&o)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn malformed_multiboot_checksum_is_a_clear_error() {
     let dir = tmp_dir("bad");
-    let kernel = write(&dir, "bad.elf", &elf32_multiboot(&info_kernel(), 3, good_checksum(3) ^ 1));
+    let kernel = write(
+        &dir,
+        "bad.elf",
+        &elf32_multiboot(&info_kernel(), 3, good_checksum(3) ^ 1),
+    );
     let o = hindsight()
         .arg("run")
         .arg("--multiboot")
         .arg(&kernel)
         .output()
         .expect("run hindsight");
-    assert!(!o.status.success(), "a malformed kernel must fail\n{}", show(&o));
-    assert!(o.status.code().is_some(), "must exit, not crash\n{}", show(&o));
+    println!("{}", show(&o));
+    assert!(
+        !o.status.success(),
+        "a malformed kernel must fail\n{}",
+        show(&o)
+    );
+    assert!(
+        o.status.code().is_some(),
+        "must exit, not crash\n{}",
+        show(&o)
+    );
     let err = String::from_utf8_lossy(&o.stderr).to_lowercase();
-    assert!(err.contains("checksum"), "error must name the problem\n{}", show(&o));
-    assert!(err.contains("0x60"), "error must give the file offset of the header\n{}", show(&o));
+    assert!(
+        err.contains("checksum"),
+        "error must name the problem\n{}",
+        show(&o)
+    );
+    assert!(
+        err.contains("0x60"),
+        "error must give the file offset of the header\n{}",
+        show(&o)
+    );
     assert!(!err.contains("panicked"), "no panic\n{}", show(&o));
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -269,33 +312,70 @@ fn missing_kernel_file_is_a_clear_error() {
         .expect("run hindsight");
     assert!(!o.status.success(), "{}", show(&o));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("hindsight-kernel.elf"), "error must name the file\n{}", show(&o));
+    assert!(
+        err.contains("hindsight-kernel.elf"),
+        "error must name the file\n{}",
+        show(&o)
+    );
     assert!(!err.contains("panicked"), "no panic\n{}", show(&o));
 }
 
 #[test]
 fn triple_fault_is_reported_with_where_it_happened() {
     let dir = tmp_dir("tf");
-    let kernel = write(&dir, "tf.elf", &elf32_multiboot(&triple_fault_kernel(), 3, good_checksum(3)));
+    let kernel = write(
+        &dir,
+        "tf.elf",
+        &elf32_multiboot(&triple_fault_kernel(), 3, good_checksum(3)),
+    );
     let o = hindsight()
         .arg("run")
         .arg("--multiboot")
         .arg(&kernel)
         .output()
         .expect("run hindsight");
-    assert!(!o.status.success(), "a triple fault must fail the run\n{}", show(&o));
-    assert!(o.status.code().is_some(), "must exit, not crash\n{}", show(&o));
-    let all = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    println!("{}", show(&o));
+    assert!(
+        !o.status.success(),
+        "a triple fault must fail the run\n{}",
+        show(&o)
+    );
+    assert!(
+        o.status.code().is_some(),
+        "must exit, not crash\n{}",
+        show(&o)
+    );
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     let low = all.to_lowercase();
-    assert!(low.contains("triple fault"), "report must say triple fault\n{}", show(&o));
-    assert!(low.contains("icount"), "report must give the instruction count\n{}", show(&o));
-    assert!(low.contains("protected mode"), "report must give the mode\n{}", show(&o));
+    assert!(
+        low.contains("triple fault"),
+        "report must say triple fault\n{}",
+        show(&o)
+    );
+    assert!(
+        low.contains("icount"),
+        "report must give the instruction count\n{}",
+        show(&o)
+    );
+    assert!(
+        low.contains("protected mode"),
+        "report must give the mode\n{}",
+        show(&o)
+    );
     let ud2_at = LOAD + CODE_OFF as u64 + 16; // jmp(2) idtr(6) mov eax(5) lidt [eax](3)
     assert!(
         low.contains(&format!("{ud2_at:x}")),
         "report must give the faulting RIP {ud2_at:#x}\n{}",
         show(&o)
     );
-    assert!(low.contains("0f 0b"), "report must show the instruction bytes (ud2 = 0f 0b)\n{}", show(&o));
+    assert!(
+        low.contains("0f 0b"),
+        "report must show the instruction bytes (ud2 = 0f 0b)\n{}",
+        show(&o)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -115,7 +115,14 @@ impl CodeCache {
     }
 
     /// Adds a block starting at IP `ip`; returns (id, serial).
-    pub fn insert(&mut self, gpa: u64, lin: u64, ip: u64, bitness: u32, ops: Vec<Op>) -> (u32, u32) {
+    pub fn insert(
+        &mut self,
+        gpa: u64,
+        lin: u64,
+        ip: u64,
+        bitness: u32,
+        ops: Vec<Op>,
+    ) -> (u32, u32) {
         // Serial 0 is never used, so a zeroed jump-cache slot cannot match.
         self.next_serial = self.next_serial.wrapping_add(1).max(1);
         let serial = self.next_serial;
@@ -246,5 +253,133 @@ impl CodeCache {
     /// True when no block is cached.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iced_x86::{Decoder, DecoderOptions};
+
+    fn nop_ops(n: usize) -> Vec<Op> {
+        let insn = Decoder::with_ip(32, &[0x90], 0, DecoderOptions::NONE).decode();
+        vec![
+            Op {
+                insn,
+                handler: crate::interp::dispatch::handler_for(&insn),
+            };
+            n
+        ]
+    }
+
+    #[test]
+    fn key_includes_ip_and_bitness() {
+        let mut c = CodeCache::new();
+        let (a, sa) = c.insert(0x7c00, 0x7c00, 0x7c00, 16, nop_ops(1));
+        assert_eq!(c.find(0x7c00, 0x7c00, 0x7c00, 16), Some(a));
+        assert_eq!(
+            c.find(0x7c00, 0x7c00, 0, 16),
+            None,
+            "07C0:0000 is another block"
+        );
+        assert_eq!(c.find(0x7c00, 0x7c00, 0x7c00, 32), None);
+        let (b, sb) = c.insert(0x7c00, 0x7c00, 0, 16, nop_ops(2));
+        assert_ne!(a, b);
+        assert_ne!(sa, sb);
+        assert_eq!(c.len(), 2);
+        assert!(c.get_checked(a, sa).is_some());
+        assert!(c.get_checked(a, sb).is_none());
+        assert_ne!(sa, 0);
+    }
+
+    #[test]
+    fn invalidation_frees_after_collect_and_serials_guard_reuse() {
+        let mut c = CodeCache::new();
+        let (a, sa) = c.insert(0x1000, 0x1000, 0x1000, 32, nop_ops(3));
+        let (b, _) = c.insert(0x1800, 0x1800, 0x1800, 32, nop_ops(3));
+        let (d, sd) = c.insert(0x2000, 0x2000, 0x2000, 32, nop_ops(3));
+        assert!(c.is_code_page(0x1fff));
+        assert!(c.invalidate_page(0x1234));
+        assert!(!c.invalidate_page(0x1234), "nothing left there");
+        assert!(!c.is_code_page(0x1000));
+        assert_eq!(c.find(0x1000, 0x1000, 0x1000, 32), None);
+        // Still readable until collected (a block may invalidate itself).
+        assert_eq!(c.get(a).map(|b| b.ops.len()), Some(3));
+        assert!(c.get_checked(a, sa).is_none());
+        assert!(c.get_checked(d, sd).is_some());
+        c.collect();
+        assert!(c.get(a).is_none() && c.get(b).is_none());
+        // Slots are reused, with new serials.
+        let (e, se) = c.insert(0x3000, 0x3000, 0x3000, 32, nop_ops(1));
+        assert!(e == a || e == b);
+        assert!(c.get_checked(e, sa).is_none());
+        assert!(c.get_checked(e, se).is_some());
+    }
+
+    #[test]
+    fn generation_bumps_only_for_new_code_pages() {
+        let mut c = CodeCache::new();
+        let g0 = c.gen;
+        c.insert(0x1000, 0x1000, 0x1000, 32, nop_ops(1));
+        assert_eq!(c.gen, g0 + 1);
+        c.insert(0x1100, 0x1100, 0x1100, 32, nop_ops(1));
+        assert_eq!(c.gen, g0 + 1, "already a code page");
+        let (id, _) = c.insert(0x2ff8, 0x2ff8, 0x2ff8, 32, nop_ops(1));
+        c.add_page(0x3000, id);
+        assert_eq!(c.gen, g0 + 3);
+        c.invalidate_page(0x1000);
+        c.insert(0x1100, 0x1100, 0x1100, 32, nop_ops(1));
+        assert_eq!(c.gen, g0 + 4, "a code page again");
+        c.clear();
+        assert!(c.is_empty());
+        assert_eq!(c.gen, g0 + 5);
+    }
+
+    #[test]
+    fn straddling_block_dies_through_either_page() {
+        let mut c = CodeCache::new();
+        let (id, s) = c.insert(0x2ffe, 0x2ffe, 0x2ffe, 32, nop_ops(1));
+        c.add_page(0x3000, id);
+        assert_eq!(c.get(id).and_then(|b| b.page2), Some(0x3000));
+        assert!(c.is_code_page(0x3000));
+        c.invalidate_page(0x3000);
+        assert!(c.get_checked(id, s).is_none());
+        assert_eq!(c.find(0x2ffe, 0x2ffe, 0x2ffe, 32), None);
+        c.collect();
+        // The slot is reused by a block elsewhere; a later store to the first
+        // page of the old block must not kill the new one (stale list entry).
+        let (n, sn) = c.insert(0x9000, 0x9000, 0x9000, 32, nop_ops(1));
+        assert_eq!(n, id);
+        c.invalidate_page(0x2000);
+        assert!(c.get_checked(n, sn).is_some());
+        assert_eq!(c.find(0x9000, 0x9000, 0x9000, 32), Some(n));
+    }
+
+    #[test]
+    fn page_lists_do_not_grow_without_bound() {
+        // A straddling block re-decoded after each store to its first page
+        // registers again in the second page's list.
+        let mut c = CodeCache::new();
+        for _ in 0..10_000 {
+            let (id, _) = c.insert(0x2ffe, 0x2ffe, 0x2ffe, 32, nop_ops(1));
+            c.add_page(0x3000, id);
+            c.invalidate_page(0x2000);
+            c.collect();
+        }
+        let list = c.pages.get(&0x3000).map(|l| l.len()).unwrap_or(0);
+        assert!(list <= 16, "list of the second page has {list} entries");
+    }
+
+    #[test]
+    fn explicit_invalidate_and_reinsert() {
+        let mut c = CodeCache::new();
+        let (a, _) = c.insert(0x5000, 0x5000, 0x5000, 64, nop_ops(1));
+        c.invalidate(a);
+        assert_eq!(c.find(0x5000, 0x5000, 0x5000, 64), None);
+        let (b, sb) = c.insert(0x5000, 0x5000, 0x5000, 64, nop_ops(2));
+        // Invalidating the old id again must not drop the new mapping.
+        c.invalidate(a);
+        assert_eq!(c.find(0x5000, 0x5000, 0x5000, 64), Some(b));
+        assert!(c.get_checked(b, sb).is_some());
     }
 }

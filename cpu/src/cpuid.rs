@@ -112,6 +112,7 @@ pub const LEAF1_EDX: u32 = edx1::DE
     | edx1::CMOV
     | edx1::PAT
     | edx1::PSE36
+    | edx1::CLFSH
     | if FPU_SSE { FPU_SSE_EDX } else { 0 };
 
 /// Leaf 1 ECX.

@@ -57,7 +57,7 @@ pub mod vector {
 /// Why the machine stopped instead of continuing the guest.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StopKind {
-    /// A fault while delivering a double fault.
+    /// A fault (`vector`, `error_code`) raised while delivering a double fault.
     TripleFault { vector: u8, error_code: Option<u32> },
     /// A valid instruction this CPU model does not implement.
     Unimplemented { mnemonic: String },
@@ -82,11 +82,11 @@ impl fmt::Display for Stop {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             StopKind::TripleFault { vector, error_code } => {
-                write!(f, "triple fault (while delivering {}", vector::name(*vector))?;
+                write!(f, "triple fault: {}", vector::name(*vector))?;
                 if let Some(e) = error_code {
-                    write!(f, " error code {e:#x}")?;
+                    write!(f, " (error code {e:#x})")?;
                 }
-                write!(f, ")")?;
+                write!(f, " raised while delivering #DF")?;
             }
             StopKind::Unimplemented { mnemonic } => {
                 write!(f, "unimplemented instruction {mnemonic}")?

@@ -56,7 +56,11 @@ impl Ctx<'_> {
                 off
             };
             if !is_canonical(lin) || !is_canonical(lin.wrapping_add(size as u64 - 1)) {
-                return Err(if s == SegReg::Ss { Fault::ss(0) } else { Fault::gp(0) });
+                return Err(if s == SegReg::Ss {
+                    Fault::ss(0)
+                } else {
+                    Fault::gp(0)
+                });
             }
             return Ok(lin);
         }
@@ -66,7 +70,13 @@ impl Ctx<'_> {
     #[inline]
     fn seg_addr_legacy(&self, s: SegReg, off: u64, size: u8, write: bool) -> Result<u64> {
         let seg = &self.cpu.seg[s as usize];
-        let fail = || if s == SegReg::Ss { Fault::ss(0) } else { Fault::gp(0) };
+        let fail = || {
+            if s == SegReg::Ss {
+                Fault::ss(0)
+            } else {
+                Fault::gp(0)
+            }
+        };
         let a = seg.attr;
         // Real and virtual-8086 mode check only the limit: a segment register
         // loaded there is a writable data segment, and code written through
@@ -90,7 +100,11 @@ impl Ctx<'_> {
         let last = off.wrapping_add(size as u64 - 1);
         if a & (attr::CODE | attr::DC) == attr::DC {
             // Expand-down data: valid offsets are (limit, max].
-            let max = if a & attr::DB != 0 { 0xffff_ffff } else { 0xffff };
+            let max = if a & attr::DB != 0 {
+                0xffff_ffff
+            } else {
+                0xffff
+            };
             if off <= seg.limit as u64 || last > max || last < off {
                 return Err(fail());
             }
@@ -175,12 +189,16 @@ impl Ctx<'_> {
     pub fn probe_write(&mut self, s: SegReg, off: u64, size: u8) -> Result<u64> {
         let lin = self.seg_addr(s, off, size, true)?;
         let user = self.user();
-        if self.cpu.tlb.lookup(Access::Write, user, lin).is_some() && (lin & 0xfff) + size as u64 <= 0x1000 {
+        if self.cpu.tlb.lookup(Access::Write, user, lin).is_some()
+            && (lin & 0xfff) + size as u64 <= 0x1000
+        {
             return Ok(lin);
         }
         self.translate(lin, Access::Write, user)?;
         if (lin & 0xfff) + size as u64 > 0x1000 {
-            self.translate(lin.wrapping_add(size as u64 - 1), Access::Write, user)?;
+            // The second part starts at the page boundary (that is CR2 on a fault).
+            let hi = self.lin_mask((lin | 0xfff).wrapping_add(1));
+            self.translate(hi, Access::Write, user)?;
         }
         Ok(lin)
     }
@@ -201,9 +219,15 @@ impl Ctx<'_> {
         let lin = self.lin_mask(lin);
         let t = mmu::translate(self.cpu, self.bus, lin, Access::Exec, user)?;
         if let Some(host) = self.bus.ram_page(t.gpa & !0xfff) {
-            self.cpu
-                .tlb
-                .insert_piece(Access::Exec, user, lin, host as usize, t.gpa, t.global, t.page_shift);
+            self.cpu.tlb.insert_piece(
+                Access::Exec,
+                user,
+                lin,
+                host as usize,
+                t.gpa,
+                t.global,
+                t.page_shift,
+            );
         }
         Ok(t.gpa)
     }
@@ -245,9 +269,15 @@ impl Ctx<'_> {
         }
         match self.bus.ram_page(t.gpa & !0xfff) {
             Some(host) => {
-                self.cpu
-                    .tlb
-                    .insert_piece(Access::Read, user, lin, host as usize, t.gpa, t.global, t.page_shift);
+                self.cpu.tlb.insert_piece(
+                    Access::Read,
+                    user,
+                    lin,
+                    host as usize,
+                    t.gpa,
+                    t.global,
+                    t.page_shift,
+                );
                 // SAFETY: `host` is a live RAM page; the access stays within it.
                 Ok(unsafe { load(host.add((lin & 0xfff) as usize), size) })
             }
@@ -291,10 +321,26 @@ impl Ctx<'_> {
             Some(p) => {
                 if p.cacheable {
                     let tlb = &mut self.cpu.tlb;
-                    tlb.insert_piece(Access::Write, user, lin, p.host as usize, t.gpa, t.global, t.page_shift);
+                    tlb.insert_piece(
+                        Access::Write,
+                        user,
+                        lin,
+                        p.host as usize,
+                        t.gpa,
+                        t.global,
+                        t.page_shift,
+                    );
                     // A permitted write implies a permitted read (SDM 4.6)
                     // and the accessed bits are set: the read entry is free.
-                    tlb.insert_piece(Access::Read, user, lin, p.host as usize, t.gpa, t.global, t.page_shift);
+                    tlb.insert_piece(
+                        Access::Read,
+                        user,
+                        lin,
+                        p.host as usize,
+                        t.gpa,
+                        t.global,
+                        t.page_shift,
+                    );
                 }
                 // SAFETY: `p.host` is a live RAM page; the access stays within it.
                 unsafe { store(p.host.add((lin & 0xfff) as usize), size, value) };
@@ -327,7 +373,8 @@ impl Ctx<'_> {
             match self.bus.ram_page(t.gpa & !0xfff) {
                 Some(host) => {
                     // SAFETY: `host` is a live page and [off, off+take) lies within it.
-                    let src = unsafe { std::slice::from_raw_parts(host.add((a & 0xfff) as usize), take) };
+                    let src =
+                        unsafe { std::slice::from_raw_parts(host.add((a & 0xfff) as usize), take) };
                     buf[n..n + take].copy_from_slice(src);
                 }
                 None => {
@@ -339,5 +386,621 @@ impl Ctx<'_> {
             n += take;
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::CodeCache;
+    use crate::fault::vector;
+    use crate::mmu::pf;
+    use crate::state::{cr, Cpu, Segment};
+    use crate::testutil::{
+        cpu_in, install_tables, pte, MmioAccess, Pager, Paging, TestBus, TestMode, DATA, RAM,
+    };
+
+    /// A context over the test machine's parts (it holds only references).
+    macro_rules! cx {
+        ($c:expr, $b:expr, $k:expr) => {
+            Ctx::new(&mut $c, &mut $b, &mut $k)
+        };
+    }
+
+    fn machine(mode: TestMode) -> (Cpu, TestBus, CodeCache) {
+        let mut bus = TestBus::new();
+        install_tables(&mut bus);
+        (cpu_in(mode), bus, CodeCache::new())
+    }
+
+    fn gp() -> Fault {
+        Fault::gp(0)
+    }
+
+    fn ss() -> Fault {
+        Fault::ss(0)
+    }
+
+    fn pf_(code: u32) -> Fault {
+        Fault::Exception {
+            vector: vector::PF,
+            error_code: Some(code),
+        }
+    }
+
+    fn seg(base: u64, limit: u32, a: u16) -> Segment {
+        Segment {
+            selector: 0x10,
+            base,
+            limit,
+            attr: a,
+        }
+    }
+
+    const RW_DATA: u16 = attr::DATA_RW | attr::DB;
+    const RO_DATA: u16 = attr::PRESENT | attr::S | attr::ACCESSED | attr::DB;
+    const EXEC_ONLY: u16 = attr::PRESENT | attr::S | attr::CODE | attr::ACCESSED | attr::DB;
+
+    #[test]
+    fn expand_up_limits() {
+        let (mut cpu, mut bus, mut code) = machine(TestMode::Protected32);
+        cpu.seg[SegReg::Ds as usize] = seg(0x1000, 0xfff, RW_DATA);
+        cpu.seg[SegReg::Ss as usize] = seg(0x1000, 0xfff, RW_DATA);
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Ds, 0xffc, 4, false),
+            Ok(0x1ffc),
+            "ends at the limit"
+        );
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Ds, 0xfff, 1, true),
+            Ok(0x1fff)
+        );
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Ds, 0xffd, 4, false),
+            Err(gp()),
+            "last byte past the limit"
+        );
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Ds, 0x1000, 1, false),
+            Err(gp())
+        );
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Ss, 0xffe, 4, true),
+            Err(ss()),
+            "SS faults are #SS"
+        );
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Ss, 0xffc, 4, true),
+            Ok(0x1ffc)
+        );
+        // A flat 4 GiB segment: an access running past 4 GiB is outside the limit.
+        cpu.seg[SegReg::Ds as usize] = seg(0, 0xffff_ffff, RW_DATA | attr::GRAN);
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Ds, 0xffff_fffc, 4, false),
+            Ok(0xffff_fffc)
+        );
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Ds, 0xffff_fffe, 4, false),
+            Err(gp())
+        );
+        // Base + offset wraps at 4 GiB.
+        cpu.seg[SegReg::Ds as usize] = seg(0xffff_f000, 0xffff_ffff, RW_DATA | attr::GRAN);
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Ds, 0x2000, 4, false),
+            Ok(0x1000)
+        );
+    }
+
+    #[test]
+    fn expand_down_limits() {
+        let (mut cpu, mut bus, mut code) = machine(TestMode::Protected32);
+        // B = 1: valid offsets limit+1 ..= 0xFFFF_FFFF.
+        cpu.seg[SegReg::Ss as usize] = seg(0, 0xfff, RW_DATA | attr::DC);
+        // B = 0: valid offsets limit+1 ..= 0xFFFF.
+        cpu.seg[SegReg::Es as usize] = seg(0x10000, 0xfff, (RW_DATA & !attr::DB) | attr::DC);
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Ss, 0xfff, 1, true),
+            Err(ss()),
+            "the limit itself is outside"
+        );
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Ss, 0xffe, 4, true),
+            Err(ss())
+        );
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Ss, 0x1000, 4, true),
+            Ok(0x1000)
+        );
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Ss, 0xffff_fffc, 4, false),
+            Ok(0xffff_fffc)
+        );
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Ss, 0xffff_fffd, 4, false),
+            Err(ss())
+        );
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Ss, 0x1_0000, 4, false),
+            Ok(0x1_0000),
+            "B=1 reaches past 64 KiB"
+        );
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Es, 0x1000, 2, true),
+            Ok(0x11000)
+        );
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Es, 0xfffe, 2, true),
+            Ok(0x1fffe)
+        );
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Es, 0xffff, 2, true),
+            Err(gp()),
+            "B=0 ends at 0xFFFF"
+        );
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Es, 0x1_0000, 1, true),
+            Err(gp())
+        );
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Es, 0x800, 1, false),
+            Err(gp())
+        );
+    }
+
+    #[test]
+    fn segment_types_and_null_segments() {
+        let (mut cpu, mut bus, mut code) = machine(TestMode::Protected32);
+        cpu.seg[SegReg::Ds as usize] = seg(0, 0xffff, RO_DATA);
+        cpu.seg[SegReg::Es as usize] = seg(0, 0xffff, EXEC_ONLY);
+        cpu.seg[SegReg::Fs as usize] = seg(0, 0xffff, EXEC_ONLY | attr::RW);
+        cpu.seg[SegReg::Gs as usize] = Segment::default();
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Ds, 0x10, 4, false),
+            Ok(0x10)
+        );
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Ds, 0x10, 4, true),
+            Err(gp()),
+            "read-only data"
+        );
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Es, 0x10, 1, false),
+            Err(gp()),
+            "execute-only code"
+        );
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Fs, 0x10, 1, false),
+            Ok(0x10),
+            "readable code"
+        );
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Fs, 0x10, 1, true),
+            Err(gp()),
+            "code is never writable"
+        );
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Gs, 0, 1, false),
+            Err(gp()),
+            "null selector: unusable"
+        );
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Cs, 0x10, 4, false),
+            Ok(0x10),
+            "test CS is readable"
+        );
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Cs, 0x10, 4, true),
+            Err(gp())
+        );
+        // A null segment in SS (or a system descriptor) gives #SS.
+        cpu.seg[SegReg::Ss as usize] = seg(0, 0xffff, attr::PRESENT | 2);
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Ss, 0, 1, false),
+            Err(ss())
+        );
+    }
+
+    #[test]
+    fn long_mode_canonical_checks_and_bases() {
+        let (mut cpu, mut bus, mut code) = machine(TestMode::Long64);
+        cpu.seg[SegReg::Ds as usize] = Segment::default();
+        cpu.seg[SegReg::Es as usize] = seg(0x1234_0000, 0xffff, RO_DATA);
+        cpu.seg[SegReg::Fs as usize] = seg(0x7fff_ffff_f000, 0, 0);
+        cpu.seg[SegReg::Gs as usize] = seg(0xffff_8000_0000_0000, 0, 0);
+        // No limit or type checks; null DS is fine; ES base is ignored.
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Ds, 0x1_0000_0000, 8, true),
+            Ok(0x1_0000_0000)
+        );
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Es, 0x10, 8, true),
+            Ok(0x10)
+        );
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Cs, 0x10, 8, true),
+            Ok(0x10)
+        );
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Fs, 0xff8, 8, false),
+            Ok(0x7fff_ffff_fff8)
+        );
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Fs, 0xff9, 8, false),
+            Err(gp()),
+            "last byte non-canonical"
+        );
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Gs, 0x10, 4, false),
+            Ok(0xffff_8000_0000_0010)
+        );
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Gs, u64::MAX, 1, false),
+            Err(gp()),
+            "wraps below the high half"
+        );
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Ds, 0x8000_0000_0000, 1, false),
+            Err(gp())
+        );
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Ss, 0x8000_0000_0000, 1, false),
+            Err(ss())
+        );
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Ss, 0xffff_7fff_ffff_fff8, 8, true),
+            Err(ss())
+        );
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Ss, 0xffff_ffff_ffff_fff8, 8, true),
+            Ok(0xffff_ffff_ffff_fff8)
+        );
+        // Compatibility mode uses segmentation like protected mode.
+        cpu.seg[SegReg::Cs as usize].attr = attr::CODE_RX | attr::DB;
+        cpu.update_mode();
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Ds, 0, 1, false),
+            Err(gp()),
+            "null DS in compatibility mode"
+        );
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Es, 0x10, 4, true),
+            Err(gp())
+        );
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Es, 0x10, 4, false),
+            Ok(0x1234_0010),
+            "base applies, 32-bit"
+        );
+    }
+
+    #[test]
+    fn real_mode_wraparound_unreal_mode_and_cs_writes() {
+        let (mut cpu, mut bus, mut code) = machine(TestMode::Real);
+        cpu.seg[SegReg::Ds as usize] = Segment::real(0x1000, attr::DATA_RW);
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Ds, 0xffff, 1, true),
+            Ok(0x1ffff),
+            "last byte of the segment"
+        );
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Ds, 0xfffe, 2, true),
+            Ok(0x1fffe)
+        );
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Ds, 0xffff, 2, false),
+            Err(gp()),
+            "word at 0xFFFF"
+        );
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Ss, 0xffff, 2, true),
+            Err(ss())
+        );
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Ds, 0xfffd, 4, false),
+            Err(gp())
+        );
+        // Writes through CS are allowed in real mode, whatever CS's cached type.
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Cs, 0x10, 2, true),
+            Ok(0x10010)
+        );
+        // Unreal mode: a 4 GiB limit cached from protected mode stays in effect.
+        cpu.seg[SegReg::Fs as usize] = Segment {
+            selector: 0,
+            base: 0,
+            limit: 0xffff_ffff,
+            attr: attr::DATA_RW | attr::GRAN,
+        };
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Fs, 0xffff, 2, true),
+            Ok(0xffff)
+        );
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Fs, 0x80_0000, 4, false),
+            Ok(0x80_0000)
+        );
+        // The real-mode base can reach past 1 MiB (no A20 wrap here).
+        cpu.seg[SegReg::Es as usize] = Segment::real(0xffff, attr::DATA_RW);
+        assert_eq!(
+            cx!(cpu, bus, code).seg_addr(SegReg::Es, 0xffff, 1, true),
+            Ok(0x10_ffef)
+        );
+    }
+
+    #[test]
+    fn real_mode_segment_overrun_through_the_run_loop() {
+        use crate::testutil::{fault_of, install_fault_handlers, run_asm};
+        use iced_x86::code_asm::*;
+        for (use_ss, want) in [(false, vector::GP), (true, vector::SS)] {
+            let (cpu, bus, _) = run_asm(
+                TestMode::Real,
+                |a| {
+                    a.mov(bx, 0xffffu32)?;
+                    a.mov(bp, 0xffffu32)?;
+                    if use_ss {
+                        a.mov(ax, word_ptr(bp))?;
+                    } else {
+                        a.mov(ax, word_ptr(bx))?;
+                    }
+                    a.hlt()
+                },
+                |cpu, bus| install_fault_handlers(cpu, bus),
+            );
+            let (v, _, ip) = fault_of(&cpu, &bus).expect("a fault");
+            assert_eq!(v, want);
+            assert_eq!(ip, 6, "IP of the faulting MOV");
+        }
+    }
+
+    /// A 32-bit protected-mode machine with 32-bit paging: identity map of
+    /// the low 16 MiB, supervisor and user, writable.
+    fn paged(kind: Paging) -> (Cpu, TestBus, CodeCache, Pager) {
+        let (mut cpu, mut bus, code) = machine(if kind == Paging::Long4 {
+            TestMode::Long64
+        } else {
+            TestMode::Protected32
+        });
+        let mut pg = Pager::new(&mut bus, kind);
+        pg.identity(&mut bus, 0, RAM as u64, pte::PWU);
+        pg.enable(&mut cpu);
+        cpu.cr0 |= cr::CR0_WP;
+        (cpu, bus, code, pg)
+    }
+
+    #[test]
+    fn straddling_accesses_fault_in_the_second_page_without_partial_writes() {
+        for kind in [Paging::Bits32, Paging::Pae, Paging::Long4] {
+            let (mut cpu, mut bus, mut code, mut pg) = paged(kind);
+            let page2 = DATA + 0x1000;
+            pg.write(&mut bus, page2, 0, 0);
+            bus.put(DATA + 0xffc, 4, 0x1122_3344);
+            // Warm the TLB for the first page so the fast path is tempted.
+            cx!(cpu, bus, code).write_lin(DATA, 4, 0).unwrap();
+            cx!(cpu, bus, code).read_lin(DATA + 0xffc, 4).unwrap();
+            for size in [2u8, 4, 8] {
+                let lin = page2 - 1;
+                cpu.cr2 = 0;
+                assert_eq!(
+                    cx!(cpu, bus, code).write_lin(lin, size, u64::MAX),
+                    Err(pf_(pf::WRITE)),
+                    "{kind:?} size {size}"
+                );
+                assert_eq!(cpu.cr2, page2, "CR2 is the first byte in the missing page");
+                assert_eq!(bus.read(DATA + 0xffc, 4), 0x1122_3344, "no partial write");
+                cpu.cr2 = 0;
+                assert_eq!(
+                    cx!(cpu, bus, code).read_lin(page2 - 3, size.max(4)),
+                    Err(pf_(0))
+                );
+                assert_eq!(cpu.cr2, page2);
+            }
+            // At CPL 3, a supervisor-only second page gives P|U (|W).
+            bus.put(page2, 8, 0x8877_6655);
+            pg.write(&mut bus, page2, 0, page2 | pte::P | pte::RW);
+            cpu.tlb.flush_all();
+            cpu.cpl = 3;
+            assert_eq!(
+                cx!(cpu, bus, code).write_lin(page2 - 2, 4, 0),
+                Err(pf_(pf::PRESENT | pf::WRITE | pf::USER))
+            );
+            assert_eq!(bus.read(DATA + 0xffe, 2), 0x1122);
+            assert_eq!(
+                cx!(cpu, bus, code).read_lin(page2 - 2, 4),
+                Err(pf_(pf::PRESENT | pf::USER))
+            );
+            // Both pages accessible: the value is assembled from both.
+            cpu.cpl = 0;
+            assert_eq!(cx!(cpu, bus, code).read_lin(page2 - 2, 4), Ok(0x6655_1122));
+            cx!(cpu, bus, code)
+                .write_lin(page2 - 3, 8, 0x0102_0304_0506_0708)
+                .unwrap();
+            assert_eq!(bus.read(page2 - 3, 8), 0x0102_0304_0506_0708);
+        }
+    }
+
+    #[test]
+    fn straddling_read_touches_no_mmio_when_the_second_page_faults() {
+        let (mut cpu, mut bus, mut code, mut pg) = paged(Paging::Pae);
+        let lin = 0x4000_0000u64;
+        pg.map(&mut bus, lin, 0xfee0_0000, pte::PWU, 12);
+        assert_eq!(cx!(cpu, bus, code).read_lin(lin + 0xffe, 4), Err(pf_(0)));
+        assert_eq!(cpu.cr2, lin + 0x1000);
+        assert_eq!(
+            cx!(cpu, bus, code).write_lin(lin + 0xffe, 4, 0),
+            Err(pf_(pf::WRITE))
+        );
+        assert!(bus.mmio.is_empty(), "{:?}", bus.mmio);
+    }
+
+    #[test]
+    fn mmio_goes_to_the_bus_and_is_never_cached() {
+        let (mut cpu, mut bus, mut code, mut pg) = paged(Paging::Long4);
+        let lin = 0x4000_0000u64;
+        pg.map(&mut bus, lin, 0xfee0_0000, pte::PWU, 12);
+        for round in 0..2 {
+            cpu.exit_request = false;
+            assert_eq!(cx!(cpu, bus, code).read_lin(lin + 0x30, 4), Ok(0xffff_ffff));
+            assert!(cpu.exit_request && cpu.end_block, "round {round}");
+            cpu.exit_request = false;
+            cx!(cpu, bus, code)
+                .write_lin(lin + 0xb0, 4, 0x1234)
+                .unwrap();
+            assert!(cpu.exit_request);
+            for k in [Access::Read, Access::Write] {
+                assert!(cpu.tlb.lookup(k, false, lin).is_none(), "MMIO in the TLB");
+            }
+        }
+        assert_eq!(
+            bus.mmio,
+            [
+                MmioAccess {
+                    addr: 0xfee0_0030,
+                    size: 4,
+                    write: None
+                },
+                MmioAccess {
+                    addr: 0xfee0_00b0,
+                    size: 4,
+                    write: Some(0x1234)
+                },
+            ]
+            .repeat(2)
+        );
+        // Paging off, 32-bit: straight to the physical address.
+        bus.mmio.clear();
+        let mut cpu2 = cpu_in(TestMode::Protected32);
+        let mut c2 = CodeCache::new();
+        let mut bus2 = TestBus::new();
+        cx!(cpu2, bus2, c2)
+            .write_seg(SegReg::Ds, 0xfec0_0010, 1, 0x5a)
+            .unwrap();
+        assert_eq!(
+            cx!(cpu2, bus2, c2).read_seg(SegReg::Ds, 0xfec0_0014, 2),
+            Ok(0xffff)
+        );
+        assert_eq!(bus2.mmio.len(), 2);
+    }
+
+    #[test]
+    fn tlb_entries_follow_the_access_kind_and_dirty_bits() {
+        let (mut cpu, mut bus, mut code, mut pg) = paged(Paging::Bits32);
+        // A read makes a read entry only; D stays clear.
+        cx!(cpu, bus, code).read_lin(DATA, 4).unwrap();
+        assert!(cpu.tlb.lookup(Access::Read, false, DATA).is_some());
+        assert!(cpu.tlb.lookup(Access::Write, false, DATA).is_none());
+        assert_eq!(pg.read(&mut bus, DATA, 0) & (pte::A | pte::D), pte::A);
+        // The first write takes the slow path and sets D.
+        cx!(cpu, bus, code).write_lin(DATA + 8, 4, 7).unwrap();
+        assert_ne!(pg.read(&mut bus, DATA, 0) & pte::D, 0);
+        assert!(cpu.tlb.lookup(Access::Write, false, DATA).is_some());
+        // Later writes hit the TLB: the bus is not asked again.
+        let calls = bus.ram_page_mut_calls;
+        cx!(cpu, bus, code).write_lin(DATA + 16, 8, 9).unwrap();
+        assert_eq!(bus.ram_page_mut_calls, calls);
+        // A write to a fresh page also gives a read entry (write implies read).
+        cx!(cpu, bus, code).write_lin(DATA + 0x5000, 1, 1).unwrap();
+        assert!(cpu.tlb.lookup(Access::Read, false, DATA + 0x5000).is_some());
+        // Privileges have separate entries.
+        assert!(cpu.tlb.lookup(Access::Read, true, DATA).is_none());
+        // A page the bus wants to watch is never cached for writes.
+        bus.uncached.insert(DATA + 0x6000);
+        cx!(cpu, bus, code).write_lin(DATA + 0x6000, 4, 1).unwrap();
+        assert!(cpu
+            .tlb
+            .lookup(Access::Write, false, DATA + 0x6000)
+            .is_none());
+        let calls = bus.ram_page_mut_calls;
+        cx!(cpu, bus, code).write_lin(DATA + 0x6004, 4, 1).unwrap();
+        assert_eq!(bus.ram_page_mut_calls, calls + 1, "seen by the bus again");
+    }
+
+    #[test]
+    fn global_pages_survive_a_cr3_reload_and_invlpg_drops_one_page() {
+        let (mut cpu, mut bus, mut code, mut pg) = paged(Paging::Bits32);
+        cpu.cr4 |= cr::CR4_PGE;
+        let (g, n) = (0x4000_0000u64, 0x4000_1000u64);
+        pg.map(&mut bus, g, 0x60_0000, pte::PWU | pte::G, 12);
+        pg.map(&mut bus, n, 0x60_1000, pte::PWU, 12);
+        bus.put(0x60_0000, 4, 0xaaaa);
+        bus.put(0x60_1000, 4, 0xbbbb);
+        bus.put(0x70_0000, 4, 0xcccc);
+        assert_eq!(cx!(cpu, bus, code).read_lin(g, 4), Ok(0xaaaa));
+        assert_eq!(cx!(cpu, bus, code).read_lin(n, 4), Ok(0xbbbb));
+        // Remap both without invalidation: the TLB keeps the old translations.
+        pg.map(&mut bus, g, 0x70_0000, pte::PWU | pte::G, 12);
+        pg.map(&mut bus, n, 0x70_0000, pte::PWU, 12);
+        assert_eq!(cx!(cpu, bus, code).read_lin(g, 4), Ok(0xaaaa));
+        assert_eq!(cx!(cpu, bus, code).read_lin(n, 4), Ok(0xbbbb));
+        // A CR3 write with PGE drops only the non-global one.
+        cpu.tlb.flush_non_global();
+        assert_eq!(cx!(cpu, bus, code).read_lin(g, 4), Ok(0xaaaa));
+        assert_eq!(cx!(cpu, bus, code).read_lin(n, 4), Ok(0xcccc));
+        // INVLPG drops exactly that page.
+        pg.map(&mut bus, n, 0x60_1000, pte::PWU, 12);
+        cpu.tlb.flush_page(g + 0x800);
+        assert_eq!(cx!(cpu, bus, code).read_lin(g, 4), Ok(0xcccc));
+        assert_eq!(
+            cx!(cpu, bus, code).read_lin(n, 4),
+            Ok(0xcccc),
+            "neighbour still cached"
+        );
+    }
+
+    #[test]
+    fn invlpg_in_a_large_page_drops_the_whole_page() {
+        let (mut cpu, mut bus, mut code, mut pg) = paged(Paging::Pae);
+        let lin = 0x8000_0000u64;
+        pg.map(&mut bus, lin, 0x20_0000, pte::PWU, 21);
+        bus.put(0x20_0000 + 0x1_0000, 4, 0x1111);
+        bus.put(0x40_0000 + 0x1_0000, 4, 0x2222);
+        assert_eq!(cx!(cpu, bus, code).read_lin(lin + 0x1_0000, 4), Ok(0x1111));
+        pg.map(&mut bus, lin, 0x40_0000, pte::PWU, 21);
+        cpu.tlb.flush_page(lin + 0x1f_f000);
+        assert_eq!(cx!(cpu, bus, code).read_lin(lin + 0x1_0000, 4), Ok(0x2222));
+    }
+
+    #[test]
+    fn implicit_supervisor_accesses_at_cpl3() {
+        let (mut cpu, mut bus, mut code, mut pg) = paged(Paging::Long4);
+        let lin = 0x4000_0000u64;
+        pg.map(&mut bus, lin, 0x60_0000, pte::P, 12);
+        bus.put(0x60_0000, 8, 0x1234);
+        cpu.cpl = 3;
+        assert_eq!(
+            cx!(cpu, bus, code).read_lin(lin, 8),
+            Err(pf_(pf::PRESENT | pf::USER))
+        );
+        assert_eq!(cx!(cpu, bus, code).read_lin_sys(lin, 8), Ok(0x1234));
+        // Read-only with WP: even implicit supervisor writes fault, without U.
+        assert_eq!(
+            cx!(cpu, bus, code).write_lin_sys(lin, 1, 0),
+            Err(pf_(pf::PRESENT | pf::WRITE))
+        );
+        assert_eq!(
+            cx!(cpu, bus, code).read_lin(lin, 8),
+            Err(pf_(pf::PRESENT | pf::USER)),
+            "no leak through the supervisor TLB set"
+        );
+    }
+
+    #[test]
+    fn probe_write_checks_both_pages_without_writing() {
+        let (mut cpu, mut bus, mut code, mut pg) = paged(Paging::Bits32);
+        pg.write(
+            &mut bus,
+            DATA + 0x1000,
+            0,
+            (DATA + 0x1000) | pte::P | pte::US,
+        );
+        assert_eq!(
+            cx!(cpu, bus, code).probe_write(SegReg::Ds, DATA + 0xffc, 4),
+            Ok(DATA + 0xffc)
+        );
+        assert_eq!(
+            cx!(cpu, bus, code).probe_write(SegReg::Ds, DATA + 0xffe, 4),
+            Err(pf_(pf::PRESENT | pf::WRITE))
+        );
+        assert_eq!(cpu.cr2, DATA + 0x1000);
+        assert_eq!(bus.read(DATA + 0xff0, 8) | bus.read(DATA + 0xff8, 8), 0);
     }
 }

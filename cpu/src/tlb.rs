@@ -139,7 +139,15 @@ impl Tlb {
 
     /// Installs a translation of a 4 KiB page.
     #[inline]
-    pub fn insert(&mut self, kind: Access, user: bool, lin: u64, host: usize, gpa: u64, global: bool) {
+    pub fn insert(
+        &mut self,
+        kind: Access,
+        user: bool,
+        lin: u64,
+        host: usize,
+        gpa: u64,
+        global: bool,
+    ) {
         self.insert_piece(kind, user, lin, host, gpa, global, 12);
     }
 
@@ -251,5 +259,188 @@ impl Tlb {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KINDS: [Access; 3] = [Access::Read, Access::Write, Access::Exec];
+
+    fn fill(t: &mut Tlb, lin: u64, global: bool, shift: u8) {
+        for k in KINDS {
+            for u in [false, true] {
+                t.insert_piece(
+                    k,
+                    u,
+                    lin,
+                    0x1000_0000 + (lin as usize & !0xfff),
+                    lin & 0xf_ffff,
+                    global,
+                    shift,
+                );
+            }
+        }
+    }
+
+    fn present(t: &Tlb, lin: u64) -> usize {
+        KINDS
+            .iter()
+            .flat_map(|&k| [false, true].map(move |u| (k, u)))
+            .filter(|&(k, u)| t.lookup(k, u, lin).is_some())
+            .count()
+    }
+
+    #[test]
+    fn lookup_matches_page_kind_and_privilege() {
+        let mut t = Tlb::default();
+        assert_eq!(
+            t.lookup(Access::Read, false, 0),
+            None,
+            "an empty TLB never hits, not even page 0"
+        );
+        t.insert(Access::Read, true, 0x7fff_1234, 0xabc000, 0x5000, false);
+        assert_eq!(t.lookup(Access::Read, true, 0x7fff_1ff8), Some(0xabc000));
+        assert_eq!(t.lookup_gpa(Access::Read, true, 0x7fff_1000), Some(0x5000));
+        assert_eq!(
+            t.lookup(Access::Read, false, 0x7fff_1000),
+            None,
+            "supervisor set is separate"
+        );
+        assert_eq!(t.lookup(Access::Write, true, 0x7fff_1000), None);
+        // Same slot, other page.
+        assert_eq!(
+            t.lookup(
+                Access::Read,
+                true,
+                0x7fff_1000 + (TLB_ENTRIES as u64) * 0x1000
+            ),
+            None
+        );
+        // 64-bit tags.
+        t.insert(
+            Access::Exec,
+            false,
+            0xffff_8000_0000_2000,
+            0x1000,
+            0x2000,
+            false,
+        );
+        assert_eq!(t.lookup(Access::Exec, false, 0x0000_8000_0000_2000), None);
+        assert!(t
+            .lookup(Access::Exec, false, 0xffff_8000_0000_2fff)
+            .is_some());
+    }
+
+    #[test]
+    fn flush_page_drops_exactly_that_page() {
+        let mut t = Tlb::default();
+        for p in [
+            0x10_0000u64,
+            0x10_1000,
+            0x10_0000 + 0x1000 * TLB_ENTRIES as u64,
+        ] {
+            fill(&mut t, p, p == 0x10_0000, 12);
+        }
+        t.flush_page(0x10_0abc);
+        assert_eq!(
+            present(&t, 0x10_0000),
+            0,
+            "all kinds and privileges, global or not"
+        );
+        assert_eq!(present(&t, 0x10_1000), 6);
+        // A page sharing the slot was evicted by the later fill, not by the flush.
+        fill(&mut t, 0x10_0000 + 0x1000 * TLB_ENTRIES as u64, false, 12);
+        t.flush_page(0x10_0000);
+        assert_eq!(
+            present(&t, 0x10_0000 + 0x1000 * TLB_ENTRIES as u64),
+            6,
+            "same slot, other page: kept"
+        );
+    }
+
+    #[test]
+    fn flush_page_of_a_large_page_drops_every_piece() {
+        let mut t = Tlb::default();
+        // Pieces of a 2 MiB page, and a 4 KiB page just above it (distinct slots).
+        fill(&mut t, 0x20_0000, false, 21);
+        fill(&mut t, 0x3f_f000, false, 21);
+        fill(&mut t, 0x41_0000, false, 12);
+        t.flush_page(0x25_5000);
+        assert_eq!(present(&t, 0x20_0000), 0);
+        assert_eq!(present(&t, 0x3f_f000), 0);
+        assert_eq!(present(&t, 0x41_0000), 6);
+        // 4 MiB pages (32-bit paging) and 1 GiB pages.
+        fill(&mut t, 0x80_0000, false, 22);
+        fill(&mut t, 0xbf_f000, false, 22);
+        fill(&mut t, 0x4000_5000, true, 30);
+        fill(&mut t, 0x7fff_e000, true, 30);
+        t.flush_page(0xb0_0000);
+        assert_eq!(present(&t, 0x80_0000) + present(&t, 0xbf_f000), 0);
+        assert_eq!(present(&t, 0x4000_5000), 6);
+        t.flush_page(0x4000_0000);
+        assert_eq!(
+            present(&t, 0x4000_5000) + present(&t, 0x7fff_e000),
+            0,
+            "global large pages too"
+        );
+        assert_eq!(present(&t, 0x41_0000), 6);
+    }
+
+    #[test]
+    fn flush_non_global_keeps_global_entries() {
+        let mut t = Tlb::default();
+        fill(&mut t, 0x1000, true, 12);
+        fill(&mut t, 0x2000, false, 12);
+        t.flush_non_global();
+        assert_eq!(present(&t, 0x1000), 6);
+        assert_eq!(present(&t, 0x2000), 0);
+        t.flush_all();
+        assert_eq!(present(&t, 0x1000), 0);
+    }
+
+    #[test]
+    fn write_flushes() {
+        let mut t = Tlb::default();
+        fill(&mut t, 0x1000, false, 12);
+        fill(&mut t, 0x2000, false, 12);
+        t.flush_writes_to(0x2000);
+        assert!(t.lookup(Access::Write, false, 0x1000).is_some());
+        assert!(t.lookup(Access::Write, true, 0x2000).is_none());
+        assert!(t.lookup(Access::Read, true, 0x2000).is_some());
+        t.flush_writes();
+        assert_eq!(present(&t, 0x1000), 4);
+    }
+
+    #[test]
+    fn jump_cache_epochs() {
+        let mut t = Tlb::default();
+        let k = t.jmp_key(32, false);
+        assert_ne!(k, t.jmp_key(32, true));
+        assert_ne!(k, t.jmp_key(16, false));
+        assert_ne!(k, JmpEntry::default().mode, "an empty slot never matches");
+        for flush in [
+            Tlb::flush_all as fn(&mut Tlb),
+            Tlb::flush_non_global,
+            |t: &mut Tlb| t.flush_page(0),
+        ] {
+            let before = t.jmp_key(32, false);
+            flush(&mut t);
+            assert_ne!(before, t.jmp_key(32, false));
+        }
+        // Wrap-around wipes the slots so old keys cannot match again.
+        t.jmp[5] = JmpEntry {
+            lin: 1,
+            rip: 1,
+            id: 1,
+            serial: 1,
+            mode: t.jmp_key(64, false),
+        };
+        t.jmp_epoch = MAX_EPOCH;
+        t.flush_jmp();
+        assert_eq!(t.jmp_epoch, 1);
+        assert_eq!(t.jmp[5].mode, 0);
+        assert!(t.jmp_key(64, true) >> 9 == 1);
     }
 }

@@ -13,7 +13,8 @@ fn run_demo() -> (Exit, Vec<u8>, u64) {
         ..MachineConfig::default()
     })
     .expect("machine");
-    m.load_flat(&g.bytes, g.load_addr, g.entry).expect("load demo");
+    m.load_flat(&g.bytes, g.load_addr, g.entry)
+        .expect("load demo");
     let exit = m.run();
     (exit, m.take_console_output(), m.icount())
 }
@@ -28,7 +29,10 @@ fn demo_runs_identically_twice() {
     assert_eq!(e1, e2);
     assert!(text.contains("hindsight"), "banner missing");
     assert!(text.contains("[long mode]"), "did not reach long mode");
-    assert!(text.contains("interrupts: 5\n"), "timer count line missing or wrong");
+    assert!(
+        text.contains("interrupts: 5\n"),
+        "timer count line missing or wrong"
+    );
     assert_eq!(out1, out2, "console output differs between runs");
     assert_eq!(n1, n2, "instruction count differs between runs");
 }
@@ -42,10 +46,18 @@ fn bench_guest_runs_until_the_limit() {
         ..MachineConfig::default()
     })
     .expect("machine");
-    m.load_flat(&g.bytes, g.load_addr, g.entry).expect("load bench");
+    m.load_flat(&g.bytes, g.load_addr, g.entry)
+        .expect("load bench");
     let exit = m.run();
     let text = String::from_utf8_lossy(&m.take_console_output()).into_owned();
     println!("{text}");
-    assert_eq!(exit, Exit::InsnLimit, "bench must run until stopped; output:\n{text}");
-    assert!(text.contains("round 1: crc32 "), "no round completed:\n{text}");
+    assert_eq!(
+        exit,
+        Exit::InsnLimit,
+        "bench must run until stopped; output:\n{text}"
+    );
+    assert!(
+        text.contains("round 1: crc32 "),
+        "no round completed:\n{text}"
+    );
 }

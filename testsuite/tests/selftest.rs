@@ -12,6 +12,15 @@ fn selftest_passes() {
     });
     println!("selftest: {passed} passed, {failed} failed");
     let failures: Vec<&String> = lines.iter().filter(|l| l.starts_with("FAIL")).collect();
-    assert_eq!(failed, 0, "selftest failures:\n{}", failures.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n"));
+    assert_eq!(
+        failed,
+        0,
+        "selftest failures:\n{}",
+        failures
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     assert!(passed >= 40, "only {passed} checks passed");
 }

@@ -1,6 +1,7 @@
 //! Data movement: MOV (general registers, memory, immediates), MOVZX/MOVSX/
 //! MOVSXD, LEA, XCHG, BSWAP, MOVBE, CMOVcc, SETcc, CBW…CQO, LAHF/SAHF, XLAT,
-//! flag bit instructions (CLC/STC/CMC/CLD/STD), SALC and the NOP forms.
+//! flag bit instructions (CLC/STC/CMC/CLD/STD), SALC, the NOP forms and
+//! the hints that are NOPs here (PAUSE, fences, prefetches, CLFLUSH).
 //! Moves involving segment, control or debug registers live with the system groups.
 
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
@@ -75,7 +76,20 @@ pub(super) fn handler(insn: &Instruction) -> Option<Handler> {
         Mnemonic::Cld => cld,
         Mnemonic::Std => std_,
         Mnemonic::Salc => salc,
-        Mnemonic::Nop | Mnemonic::Pause | Mnemonic::Endbr32 | Mnemonic::Endbr64 => nop,
+        Mnemonic::Nop
+        | Mnemonic::Pause
+        | Mnemonic::Endbr32
+        | Mnemonic::Endbr64
+        | Mnemonic::Lfence
+        | Mnemonic::Sfence
+        | Mnemonic::Mfence => nop,
+        // Prefetch hints never fault, even on unmapped addresses.
+        Mnemonic::Prefetchnta
+        | Mnemonic::Prefetcht0
+        | Mnemonic::Prefetcht1
+        | Mnemonic::Prefetcht2
+        | Mnemonic::Prefetchw => nop,
+        Mnemonic::Clflush | Mnemonic::Clflushopt => clflush,
         _ => return None,
     })
 }
@@ -88,6 +102,13 @@ pub(super) fn cc(insn: &Instruction) -> u8 {
 
 fn nop(_: &mut Ctx, _: &Instruction) -> Result<()> {
     Ok(())
+}
+
+/// CLFLUSH: no cache to flush, but the address is checked like a byte load
+/// (segment limit, paging), as the SDM specifies.
+fn clflush(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
+    let (s, off) = crate::interp::operand::mem_operand(ctx.cpu, insn);
+    ctx.read_seg(s, off, 1).map(|_| ())
 }
 
 fn mov(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
@@ -330,7 +351,11 @@ mod tests {
         assert_eq!(exit, RunExit::Halted);
         assert_eq!(cpu.gpr[1] & 0xffff, 0x5566);
         assert_eq!(cpu.gpr[2], 0x1122_3344_5566_7788);
-        assert_eq!(bus.read(DATA + 8, 8), 0x600, "RDX holds the reset signature");
+        assert_eq!(
+            bus.read(DATA + 8, 8),
+            crate::cpuid::SIGNATURE as u64,
+            "RDX holds the reset signature"
+        );
         assert_eq!(cpu.gpr[0], 0x8877_6655_4433_2211);
     }
 }

@@ -82,8 +82,26 @@ pub(super) fn handler(insn: &Instruction) -> Option<Handler> {
         Code::Into => into,
         Code::Int1 => int1,
         Code::Iretw | Code::Iretd | Code::Iretq => iret,
+        Code::Bound_r16_m1616 => bound::<2>,
+        Code::Bound_r32_m3232 => bound::<4>,
         _ => return None,
     })
+}
+
+/// BOUND: #BR (a fault) unless lower <= index <= upper, all signed, with
+/// the two bounds read from memory (legacy modes only; 62h is EVEX in 64-bit mode).
+fn bound<const N: u8>(ctx: &mut Ctx, insn: &Instruction) -> crate::fault::Result<()> {
+    let (s, off) = crate::interp::operand::mem_operand(ctx.cpu, insn);
+    let mask = crate::interp::operand::addr_mask(crate::interp::operand::addr_size(insn));
+    let lower = crate::flags::sign_extend(ctx.read_seg(s, off, N)?, N) as i64;
+    let upper_off = off.wrapping_add(N as u64) & mask;
+    let upper = crate::flags::sign_extend(ctx.read_seg(s, upper_off, N)?, N) as i64;
+    let index = crate::interp::operand::read_reg(ctx.cpu, insn.op0_register());
+    let index = crate::flags::sign_extend(index, N) as i64;
+    if index < lower || index > upper {
+        return Err(crate::fault::Fault::exc(vector::BR));
+    }
+    Ok(())
 }
 
 /// Fault-class exceptions push EFLAGS with RF set (all but #DB, which may be

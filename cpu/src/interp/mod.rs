@@ -145,7 +145,10 @@ impl<'a> Ctx<'a> {
         match (op.handler)(self, &op.insn) {
             Ok(()) => {
                 self.cpu.icount += 1;
-                if !matches!(op.insn.mnemonic(), Mnemonic::Iret | Mnemonic::Iretd | Mnemonic::Iretq) {
+                if !matches!(
+                    op.insn.mnemonic(),
+                    Mnemonic::Iret | Mnemonic::Iretd | Mnemonic::Iretq
+                ) {
                     self.cpu.rflags &= !flags::RF;
                 }
                 Ok(())
@@ -254,7 +257,13 @@ impl<'a> Ctx<'a> {
     /// Jump-cache miss: translate (execute TLB, else a page walk), find the
     /// block by key or decode it, and fill the jump-cache slot.
     #[inline(never)]
-    fn lookup_block_slow(&mut self, lin: u64, rip: u64, bitness: u32, slot: usize) -> Result<(*const [Op], u64)> {
+    fn lookup_block_slow(
+        &mut self,
+        lin: u64,
+        rip: u64,
+        bitness: u32,
+        slot: usize,
+    ) -> Result<(*const [Op], u64)> {
         if bitness == 64 && !is_canonical(lin) {
             // Instruction fetch from a non-canonical address (SDM vol. 3 6.15, #GP).
             return Err(Fault::gp(0));
@@ -279,7 +288,9 @@ impl<'a> Ctx<'a> {
         };
         let key = self.cpu.tlb.jmp_key(bitness, self.cpu.cpl == 3);
         let Some(b) = self.code.get(id) else {
-            return Err(Fault::Stop(StopKind::Unsupported("decoded block vanished".into())));
+            return Err(Fault::Stop(StopKind::Unsupported(
+                "decoded block vanished".into(),
+            )));
         };
         self.cpu.tlb.jmp[slot] = JmpEntry {
             lin,
@@ -302,7 +313,9 @@ impl<'a> Ctx<'a> {
         let limit_room = if bitness == 64 {
             u64::MAX
         } else {
-            (self.cpu.seg[SegReg::Cs as usize].limit as u64).wrapping_sub(rip).wrapping_add(1)
+            (self.cpu.seg[SegReg::Cs as usize].limit as u64)
+                .wrapping_sub(rip)
+                .wrapping_add(1)
         };
         let mut buf = [0u8; 4096];
         // Bytes of this page; an instruction straddling into the next page is
@@ -390,8 +403,624 @@ pub fn run(cpu: &mut Cpu, bus: &mut dyn Bus, code: &mut CodeCache, limit: u64) -
 
 #[cfg(test)]
 mod tests {
-    use crate::testutil::{run, assemble, TestMode, DATA};
+    use super::*;
+    use crate::fault::vector;
+    use crate::mmu::pf;
+    use crate::state::{attr, cr, reg, Mode, Segment};
+    use crate::testutil::{
+        assemble, cpu_in, fault_of, install_fault_handlers, install_tables, pte, run, sel, Pager,
+        Paging, TestBus, TestMode, CODE, DATA, RAM, STACK,
+    };
     use iced_x86::code_asm::*;
+
+    type Asm = CodeAssembler;
+    type AsmResult = std::result::Result<(), iced_x86::IcedError>;
+
+    /// A test machine whose code cache survives between runs.
+    struct M {
+        cpu: Cpu,
+        bus: TestBus,
+        code: CodeCache,
+    }
+
+    impl M {
+        fn new(mode: TestMode) -> M {
+            let mut bus = TestBus::new();
+            install_tables(&mut bus);
+            let cpu = cpu_in(mode);
+            install_fault_handlers(&cpu, &mut bus);
+            M {
+                cpu,
+                bus,
+                code: CodeCache::new(),
+            }
+        }
+
+        /// Long mode with 4-level 4 KiB tables identity-mapping RAM (user, writable).
+        fn paged(mode: TestMode, kind: Paging) -> (M, Pager) {
+            let mut m = M::new(mode);
+            let mut pg = Pager::new(&mut m.bus, kind);
+            pg.identity(&mut m.bus, 0, RAM as u64, pte::PWU);
+            pg.enable(&mut m.cpu);
+            (m, pg)
+        }
+
+        fn asm(
+            &mut self,
+            bits: u32,
+            at: u64,
+            build: impl FnOnce(&mut Asm) -> AsmResult,
+        ) -> Vec<u8> {
+            let mut a = Asm::new(bits).unwrap();
+            build(&mut a).unwrap();
+            let bytes = a.assemble(at).unwrap();
+            self.bus.write(at, &bytes);
+            // A host-side write: drop code decoded from there, as the machine does.
+            let mut page = at & !0xfff;
+            while page < at + bytes.len() as u64 {
+                self.code.invalidate_page(page);
+                page += 0x1000;
+            }
+            bytes
+        }
+
+        /// Runs until `limit`, a halt or a stop (machine exits just resume).
+        fn run(&mut self, limit: u64) -> RunExit {
+            loop {
+                let e = Ctx::new(&mut self.cpu, &mut self.bus, &mut self.code).run(limit);
+                if e != RunExit::Exit {
+                    return e;
+                }
+            }
+        }
+
+        fn run_at(&mut self, rip: u64) -> RunExit {
+            self.cpu.rip = rip;
+            self.cpu.halted = false;
+            self.run(self.cpu.icount + 1_000_000)
+        }
+
+        fn fault(&self) -> Option<(u8, Option<u64>, u64)> {
+            fault_of(&self.cpu, &self.bus)
+        }
+    }
+
+    #[test]
+    fn store_to_the_next_instruction_in_the_same_block() {
+        for mode in [TestMode::Protected32, TestMode::Long64] {
+            let mut m = M::new(mode);
+            let bits = if mode == TestMode::Long64 { 64 } else { 32 };
+            // mov byte [CODE+8], 0x42 (7 bytes; absolute in both modes)
+            // mov eax, 0x11111111      (its imm8 at CODE+8 is patched)
+            let prog = |target: u64| {
+                move |a: &mut Asm| {
+                    a.mov(eax, 0u32)?;
+                    a.mov(byte_ptr(target), 0x42u32)?;
+                    a.mov(eax, 0x1111_1111u32)?;
+                    a.hlt()
+                }
+            };
+            // Find where the second MOV's immediate lands, then aim at it.
+            let bytes = m.asm(bits, CODE, prog(CODE));
+            let imm = bytes
+                .windows(5)
+                .position(|w| w == [0xb8, 0x11, 0x11, 0x11, 0x11])
+                .unwrap() as u64
+                + 1;
+            m.asm(bits, CODE, prog(CODE + imm));
+            assert_eq!(m.run_at(CODE), RunExit::Halted);
+            assert_eq!(
+                m.cpu.gpr[0], 0x1111_1142,
+                "{mode:?}: the patched byte was executed"
+            );
+            assert_eq!(m.cpu.icount, 4);
+        }
+    }
+
+    #[test]
+    fn store_to_a_later_block_and_through_an_alias() {
+        let (mut m, mut pg) = M::paged(TestMode::Protected32, Paging::Bits32);
+        let f = DATA + 0x2000;
+        let alias = 0x4000_0000u64;
+        pg.map(&mut m.bus, alias + 0x2000, f, pte::PWU, 12);
+        m.asm(32, f, |a| {
+            a.mov(eax, 1u32)?;
+            a.ret()
+        });
+        m.asm(32, CODE, |a| {
+            a.call(f)?;
+            a.mov(ebx, eax)?;
+            a.mov(byte_ptr(f + 1), 2u32)?;
+            a.call(f)?;
+            a.mov(ecx, eax)?;
+            // Same physical page, another linear address.
+            a.mov(byte_ptr(alias + 0x2000 + 1), 3u32)?;
+            a.call(f)?;
+            a.hlt()
+        });
+        assert_eq!(m.run_at(CODE), RunExit::Halted);
+        assert_eq!(
+            (
+                m.cpu.gpr[reg::RBX],
+                m.cpu.gpr[reg::RCX],
+                m.cpu.gpr[reg::RAX]
+            ),
+            (1, 2, 3)
+        );
+    }
+
+    #[test]
+    fn page_becoming_code_after_a_write_entry_exists() {
+        let mut m = M::new(TestMode::Long64);
+        let x = DATA + 0x3000;
+        m.asm(64, x + 0x200, |a| {
+            a.mov(eax, 1u32)?;
+            a.ret()
+        });
+        m.asm(64, CODE, |a| {
+            a.mov(rdi, x)?;
+            a.mov(dword_ptr(rdi + 0x100), 0u32)?; // write TLB entry for the page
+            a.call(x + 0x200)?; // the page becomes a code page
+            a.mov(ebx, eax)?;
+            a.mov(byte_ptr(rdi + 0x201), 2u32)?; // must invalidate
+            a.call(x + 0x200)?;
+            a.hlt()
+        });
+        assert_eq!(m.run_at(CODE), RunExit::Halted);
+        assert_eq!((m.cpu.gpr[reg::RBX], m.cpu.gpr[reg::RAX]), (1, 2));
+    }
+
+    #[test]
+    fn another_vcpu_decoding_a_page_drops_our_write_entries() {
+        let mut bus = TestBus::new();
+        install_tables(&mut bus);
+        let mut code = CodeCache::new();
+        let mut a = cpu_in(TestMode::Long64);
+        let mut b = cpu_in(TestMode::Long64);
+        let x = DATA + 0x5000;
+        let f = assemble(TestMode::Long64, |a| a.hlt());
+        let prog = |v: u32| {
+            let mut asm = Asm::new(64).unwrap();
+            asm.mov(byte_ptr(x), v).unwrap();
+            asm.hlt().unwrap();
+            asm.assemble(CODE).unwrap()
+        };
+        // vCPU A stores to page X (a write entry), vCPU B then executes X
+        // (mov eax, imm32 at X+1), then A stores into B's code.
+        bus.write(CODE, &prog(0x90));
+        bus.write(x + 1, &[0xb8, 1, 0, 0, 0, 0xf4]);
+        let _ = f;
+        assert_eq!(
+            Ctx::new(&mut a, &mut bus, &mut code).run(100),
+            RunExit::Exit
+        );
+        b.rip = x;
+        assert_eq!(
+            Ctx::new(&mut b, &mut bus, &mut code).run(100),
+            RunExit::Exit
+        );
+        assert_eq!(b.gpr[0], 1);
+        bus.write(CODE + 0x100, &{
+            let mut asm = Asm::new(64).unwrap();
+            asm.mov(byte_ptr(x + 2), 7u32).unwrap();
+            asm.hlt().unwrap();
+            asm.assemble(CODE + 0x100).unwrap()
+        });
+        a.rip = CODE + 0x100;
+        a.halted = false;
+        assert_eq!(
+            Ctx::new(&mut a, &mut bus, &mut code).run(200),
+            RunExit::Exit
+        );
+        b.rip = x;
+        b.halted = false;
+        assert_eq!(
+            Ctx::new(&mut b, &mut bus, &mut code).run(200),
+            RunExit::Exit
+        );
+        assert_eq!(b.gpr[0], 7, "B runs the bytes A stored");
+    }
+
+    #[test]
+    fn instruction_straddling_two_pages() {
+        let (mut m, mut pg) = M::paged(TestMode::Long64, Paging::Long4);
+        let p2 = DATA + 0x1000;
+        // mov eax, imm32 starting 2 bytes before the page boundary; its last
+        // 3 bytes (imm bytes 1..3) are in the second page.
+        let at = p2 - 2;
+        m.bus.write(at, &[0xb8, 0x11, 0x22, 0x33, 0x44, 0xf4]);
+        assert_eq!(m.run_at(at), RunExit::Halted);
+        assert_eq!(m.cpu.gpr[0], 0x4433_2211);
+        // A store into the second page invalidates it...
+        m.asm(64, CODE, |a| {
+            a.mov(byte_ptr(p2 + 1), 0x55u32)?;
+            a.jmp(at)
+        });
+        assert_eq!(m.run_at(CODE), RunExit::Halted);
+        assert_eq!(m.cpu.gpr[0], 0x4455_2211);
+        // ...and so does one into the first.
+        m.asm(64, CODE, |a| {
+            a.mov(byte_ptr(at + 1), 0x66u32)?;
+            a.jmp(at)
+        });
+        assert_eq!(m.run_at(CODE), RunExit::Halted);
+        assert_eq!(m.cpu.gpr[0], 0x4455_2266);
+        // The second page unmapped: #PF with CR2 at its first byte, a fetch
+        // (I/D with NXE), RIP at the instruction.
+        pg.write(&mut m.bus, p2, 0, 0);
+        m.cpu.tlb.flush_all();
+        let icount = m.cpu.icount;
+        assert_eq!(m.run_at(at), RunExit::Halted);
+        assert_eq!(m.fault(), Some((vector::PF, Some((pf::FETCH) as u64), at)));
+        assert_eq!(m.cpu.cr2, p2);
+        assert_eq!(
+            m.cpu.icount,
+            icount + 3,
+            "delivery + the stub's two instructions"
+        );
+        // Remapped to another physical page: the old decode must not be reused.
+        m.bus.write(0x60_0000, &[0x77, 0x88, 0x99, 0xf4]);
+        pg.map(&mut m.bus, p2, 0x60_0000, pte::PWU, 12);
+        m.cpu.tlb.flush_all();
+        assert_eq!(m.run_at(at), RunExit::Halted);
+        assert_eq!(m.cpu.gpr[0], 0x9988_7766);
+    }
+
+    #[test]
+    fn jump_cache_across_cr3_switches() {
+        let (mut m, mut pg1) = M::paged(TestMode::Long64, Paging::Long4);
+        // A second address space: the same identity map, but page L maps elsewhere.
+        let l = 0x4000_0000u64;
+        let root1 = pg1.root;
+        pg1.map(&mut m.bus, l, DATA + 0x1000, pte::PWU, 12);
+        m.asm(64, DATA + 0x1000, |a| {
+            a.mov(eax, 1u32)?;
+            a.ret()
+        });
+        m.asm(64, DATA + 0x2000, |a| {
+            a.mov(eax, 2u32)?;
+            a.ret()
+        });
+        // Build the second tables by copying the first's entries except L.
+        let root2 = clone_tables(&mut m.bus, root1, 0x70_0000);
+        remap_4k(&mut m.bus, root2, l, DATA + 0x2000);
+        m.asm(64, CODE, |a| {
+            a.call(l)?;
+            a.mov(ebx, eax)?;
+            a.mov(rcx, root2)?;
+            a.mov(cr3, rcx)?;
+            a.call(l)?;
+            a.mov(esi, eax)?;
+            a.mov(rcx, root1)?;
+            a.mov(cr3, rcx)?;
+            a.call(l)?;
+            a.hlt()
+        });
+        assert_eq!(m.run_at(CODE), RunExit::Halted);
+        assert_eq!(m.fault(), None);
+        assert_eq!(
+            (
+                m.cpu.gpr[reg::RBX],
+                m.cpu.gpr[reg::RSI],
+                m.cpu.gpr[reg::RAX]
+            ),
+            (1, 2, 1)
+        );
+    }
+
+    /// Copies a 4-level table tree rooted at `root` to fresh pages from `arena`; returns the new root.
+    fn clone_tables(bus: &mut TestBus, root: u64, arena: u64) -> u64 {
+        fn copy(bus: &mut TestBus, t: u64, level: u32, next: &mut u64) -> u64 {
+            let new = *next;
+            *next += 0x1000;
+            for i in 0..512 {
+                let mut e = bus.read(t + 8 * i, 8);
+                if level > 0 && e & pte::P != 0 && e & pte::PS == 0 {
+                    let child = copy(bus, e & 0xf_ffff_ffff_f000, level - 1, next);
+                    e = (e & !0xf_ffff_ffff_f000) | child;
+                }
+                bus.put(new + 8 * i, 8, e);
+            }
+            new
+        }
+        let mut next = arena;
+        copy(bus, root, 3, &mut next)
+    }
+
+    /// Points the 4 KiB PTE of `lin` (4-level tables at `root`) at `phys`.
+    fn remap_4k(bus: &mut TestBus, root: u64, lin: u64, phys: u64) {
+        let mut t = root;
+        for level in (1..=3).rev() {
+            t = bus.read(t + 8 * ((lin >> (12 + 9 * level)) & 0x1ff), 8) & 0xf_ffff_ffff_f000;
+        }
+        bus.put(t + 8 * ((lin >> 12) & 0x1ff), 8, phys | pte::PWU);
+    }
+
+    /// Flat CPL-3 segments for a long-mode test CPU.
+    fn to_user64(cpu: &mut Cpu) {
+        let dpl3 = 3 << attr::DPL_SHIFT;
+        for s in SegReg::ALL {
+            cpu.seg[s as usize] = Segment {
+                selector: sel::DATA32_USER,
+                base: 0,
+                limit: 0xffff_ffff,
+                attr: attr::DATA_RW | attr::DB | attr::GRAN | dpl3,
+            };
+        }
+        cpu.seg[SegReg::Cs as usize] = Segment {
+            selector: sel::CODE64_USER,
+            base: 0,
+            limit: 0xffff_ffff,
+            attr: attr::CODE_RX | attr::LONG | attr::GRAN | dpl3,
+        };
+        cpu.cpl = 3;
+        cpu.update_mode();
+    }
+
+    #[test]
+    fn user_fetch_from_a_supervisor_page_faults_after_cpl0_ran_it() {
+        let (mut m, mut pg) = M::paged(TestMode::Long64, Paging::Long4);
+        let s = DATA + 0x4000;
+        pg.map(&mut m.bus, s, s, pte::P | pte::RW, 12);
+        m.asm(64, s, |a| {
+            a.mov(eax, 5u32)?;
+            a.hlt()
+        });
+        assert_eq!(m.run_at(s), RunExit::Halted);
+        assert_eq!(m.cpu.gpr[0], 5);
+        to_user64(&mut m.cpu);
+        m.cpu.gpr[reg::RSP] = STACK - 0x1000;
+        m.cpu.gpr[0] = 0;
+        assert_eq!(m.run_at(s), RunExit::Halted);
+        assert_eq!(
+            m.fault(),
+            Some((
+                vector::PF,
+                Some((pf::PRESENT | pf::USER | pf::FETCH) as u64),
+                s
+            ))
+        );
+        assert_eq!(m.cpu.gpr[0], 0, "the supervisor block was not run at CPL 3");
+        assert_eq!(m.cpu.cr2, s);
+    }
+
+    #[test]
+    fn same_linear_address_at_another_decode_width() {
+        let mut m = M::new(TestMode::Protected32);
+        // 32-bit: mov eax, 0xf4f40002; hlt.  16-bit: mov ax, 2; hlt.
+        m.bus.write(0x8000, &[0xb8, 0x02, 0x00, 0xf4, 0xf4, 0xf4]);
+        assert_eq!(m.run_at(0x8000), RunExit::Halted);
+        assert_eq!(m.cpu.gpr[0], 0xf4f4_0002);
+        m.cpu.seg[SegReg::Cs as usize] = Segment {
+            selector: sel::CODE16,
+            base: 0,
+            limit: 0xffff,
+            attr: attr::CODE_RX,
+        };
+        m.cpu.update_mode();
+        assert_eq!(m.cpu.bitness, 16);
+        m.cpu.gpr[0] = 0;
+        assert_eq!(m.run_at(0x8000), RunExit::Halted);
+        assert_eq!(m.cpu.gpr[0], 2);
+        assert_eq!(m.cpu.rip, 0x8004);
+    }
+
+    #[test]
+    fn same_linear_address_through_another_cs_base() {
+        let mut m = M::new(TestMode::Real);
+        // call next / next: pop ax / hlt  -- AX = IP after the call.
+        m.bus.write(0x7c00, &[0xe8, 0x00, 0x00, 0x58, 0xf4]);
+        m.cpu.seg[SegReg::Cs as usize] = Segment::real(0, attr::DATA_RW);
+        assert_eq!(m.run_at(0x7c00), RunExit::Halted);
+        assert_eq!(m.cpu.gpr[0] & 0xffff, 0x7c03);
+        m.cpu.seg[SegReg::Cs as usize] = Segment::real(0x07c0, attr::DATA_RW);
+        assert_eq!(m.run_at(0), RunExit::Halted);
+        assert_eq!(
+            m.cpu.gpr[0] & 0xffff,
+            3,
+            "IPs are relative to the new CS base"
+        );
+        assert_eq!(m.cpu.rip, 5);
+    }
+
+    #[test]
+    fn run_stops_exactly_at_the_limit() {
+        let mut m = M::new(TestMode::Long64);
+        m.asm(64, CODE, |a| {
+            for _ in 0..200 {
+                a.inc(eax)?;
+            }
+            a.hlt()
+        });
+        m.cpu.rip = CODE;
+        for limit in [1u64, 7, 64, 65, 130, 199] {
+            assert_eq!(m.run(limit), RunExit::Limit);
+            assert_eq!(m.cpu.icount, limit);
+            assert_eq!(m.cpu.gpr[0], limit);
+            assert_eq!(m.cpu.rip, CODE + 2 * limit, "inc eax is 2 bytes");
+        }
+        assert_eq!(m.run(1000), RunExit::Halted);
+        assert_eq!(m.cpu.icount, 201);
+        assert_eq!(m.run(1000), RunExit::Halted, "stays halted");
+        assert_eq!(m.cpu.icount, 201);
+        // Longest block: MAX_BLOCK instructions.
+        let gpa = CODE;
+        let id = m.code.find(gpa, CODE, CODE, 64).expect("first block");
+        assert_eq!(m.code.get(id).map(|b| b.ops.len()), Some(MAX_BLOCK));
+    }
+
+    #[test]
+    fn hlt_exits_then_reports_halted() {
+        let (_, _, exit) = run(TestMode::Protected32, &[0x90, 0xf4], 100, |_, _| {});
+        assert_eq!(exit, RunExit::Halted);
+        let mut m = M::new(TestMode::Protected32);
+        m.bus.write(CODE, &[0x90, 0xf4, 0x90]);
+        m.cpu.rip = CODE;
+        let e = Ctx::new(&mut m.cpu, &mut m.bus, &mut m.code).run(100);
+        assert_eq!(e, RunExit::Exit, "HLT asks the machine to look");
+        assert_eq!((m.cpu.icount, m.cpu.rip), (2, CODE + 2));
+        assert_eq!(
+            Ctx::new(&mut m.cpu, &mut m.bus, &mut m.code).run(100),
+            RunExit::Halted
+        );
+        assert_eq!(m.cpu.icount, 2);
+    }
+
+    #[test]
+    fn blocks_end_after_control_flow() {
+        let mut m = M::new(TestMode::Protected32);
+        m.asm(32, CODE, |a| {
+            let mut l = a.create_label();
+            a.nop()?;
+            a.jmp(l)?;
+            a.set_label(&mut l)?;
+            a.nop()?;
+            a.nop()?;
+            a.hlt()?;
+            a.nop()
+        });
+        assert_eq!(m.run_at(CODE), RunExit::Halted);
+        let len = |m: &M, ip: u64| {
+            m.code
+                .find(ip, ip, ip, 32)
+                .and_then(|id| m.code.get(id))
+                .map(|b| b.ops.len())
+        };
+        assert_eq!(len(&m, CODE), Some(2), "nop; jmp");
+        // HLT does not end a block at decode time; it ends it when it runs.
+        assert!(len(&m, CODE + 3) >= Some(3));
+        assert_eq!(m.cpu.icount, 5);
+    }
+
+    #[test]
+    fn faults_restart_at_the_instruction_and_count_one() {
+        for mode in [TestMode::Protected32, TestMode::Long64] {
+            let mut m = M::new(mode);
+            let bits = if mode == TestMode::Long64 { 64 } else { 32 };
+            m.asm(bits, CODE, |a| {
+                a.inc(eax)?;
+                a.inc(eax)?;
+                a.ud2()?;
+                a.inc(eax)?;
+                a.hlt()
+            });
+            let inc_len = if bits == 64 { 2 } else { 1 };
+            assert_eq!(m.run_at(CODE), RunExit::Halted);
+            assert_eq!(
+                m.fault(),
+                Some((vector::UD, None, CODE + 2 * inc_len)),
+                "{mode:?}"
+            );
+            assert_eq!(m.cpu.gpr[0], 2, "nothing after the fault ran");
+            // 2 INCs, the delivery, the stub's MOV and HLT.
+            assert_eq!(m.cpu.icount, 5);
+        }
+        // A #PF from a data access: the MOV did not complete, RIP at it.
+        let mut m = M::new(TestMode::Long64);
+        m.asm(64, CODE, |a| {
+            a.mov(rbx, 0x80_0000_0000u64)?;
+            a.mov(eax, 9u32)?;
+            a.mov(dword_ptr(rbx), eax)?;
+            a.hlt()
+        });
+        assert_eq!(m.run_at(CODE), RunExit::Halted);
+        assert_eq!(
+            m.fault(),
+            Some((vector::PF, Some(pf::WRITE as u64), CODE + 15))
+        );
+        assert_eq!(m.cpu.cr2, 0x80_0000_0000);
+    }
+
+    #[test]
+    fn fetch_faults() {
+        // Unmapped code: #PF with I/D (NXE is on in the long-mode test CPU).
+        let mut m = M::new(TestMode::Long64);
+        assert_eq!(m.run_at(0x80_0000_1000), RunExit::Halted);
+        assert_eq!(
+            m.fault(),
+            Some((vector::PF, Some(pf::FETCH as u64), 0x80_0000_1000))
+        );
+        assert_eq!(m.cpu.cr2, 0x80_0000_1000);
+        assert_eq!(m.cpu.icount, 3);
+        // Non-canonical RIP: #GP(0).
+        let mut m = M::new(TestMode::Long64);
+        assert_eq!(m.run_at(0x8000_0000_0000), RunExit::Halted);
+        assert_eq!(m.fault(), Some((vector::GP, Some(0), 0x8000_0000_0000)));
+        // Past the CS limit, and an instruction crossing it: #GP(0).
+        let mut m = M::new(TestMode::Protected32);
+        m.asm(32, CODE, |a| {
+            a.nop()?;
+            a.nop()?;
+            a.nop()?;
+            a.mov(eax, 1u32)?;
+            a.hlt()
+        });
+        m.cpu.seg[SegReg::Cs as usize].limit = (CODE + 4) as u32;
+        assert_eq!(m.run_at(CODE), RunExit::Halted);
+        assert_eq!(m.fault(), Some((vector::GP, Some(0), CODE + 3)));
+        assert_eq!(m.cpu.gpr[0], 0);
+        let mut m = M::new(TestMode::Protected32);
+        m.bus.write(CODE, &[0x90, 0x90, 0xf4]);
+        m.cpu.seg[SegReg::Cs as usize].limit = (CODE + 1) as u32;
+        assert_eq!(m.run_at(CODE), RunExit::Halted);
+        assert_eq!(m.fault(), Some((vector::GP, Some(0), CODE + 2)));
+        assert_eq!(m.cpu.icount, 2 + 1 + 2);
+        // The same block reached again after the limit shrank.
+        m.cpu.seg[SegReg::Cs as usize].limit = 0xffff_ffff;
+        assert_eq!(m.run_at(CODE), RunExit::Halted);
+        assert_eq!(m.fault(), None);
+        m.cpu.seg[SegReg::Cs as usize].limit = (CODE - 1) as u32;
+        assert_eq!(m.run_at(CODE), RunExit::Halted);
+        assert_eq!(m.fault(), Some((vector::GP, Some(0), CODE)));
+    }
+
+    #[test]
+    fn rf_is_cleared_after_one_instruction() {
+        let mut m = M::new(TestMode::Protected32);
+        m.bus.write(CODE, &[0x40, 0x40, 0x40, 0xf4]);
+        m.cpu.rflags |= flags::RF;
+        m.cpu.rip = CODE;
+        assert_eq!(m.run(2), RunExit::Limit);
+        assert_eq!(m.cpu.rflags & flags::RF, 0);
+        assert_eq!((m.cpu.icount, m.cpu.gpr[0]), (2, 2));
+        // A fault with RF set keeps it in the frame and delivers normally.
+        let mut m = M::new(TestMode::Protected32);
+        m.bus.write(CODE, &[0x0f, 0x0b]);
+        m.cpu.rflags |= flags::RF;
+        assert_eq!(m.run_at(CODE), RunExit::Halted);
+        assert_eq!(m.fault(), Some((vector::UD, None, CODE)));
+        assert_ne!(m.bus.read(m.cpu.gpr[reg::RSP] + 8, 4) & flags::RF, 0);
+    }
+
+    #[test]
+    fn mode_switch_ends_the_block() {
+        // Protected mode -> real mode via CR0 in the middle of a block: the
+        // next instruction must be decoded as 16-bit code.
+        let mut m = M::new(TestMode::Protected32);
+        m.cpu.seg[SegReg::Cs as usize] = Segment {
+            selector: sel::CODE16,
+            base: 0,
+            limit: 0xffff,
+            attr: attr::CODE_RX,
+        };
+        m.cpu.update_mode();
+        // 16-bit code at 0x8000: mov eax, cr0 / and al, 0xfe / mov cr0, eax / mov ax, 0x1234 (B8 34 12) / hlt
+        m.bus.write(
+            0x8000,
+            &[
+                0x0f, 0x20, 0xc0, 0x24, 0xfe, 0x0f, 0x22, 0xc0, 0xb8, 0x34, 0x12, 0xf4,
+            ],
+        );
+        m.cpu.gpr[0] = 0xffff_0000;
+        assert_eq!(m.run_at(0x8000), RunExit::Halted);
+        assert_eq!(m.cpu.mode, Mode::Real);
+        assert_eq!(
+            m.cpu.gpr[0],
+            0x1234 | (m.cpu.cr0 & 0xffff_0000),
+            "mov ax, imm16 in 16-bit code"
+        );
+        assert_eq!(m.cpu.cr0 & cr::CR0_PE, 0);
+    }
 
     /// Nanoseconds this thread has spent on a CPU (robust against other
     /// processes competing for the machine), or wall time if unavailable.
@@ -407,7 +1036,11 @@ mod tests {
             })
     }
 
-    fn mips(name: &str, mode: TestMode, build: impl FnOnce(&mut CodeAssembler) -> std::result::Result<(), iced_x86::IcedError>) {
+    fn mips(
+        name: &str,
+        mode: TestMode,
+        build: impl FnOnce(&mut CodeAssembler) -> std::result::Result<(), iced_x86::IcedError>,
+    ) {
         let code = assemble(mode, build);
         let mut best = 0f64;
         for _ in 0..5 {

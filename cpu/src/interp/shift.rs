@@ -17,9 +17,12 @@
 //!   leave SF/ZF/AF/PF alone.
 //! - CF of SHL/SHR by more than the operand width (8/16-bit) is the last bit
 //!   shifted out of the zero-extended value (so 0); SAR's is the sign.
-//! - ROL/ROR by a non-zero multiple of the width still set CF and OF (from
-//!   the unchanged value); RCL/RCR whose count is a non-zero multiple of 9
-//!   (8-bit) or 17 (16-bit) change no flag at all.
+//! - ROL/ROR of a *register* by an immediate count other than 1 leave OF
+//!   unchanged; by CL, or with a memory destination, they compute it as
+//!   above whatever the count.
+//! - ROL/ROR by a non-zero multiple of the width still set CF (and OF as
+//!   above) from the unchanged value; RCL/RCR whose count is a non-zero
+//!   multiple of 9 (8-bit) or 17 (16-bit) change no flag at all.
 //! - 16-bit SHLD/SHRD with a count above 16 shift the 48-bit value
 //!   dest:src:dest (result and CF).
 

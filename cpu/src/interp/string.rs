@@ -312,6 +312,11 @@ fn movs<const N: u8>(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
 fn rep_movs<const N: u8>(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
     let mut r = Regs::load(ctx.cpu, str_asize(insn));
     if r.count == 0 {
+        // Like this host's CPUs: even with no iteration the counter and both
+        // indices are written back (zero-extended with a 32-bit address size).
+        r.put_count(ctx.cpu);
+        r.put_si(ctx.cpu);
+        r.put_di(ctx.cpu);
         return Ok(());
     }
     let src = seg_of(insn.memory_segment());
@@ -363,6 +368,9 @@ fn stos<const N: u8>(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
 fn rep_stos<const N: u8>(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
     let mut r = Regs::load(ctx.cpu, str_asize(insn));
     if r.count == 0 {
+        // As for MOVS: the counter and RDI are written back even with no iteration.
+        r.put_count(ctx.cpu);
+        r.put_di(ctx.cpu);
         return Ok(());
     }
     let v = ctx.cpu.gpr[reg::RAX] & flags::mask(N);
@@ -405,6 +413,8 @@ fn lods<const N: u8>(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
 fn rep_lods<const N: u8>(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
     let mut r = Regs::load(ctx.cpu, str_asize(insn));
     if r.count == 0 {
+        // Only the counter is written back with no iteration (host behaviour).
+        r.put_count(ctx.cpu);
         return Ok(());
     }
     let src = seg_of(insn.memory_segment());
@@ -447,6 +457,8 @@ fn cmps<const N: u8>(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
 fn rep_cmps<const N: u8>(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
     let mut r = Regs::load(ctx.cpu, str_asize(insn));
     if r.count == 0 {
+        // Only the counter is written back with no iteration (host behaviour).
+        r.put_count(ctx.cpu);
         return Ok(());
     }
     // REPE stops when ZF = 0, REPNE when ZF = 1.
@@ -497,6 +509,8 @@ fn scas<const N: u8>(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
 fn rep_scas<const N: u8>(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
     let mut r = Regs::load(ctx.cpu, str_asize(insn));
     if r.count == 0 {
+        // Only the counter is written back with no iteration (host behaviour).
+        r.put_count(ctx.cpu);
         return Ok(());
     }
     let stop_zf = insn.has_repne_prefix();

@@ -11,6 +11,12 @@
 //! #GP/#PF ↔ SIGSEGV, #SS/#AC ↔ SIGBUS). The last line is
 //! `cases=N mismatches=M`; the exit status is non-zero when M > 0.
 //!
+//! Every 8th case is 32-bit code instead, run in compatibility mode on the
+//! host (a far return to Linux's 32-bit user code segment, a far jump back)
+//! and in a compatibility-mode CPU in the interpreter: the forms that exist
+//! in 32-bit code plus the BCD class. There only EAX..EDI (not ESP) are
+//! compared, as the upper halves are undefined after the mode switches.
+//!
 //! Instruction classes (only forms the host CPUID supports, and only those
 //! the interpreter implements: each form is probed once at start-up and
 //! dropped if the interpreter reports it unimplemented; `--list` prints them):
@@ -24,12 +30,17 @@
 //! - string: MOVS STOS LODS CMPS SCAS, all sizes, without/with REP (REPE/REPNE
 //!   for CMPS/SCAS), 64- and 32-bit address size, with DF set or clear
 //! - bcd: AAA AAS AAM AAD DAA DAS (with ADD/ADC/SUB/SBB AL, imm8 to set AF/CF),
-//!   which exist only outside 64-bit mode: every 16th case runs 32-bit code
-//!   in compatibility mode (a far return to Linux's 32-bit user code segment
-//!   and a far jump back); only EAX..EDI (not ESP) are compared there.
+//!   which exist only outside 64-bit mode, so only in the 32-bit cases.
 //!
-//! LOCK is added to 30 % of lockable instructions with a memory destination
-//! and to 1 % of all others (which must raise #UD on both sides).
+//! Memory operands point into the scratch data: absolute, RIP-relative,
+//! base+disp, base+index*scale+disp, 32-bit addressing (67 prefix), FS:/GS:
+//! with the host thread's segment bases (given to the interpreter too), and
+//! now and then an ES/CS/SS/DS override that 64-bit mode ignores. LOCK is
+//! added to 30 % of lockable instructions with a memory destination and to
+//! 1 % of all others (which must raise #UD on both sides).
+//!
+//! A seed determines the cases; only values derived from the host's stack
+//! and FS base (which move with ASLR) differ between runs.
 //!
 //! # Which flags are masked, and why
 //! Only flags the SDM documents as *undefined* are ever masked, and only while
@@ -37,7 +48,8 @@
 //! flags whose value is undefined (iced's `rflags_undefined()`, mapped from
 //! iced's `RflagsBits` to RFLAGS bits); a later instruction that writes a
 //! flag with a defined value clears it from the set. Shifts and rotates by
-//! CL do not clear it, because a masked count of zero leaves the flags alone.
+//! CL, and REP CMPS/SCAS, do not clear it, because a zero count leaves the
+//! flags alone.
 //! The generator never emits an instruction that *reads* a flag in that set
 //! (ADC, SBB, RCL, RCR, CMOVcc, SETcc, LAHF, CMC, ...), so undefined flags
 //! cannot leak into registers or memory; at the end (or at a faulting
@@ -94,17 +106,19 @@ const COMPARED: u64 = 0x8d5 | 0x400;
 hindsight's interpreter from the same state, and compares all 16 GPRs, the status flags and DF, 16 KiB \
 of scratch memory and the exception raised (if any).\n\n\
 Classes covered (forms the host CPUID supports and the interpreter implements; see --list):\n\
-  alu           ADD ADC SUB SBB CMP AND OR XOR TEST INC DEC NEG NOT\n\
-  xadd-cmpxchg  XADD CMPXCHG CMPXCHG8B CMPXCHG16B\n\
-  shift         SHL SAL SHR SAR ROL ROR RCL RCR SHLD SHRD\n\
-  muldiv        MUL IMUL DIV IDIV (divide errors compared as #DE vs SIGFPE)\n\
-  bits          BT BTS BTR BTC BSF BSR POPCNT LZCNT TZCNT\n\
-  data          MOV MOVZX MOVSX MOVSXD LEA XCHG BSWAP MOVBE CMOVcc SETcc CBW..CQO LAHF SAHF CLC STC CMC CLD STD\n\
-  string        MOVS STOS LODS CMPS SCAS with/without REP, DF set or clear\n\
-  bcd           AAA AAS AAM AAD DAA DAS as 32-bit code in compatibility mode (every 16th case)\n\
+\x20\x20alu           ADD ADC SUB SBB CMP AND OR XOR TEST INC DEC NEG NOT\n\
+\x20\x20xadd-cmpxchg  XADD CMPXCHG CMPXCHG8B CMPXCHG16B\n\
+\x20\x20shift         SHL SAL SHR SAR ROL ROR RCL RCR SHLD SHRD\n\
+\x20\x20muldiv        MUL IMUL DIV IDIV (divide errors compared as #DE vs SIGFPE)\n\
+\x20\x20bits          BT BTS BTR BTC BSF BSR POPCNT LZCNT TZCNT\n\
+\x20\x20data          MOV MOVZX MOVSX MOVSXD LEA XCHG BSWAP MOVBE CMOVcc SETcc CBW..CQO LAHF SAHF CLC STC CMC CLD STD\n\
+\x20\x20string        MOVS STOS LODS CMPS SCAS with/without REP, DF set or clear\n\
+\x20\x20bcd           AAA AAS AAM AAD DAA DAS (32-bit code only)\n\
+Every 8th case is 32-bit code run in compatibility mode (forms that exist there, plus bcd); \
+only EAX..EDI (not ESP) are compared in those.\n\
 LOCK is added to memory-destination forms (and, rarely, where it must #UD).\n\n\
 Masked flags: only flags the SDM leaves undefined, while they are undefined \
-(iced's rflags_undefined(); a defined write clears them, shifts by CL do not): \
+(iced's rflags_undefined(); a defined write clears them, shifts by CL and REP CMPS/SCAS do not): \
 AF after AND/OR/XOR/TEST; AF, OF (count != 1), CF (count >= width) after shifts; \
 OF after rotates by != 1; AF, OF after SHLD/SHRD; SF ZF AF PF after MUL/IMUL; \
 all six after DIV/IDIV; OF SF AF PF after BT*; CF OF SF AF PF after BSF/BSR; \
@@ -129,8 +143,9 @@ struct Args {
     /// Print the instruction forms covered and exit.
     #[arg(long)]
     list: bool,
-    /// Print at most this many mismatches in detail (the rest one line each).
-    #[arg(long, default_value_t = 20)]
+    /// Print at most this many mismatches in detail (both register states,
+    /// flags, every instruction); the rest get one line each (bytes, codes, differences).
+    #[arg(long, default_value_t = 100)]
     detail: u64,
     /// Most instructions per sequence (1–8; setup MOVs not counted).
     #[arg(long, default_value_t = 8)]
@@ -307,6 +322,8 @@ fn main() -> ExitCode {
     };
     let ip0 = host.gen_addr();
     let mut emu = Emu::new(host.base);
+    let (fs_base, gs_base) = Host::fs_gs_base();
+    emu.set_fs_gs(fs_base, gs_base);
     let features = Features::host();
     let mut generator = Generator::new(
         gen::templates(&features),
@@ -315,7 +332,9 @@ fn main() -> ExitCode {
         args.strict,
     );
     generator.max_len = args.max_len.clamp(1, 8);
-    // BCD runs as 32-bit code in compatibility mode, every 16th case (or all with --class bcd).
+    generator.fs_base = fs_base;
+    generator.gs_base = gs_base;
+    // BCD exists only in 32-bit code, run in compatibility mode (all cases with --class bcd).
     let mut bcd = true;
     let mut only_bcd = false;
     if let Some(c) = &args.class {
@@ -337,23 +356,22 @@ fn main() -> ExitCode {
             bcd = false;
         }
     }
+    let compat_ok = host.compat_works();
+    if !compat_ok {
+        eprintln!("difftest: this kernel runs no 32-bit code; 32-bit and bcd cases skipped");
+        bcd = false;
+        only_bcd = false;
+    }
     let mut emu32 = Emu::new(host.base);
     emu32.set_compat(true);
     if bcd {
         // Probe: does the interpreter implement the decimal adjustments?
-        let mut prng = Rng::new(args.seed ^ 0xbcd);
-        for _ in 0..16 {
-            let case = generator.case32(&mut prng, ip0);
-            let handlers = Emu::handlers(&case.insns);
-            let mut data = case.data.clone();
-            let out = emu32.run(
-                &case.insns,
-                &handlers,
-                &case.gpr,
-                case.rflags,
-                &mut data,
-                ip0 + case.code.len() as u64,
-            );
+        for bytes in [[0x37u8], [0x3f], [0x27], [0x2f]] {
+            let insn = iced_x86::Decoder::with_ip(32, &bytes, ip0, iced_x86::DecoderOptions::NONE)
+                .decode();
+            let handlers = Emu::handlers(&[insn]);
+            let mut data = vec![0; DATA_SIZE];
+            let out = emu32.run(&[insn], &handlers, &[0; 16], 0x202, &mut data, ip0 + 1);
             if let EmuEnd::Unimplemented(m) = out.end {
                 eprintln!("difftest: bcd class skipped ({m} unimplemented)");
                 bcd = false;
@@ -362,6 +380,7 @@ fn main() -> ExitCode {
             }
         }
     }
+    generator.bcd = bcd;
     // Probe every form once; keep only those the interpreter implements.
     let mut unimplemented = Vec::new();
     let mut keep = vec![true; generator.templates.len()];
@@ -396,7 +415,7 @@ fn main() -> ExitCode {
         if bcd {
             println!("bcd (32-bit code in compatibility mode): AAA AAS AAM AAD DAA DAS, with ADD/ADC/SUB/SBB AL, imm8");
         }
-        for c in Class::ALL {
+        for c in Class::ALL.into_iter().filter(|c| *c != Class::Bcd) {
             let forms: Vec<String> = generator
                 .templates
                 .iter()
@@ -427,10 +446,11 @@ fn main() -> ExitCode {
             per_class.push("bcd".into());
         }
         println!(
-            "difftest: seed {} {} forms ({}); {} forms skipped as unimplemented{}",
+            "difftest: seed {} {} forms ({}; {} also as 32-bit code); {} forms skipped as unimplemented{}",
             args.seed,
             generator.templates.len(),
             per_class.join(" "),
+            generator.count32(),
             unimplemented.len(),
             if args.strict { "; strict" } else { "" }
         );
@@ -446,12 +466,12 @@ fn main() -> ExitCode {
     let mut faults = [0u64; 32];
     for k in range {
         let mut rng = case_rng(args.seed, k);
-        let compat = bcd && (only_bcd || k % 16 == 15 || generator.templates.is_empty());
-        let (case, width) = if compat {
-            (generator.case32(&mut rng, ip0), Width::W32)
-        } else {
-            (generator.case(&mut rng, ip0), Width::W64)
-        };
+        // Every 8th case is 32-bit code in compatibility mode.
+        let compat = compat_ok
+            && generator.has32()
+            && (only_bcd || k % 8 == 7 || generator.templates.is_empty());
+        let case = generator.case(&mut rng, ip0, compat);
+        let width = if compat { Width::W32 } else { Width::W64 };
         if trace {
             let codes: Vec<String> = case
                 .insns

@@ -58,6 +58,8 @@ impl Syms {
 }
 
 type CodeFn = Rc<dyn Fn(&mut Asm) -> R>;
+/// Exported symbols of one chunk: (name, address).
+type Exports = Vec<(String, u64)>;
 type DataFn = Rc<dyn Fn(&Syms) -> Vec<u8>>;
 
 enum Body {
@@ -148,7 +150,12 @@ impl Builder {
     }
 
     /// Adds a code chunk; 16-bit chunks go before the pool, others after.
-    pub fn code(&mut self, name: &str, bits: u32, f: impl Fn(&mut Asm) -> R + 'static) -> &mut Self {
+    pub fn code(
+        &mut self,
+        name: &str,
+        bits: u32,
+        f: impl Fn(&mut Asm) -> R + 'static,
+    ) -> &mut Self {
         let section = if bits == 16 {
             Section::Code16
         } else {
@@ -249,7 +256,9 @@ impl Builder {
                     Body::Pool => {
                         let mut bytes = Vec::new();
                         for s in &prev.strings {
-                            next.syms.map.insert(format!("str:{s}"), pos + bytes.len() as u64);
+                            next.syms
+                                .map
+                                .insert(format!("str:{s}"), pos + bytes.len() as u64);
                             bytes.extend_from_slice(s.as_bytes());
                             bytes.push(0);
                         }
@@ -319,14 +328,8 @@ impl DerefMut for Asm<'_> {
     }
 }
 
-fn err(msg: &str) -> IcedError {
-    // IcedError has no public constructor; route through a failing call.
-    let _ = msg;
-    Instruction::with_far_branch(Code::Jmp_ptr1616, 0, 0x1_0000).unwrap_err()
-}
-
 impl Asm<'_> {
-    fn finish(mut self, ip: u64) -> Result<(Vec<u8>, Vec<(String, u64)>), IcedError> {
+    fn finish(mut self, ip: u64) -> Result<(Vec<u8>, Exports), IcedError> {
         if self.bound_at == Some(self.a.instructions().len()) {
             self.a.nop()?;
         }
@@ -597,11 +600,13 @@ impl Asm<'_> {
         self.scratch_pop(st)?;
         self.a.cmp(dword_ptr(V_GOT), want as u32 as i32)?;
         self.a.jne(bad)?;
-        self.a.cmp(dword_ptr(V_GOT + 4), (want >> 32) as u32 as i32)?;
+        self.a
+            .cmp(dword_ptr(V_GOT + 4), (want >> 32) as u32 as i32)?;
         self.a.je(ok)?;
         self.bind(&mut bad)?;
         self.a.mov(dword_ptr(V_WANT), want as u32 as i32)?;
-        self.a.mov(dword_ptr(V_WANT + 4), (want >> 32) as u32 as i32)?;
+        self.a
+            .mov(dword_ptr(V_WANT + 4), (want >> 32) as u32 as i32)?;
         self.set_what(what)?;
         self.a.jmp(fail)?;
         self.bind(&mut ok)
@@ -710,10 +715,5 @@ impl Asm<'_> {
     pub fn resume_here(&mut self, mut after: AddrLabel) -> R {
         self.bind(&mut after.label)?;
         self.a.mov(dword_ptr(V_RESUME_IP), 0)
-    }
-
-    /// Raises an assembly-time error with a message (for misuse).
-    pub fn error(&self, msg: &str) -> IcedError {
-        err(msg)
     }
 }

@@ -25,11 +25,11 @@
 //! | 0x00 | null                                         |
 //! | 0x08 | ring-0 code, 32-bit, flat (SYSENTER_CS)      |
 //! | 0x10 | ring-0 data, flat (SYSENTER_CS + 8)          |
-//! | 0x18 | ring-3 code, 32-bit, flat (SYSENTER_CS + 16; STAR[63:48]) |
-//! | 0x20 | ring-3 data, flat (SYSENTER_CS + 24; STAR[63:48] + 8) |
-//! | 0x28 | ring-3 code, 64-bit (STAR[63:48] + 16)       |
-//! | 0x30 | ring-0 code, 64-bit (STAR[47:32])            |
-//! | 0x38 | ring-0 data, flat (STAR[47:32] + 8)          |
+//! | 0x18 | ring-3 code, 32-bit, flat (SYSENTER_CS + 16; STAR bits 63..48) |
+//! | 0x20 | ring-3 data, flat (SYSENTER_CS + 24; STAR bits 63..48 + 8) |
+//! | 0x28 | ring-3 code, 64-bit (STAR bits 63..48 + 16)       |
+//! | 0x30 | ring-0 code, 64-bit (STAR bits 47..32)            |
+//! | 0x38 | ring-0 data, flat (STAR bits 47..32 + 8)          |
 //! | 0x40 | ring-0 code, 16-bit, base 0, limit 0xFFFF    |
 //! | 0x48 | ring-0 data, 16-bit, base 0, limit 0xFFFF    |
 //! | 0x50 | 32-bit TSS                                   |

@@ -98,7 +98,12 @@ impl Guest {
     }
 
     /// Adds a data chunk.
-    pub fn data(&mut self, name: &str, align: u64, f: impl Fn(&asm::Syms) -> Vec<u8> + 'static) -> &mut Self {
+    pub fn data(
+        &mut self,
+        name: &str,
+        align: u64,
+        f: impl Fn(&asm::Syms) -> Vec<u8> + 'static,
+    ) -> &mut Self {
         self.b.data(name, align, f);
         self
     }
@@ -129,7 +134,9 @@ impl Guest {
         let built = b.build()?;
         let end = built.syms.get("__end");
         if end > IMAGE_LIMIT {
-            return Err(format!("{name}: image ends at {end:#x}, past {IMAGE_LIMIT:#x}"));
+            return Err(format!(
+                "{name}: image ends at {end:#x}, past {IMAGE_LIMIT:#x}"
+            ));
         }
         let low_end = built.syms.get("gdt");
         if low_end > 0x1_0000 {
@@ -293,10 +300,13 @@ fn demo_built() -> BuiltGuest {
         a.print_dec_eax()?;
         a.print(concat!(
             "\n\n",
-            "Record a run and travel back in time with a debugger:\n",
-            "  hindsight record -o demo.trace     (then: hindsight replay demo.trace)\n",
-            "  hindsight selftest                 (the emulator checks itself)\n",
-            "  hindsight run --help               (your own kernels: multiboot, bzImage)\n",
+            "Because the run is a pure function of its inputs, hindsight can record\n",
+            "it and replay it exactly, and a debugger can step backwards through it.\n",
+            "\n",
+            "Try next:\n",
+            "  hindsight selftest                  the emulator checks itself from inside guests\n",
+            "  hindsight run --multiboot KERNEL    boot a multiboot kernel, COM1 on stdin/stdout\n",
+            "  hindsight bench                     interpreter speed on a CPU-bound guest\n",
             "\n",
             "Demo done: exit through the debug-exit port (write 0 to port 0xf4).\n",
         ))?;

@@ -7,7 +7,7 @@
 //!
 //! | symbol          | does |
 //! |-----------------|------|
-//! | `uart_init16`   | 115200 8N1, FIFOs on, interrupts off |
+//! | `uart_init16`   | 115200 8N1, FIFOs off, interrupts off |
 //! | `putcN`         | AL to COM1: polls LSR (0x3FD) bit 5 (THR empty), writes 0x3F8 |
 //! | `putsN`         | NUL-terminated string at (E/R)SI |
 //! | `puthexN`       | EAX (RAX) as `0x` + 8 hex digits (16 if RAX has high bits) |
@@ -24,9 +24,9 @@
 //! armed prints `FAIL unexpected_exception (...)` and exits with 0x7F.
 
 use iced_x86::code_asm::*;
-use iced_x86::{Code, IcedError, Instruction, MemoryOperand, Register};
+use iced_x86::{Code, Instruction, MemoryOperand};
 
-use super::asm::{Asm, Builder, Section, Syms, R};
+use super::asm::{Asm, Builder, Syms, R};
 use super::layout::*;
 
 /// Vectors that push an error code.
@@ -238,8 +238,10 @@ fn emit_uart_init16(a: &mut Asm) -> R {
         (0x3F8, 0x01),      // divisor low: 115200
         (0x3F9, 0x00),      // divisor high
         (0x3FB, 0x03),      // LCR: 8N1
-        (0x3FA, 0xC7),      // FCR: FIFOs on, cleared, 14-byte trigger
-        (0x3FC, 0x03),      // MCR: DTR, RTS
+        // FCR: FIFOs stay off. Turning them on clears the receiver, which
+        // would drop console input queued before the guest started.
+        (0x3FA, 0x00),
+        (0x3FC, 0x03), // MCR: DTR, RTS
     ] {
         a.mov(dx, port as i32)?;
         a.mov(al, val as i32)?;
@@ -425,8 +427,12 @@ pub fn gdt_bytes(syms: &Syms) -> Vec<u8> {
     d[(CODE16 >> 3) as usize] = seg_desc(0, 0xFFFF, 0x9B, 0);
     d[(DATA16 >> 3) as usize] = seg_desc(0, 0xFFFF, 0x93, 0);
     d[(TSS32_SEL >> 3) as usize] = seg_desc(tss32 as u32, 0x67, 0x89, 0);
-    d[(TSS32_IO_SEL >> 3) as usize] =
-        seg_desc(syms.get("tss32_io") as u32, tss32_io_bytes().len() as u32 - 1, 0x89, 0);
+    d[(TSS32_IO_SEL >> 3) as usize] = seg_desc(
+        syms.get("tss32_io") as u32,
+        tss32_io_bytes().len() as u32 - 1,
+        0x89,
+        0,
+    );
     d[(TSS64_SEL >> 3) as usize] = seg_desc(tss64 as u32, 0x67, 0x89, 0);
     d[(TSS64_SEL >> 3) as usize + 1] = tss64 >> 32;
     d[(LIMITED_DATA >> 3) as usize] = seg_desc(SCRATCH as u32, 0xFFFF, 0x93, 0x4);
@@ -608,24 +614,29 @@ pub fn add_page_tables(b: &mut Builder) {
     b.data("pt32_0", 4096, move |_| {
         table32((0..1024).map(|i| (i, ((i as u64) << 12 | urw) as u32)))
     });
-    b.data("pt32_test", 4096, move |_| table32([(0, (0x20_0000 | urw) as u32)]));
+    b.data("pt32_test", 4096, move |_| {
+        table32([(0, (0x20_0000 | urw) as u32)])
+    });
     b.data("pdpt_pae", 4096, move |s| {
         table(
-            [
-                (0, s.get("pd_pae0") | PTE_P),
-                (1, s.get("pd_pae1") | PTE_P),
-            ],
+            [(0, s.get("pd_pae0") | PTE_P), (1, s.get("pd_pae1") | PTE_P)],
             512,
         )
     });
     b.data("pd_pae0", 4096, move |s| {
-        let mut e: Vec<(usize, u64)> = (1..32).map(|i| (i, (i as u64) << 21 | urw | PTE_PS)).collect();
+        let mut e: Vec<(usize, u64)> = (1..32)
+            .map(|i| (i, (i as u64) << 21 | urw | PTE_PS))
+            .collect();
         e.push((0, s.get("pt_pae0") | urw));
         e[2].1 = s.get("pt_pae_test") | urw; // index 3 (e[0] is PDE 1)
         table(e, 512)
     });
-    b.data("pd_pae1", 4096, move |_| table([(0, 0x20_0000 | urw | PTE_PS)], 512));
-    b.data("pt_pae0", 4096, move |_| table((0..512).map(|i| (i, (i as u64) << 12 | urw)), 512));
+    b.data("pd_pae1", 4096, move |_| {
+        table([(0, 0x20_0000 | urw | PTE_PS)], 512)
+    });
+    b.data("pt_pae0", 4096, move |_| {
+        table((0..512).map(|i| (i, (i as u64) << 12 | urw)), 512)
+    });
     b.data("pt_pae_test", 4096, move |_| table(test_ptes(), 512));
     b.data("pml4", 4096, move |s| {
         table(
@@ -633,14 +644,20 @@ pub fn add_page_tables(b: &mut Builder) {
             512,
         )
     });
-    b.data("pdpt64", 4096, move |s| table([(0, s.get("pd64") | urw)], 512));
+    b.data("pdpt64", 4096, move |s| {
+        table([(0, s.get("pd64") | urw)], 512)
+    });
     b.data("pd64", 4096, move |s| {
-        let mut e: Vec<(usize, u64)> = (0..512).map(|i| (i, (i as u64) << 21 | urw | PTE_PS)).collect();
+        let mut e: Vec<(usize, u64)> = (0..512)
+            .map(|i| (i, (i as u64) << 21 | urw | PTE_PS))
+            .collect();
         e[0].1 = s.get("pt64_0") | urw;
         e[3].1 = s.get("pt64_test") | urw;
         table(e, 512)
     });
-    b.data("pt64_0", 4096, move |_| table((0..512).map(|i| (i, (i as u64) << 12 | urw)), 512));
+    b.data("pt64_0", 4096, move |_| {
+        table((0..512).map(|i| (i, (i as u64) << 12 | urw)), 512)
+    });
     b.data("pt64_test", 4096, move |_| table(test_ptes(), 512));
 }
 
@@ -887,9 +904,4 @@ pub fn pit_rate(a: &mut Asm, divisor: u16) -> R {
     a.out(0x40, al)?;
     a.mov(al, (divisor >> 8) as i32)?;
     a.out(0x40, al)
-}
-
-#[allow(dead_code)]
-fn _unused(_: Register, _: Section) -> Result<(), IcedError> {
-    Ok(())
 }

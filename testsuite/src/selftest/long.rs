@@ -82,8 +82,17 @@ pub fn build() -> BuiltGuest {
             a.push(c)?;
             a.retf()?; // RETFQ in 64-bit code
             a.bind(&mut back.label)?;
-            a.expect_mem(V_USER, 4, "EAX after MOV EAX,5; DEC EAX (0x48) in compatibility mode")?;
-            a.expect_mem_masked(V_USER + 4, EFER_LMA, EFER_LMA, "EFER.LMA in compatibility mode")?;
+            a.expect_mem(
+                V_USER,
+                4,
+                "EAX after MOV EAX,5; DEC EAX (0x48) in compatibility mode",
+            )?;
+            a.expect_mem_masked(
+                V_USER + 4,
+                EFER_LMA,
+                EFER_LMA,
+                "EFER.LMA in compatibility mode",
+            )?;
             a.mov(ax, cs)?;
             a.movzx(eax, ax)?;
             a.expect_eq(eax, KCODE64 as u32, "CS back in 64-bit mode")
@@ -92,7 +101,11 @@ pub fn build() -> BuiltGuest {
         a.check("long_high_half_alias", |a| {
             a.mov(rax, HIGH + SCRATCH)?;
             a.mov(dword_ptr(rax), 0x600D_CAFE)?;
-            a.expect_mem(SCRATCH, 0x600D_CAFE, "physical SCRATCH written through 0xFFFF8000_00080000")
+            a.expect_mem(
+                SCRATCH,
+                0x600D_CAFE,
+                "physical SCRATCH written through 0xFFFF8000_00080000",
+            )
         })?;
 
         a.check("long_pf_nx_fetch", |a| {
@@ -207,7 +220,11 @@ pub fn build() -> BuiltGuest {
             a.rep().stosq()?;
             a.cld()?;
             a.expect_eq64(rdi, SCRATCH + 0x4000, "RDI after 3 backward stores")?;
-            a.expect_mem64(SCRATCH + 0x4008, 0x5A5A_5A5A_5A5A_5A5A, "lowest qword stored")?;
+            a.expect_mem64(
+                SCRATCH + 0x4008,
+                0x5A5A_5A5A_5A5A_5A5A,
+                "lowest qword stored",
+            )?;
             a.expect_mem64(SCRATCH + 0x4000, 0, "qword below untouched")
         })?;
 
@@ -311,8 +328,41 @@ pub fn build() -> BuiltGuest {
             a.expect_exception(0, Some(0))
         })?;
 
+        a.check("long_2m_page_dirty", |a| {
+            let pd = a.sym("pd64");
+            a.expect_mem_masked(pd + 8 * 8, 0x60, 0, "A/D of the untouched 2 MiB PDE")?;
+            a.mov(dword_ptr(0x100_0010u64), 1)?;
+            a.expect_mem_masked(pd + 8 * 8, 0x60, 0x60, "A/D after a write through it")
+        })?;
+
+        a.check("long_ring3_compat_mode", |a| {
+            // IRETQ to a 32-bit ring-3 code segment: compatibility mode at CPL 3.
+            a.mov(dword_ptr(V_USER + 56), 0)?;
+            let after = a.arm_resume()?;
+            a.push((UDATA | 3) as i32)?;
+            a.push(STACK3_TOP as i32)?;
+            a.push(2)?;
+            a.push((UCODE32 | 3) as i32)?;
+            let u = a.symi("u_compat");
+            a.push(u)?;
+            a.iretq()?;
+            a.resume_here(after)?;
+            a.expect_exception(0x80, None)?;
+            a.expect_mem(
+                V_USER + 56,
+                4,
+                "EAX after MOV EAX,5; DEC EAX (0x48) at CPL 3",
+            )?;
+            a.expect_mem64(V_FRAME + 8, u64::from(UCODE32 | 3), "saved CS")?;
+            a.expect_mem64(V_FRAME + 24, STACK3_TOP, "saved RSP")
+        })?;
+
         // SYSCALL / SYSRET from 64-bit ring 3.
-        wrmsr64(a, STAR, (u64::from(UCODE32) << 48) | (u64::from(KCODE64) << 32))?;
+        wrmsr64(
+            a,
+            STAR,
+            (u64::from(UCODE32) << 48) | (u64::from(KCODE64) << 32),
+        )?;
         let entry = a.sym("k_syscall");
         wrmsr64(a, LSTAR, entry)?;
         wrmsr64(a, SFMASK, u64::from(EFLAGS_DF))?;
@@ -334,7 +384,11 @@ pub fn build() -> BuiltGuest {
         })?;
 
         a.check("sysret_return_state", |a| {
-            a.expect_mem(V_USER + 16, (UCODE64 | 3) as u32, "CS = STAR[63:48] + 16 | 3")?;
+            a.expect_mem(
+                V_USER + 16,
+                (UCODE64 | 3) as u32,
+                "CS = STAR[63:48] + 16 | 3",
+            )?;
             a.expect_mem(V_USER + 20, (UDATA | 3) as u32, "SS = STAR[63:48] + 8 | 3")?;
             a.expect_mem(V_USER + 24, EFLAGS_DF | 0x2, "RFLAGS = R11")?;
             a.expect_mem64(V_USER + 32, 0x1122_3344_5566_7788, "R12 preserved")
@@ -362,6 +416,14 @@ pub fn build() -> BuiltGuest {
         a.push(KCODE64 as i32)?;
         a.push(dword_ptr(V_USER + 8))?;
         a.retf()
+    });
+    g.code32("long_compat_user", |a| {
+        a.here("u_compat")?;
+        rt::ring3_data_segs(a)?;
+        a.mov(eax, 5)?;
+        a.bytes(&[0x48])?; // DEC EAX in compatibility mode
+        a.mov(dword_ptr(V_USER + 56), eax)?;
+        a.int(0x80)
     });
     g.code64("long_user", |a| {
         a.here("u_syscall")?;

@@ -11,14 +11,16 @@
 //!
 //! | guest    | covers |
 //! |----------|--------|
-//! | `real`   | real mode: arithmetic and flags, segment arithmetic, far calls, IVT software interrupts, #DE through the IVT, MUL/DIV, unreal mode, 16-bit string wrap, DF=1, the first RDTSC |
-//! | `pmode`  | entering protected mode, CPUID, RDTSC, CMPXCHG8B, BT*, MUL/DIV, SHLD/SHRD, string instructions, #DE #UD #BP #GP #NP #DF |
-//! | `paging` | 32-bit paging (4 KiB, 4 MiB pages), accessed/dirty bits, INVLPG, CR3 reload, #PF error codes and CR2 (not present, write, user, WP), PAE with NX |
-//! | `rings`  | ring 3 through IRET, interrupt gates and the TSS stack switch, #GP from ring 3 (privileged instructions, gate DPL, selector DPL, I/O), SYSENTER/SYSEXIT |
-//! | `v86`    | virtual-8086 mode: IRET with VM=1, INT to the ring-0 monitor, #GP on HLT / INT with IOPL<3 / I/O without bitmap |
-//! | `long`   | long mode and compatibility mode, 4-level paging, the high half, #PF/#GP in 64-bit mode, #DF on IST1, CMPXCHG16B, 64-bit and a32 string ops, SYSCALL/SYSRET, RSP0 |
-//! | `timer`  | PIT interrupts through the PIC counted exactly on virtual time, HLT wake-up period, PIC masking and EOI |
+//! | `real`   | real mode: the first RDTSC, arithmetic and flags, segment arithmetic, far calls, IVT software interrupts, #DE and #UD through the IVT, MUL/DIV, 16-bit string wrap, DF=1, LES, unreal mode, COM1 polled receive |
+//! | `pmode`  | entering protected mode, CPUID, RDTSC, CMPXCHG8B, BT*, MUL/DIV, SHLD/SHRD, string instructions, XADD/CMPXCHG, #DE #UD #BP #OF #GP #NP #DF #DB (TF, DR7), RDMSR of an unknown MSR, PAT, self-modifying code, LDT, back to real mode, #BR |
+//! | `paging` | 32-bit paging (4 KiB, 4 MiB pages), accessed/dirty bits, INVLPG, CR3 reload, #PF error codes and CR2 (not present, write, user, WP, fetch and store across a page end, REP STOS stopped mid-way), PAE with NX |
+//! | `rings`  | ring 3 through IRET, interrupt gates and the TSS stack switch, #GP from ring 3 (privileged instructions, gate DPL, selector DPL, I/O), the TSS I/O bitmap, call gates, SYSENTER/SYSEXIT |
+//! | `v86`    | virtual-8086 mode: IRET with VM=1, INT to the ring-0 monitor, #GP on HLT / INT with IOPL<3 / I/O without bitmap, I/O allowed by the bitmap |
+//! | `long`   | long mode and compatibility mode (rings 0 and 3), 4-level paging, the high half, 2 MiB dirty bits, #PF (NX, reserved bit, fetch across a page end) / #GP / #SS in 64-bit mode, #DF on IST1, CMPXCHG16B, 128-bit DIV, FS/GS base and SWAPGS, RIP-relative addressing, 64-bit and a32 string ops, SYSCALL/SYSRET, RSP0 |
+//! | `insns`  | instructions a kernel relies on: CMOV/SETcc, BSF/BSR/BSWAP, 128-bit MUL, shift masks, ENTER/LEAVE, IRETQ, INT3/UD2, SGDT/SIDT/STR/CR8, POPCNT and RDTSCP consistent with CPUID, NOP hints, fences |
+//! | `timer`  | the PIT and PIC on virtual time: IRQ0 in real mode, an exact interrupt count, the HLT wake-up period, masking, EOI, the STI shadow, the PIT counter and channel 2 against the TSC, COM1 receive interrupts |
 
+mod insns;
 mod long;
 mod paging;
 mod pmode;
@@ -43,6 +45,8 @@ pub struct SelftestGuest {
     pub name: &'static str,
     /// Builds its image.
     pub build: fn() -> BuiltGuest,
+    /// Bytes queued for the COM1 receiver before the guest starts.
+    pub input: &'static [u8],
 }
 
 /// All selftest guests, in the order they run.
@@ -51,30 +55,42 @@ pub fn guests() -> Vec<SelftestGuest> {
         SelftestGuest {
             name: "real",
             build: real::build,
+            input: b"ping",
         },
         SelftestGuest {
             name: "pmode",
             build: pmode::build,
+            input: b"",
         },
         SelftestGuest {
             name: "paging",
             build: paging::build,
+            input: b"",
         },
         SelftestGuest {
             name: "rings",
             build: rings::build,
+            input: b"",
         },
         SelftestGuest {
             name: "v86",
             build: v86::build,
+            input: b"",
         },
         SelftestGuest {
             name: "long",
             build: long::build,
+            input: b"",
+        },
+        SelftestGuest {
+            name: "insns",
+            build: insns::build,
+            input: b"",
         },
         SelftestGuest {
             name: "timer",
             build: timer::build,
+            input: b"irq!",
         },
     ]
 }
@@ -97,7 +113,7 @@ pub struct GuestReport {
 }
 
 /// Runs one built guest in a fresh machine and counts its checks.
-pub fn run_guest(name: &'static str, g: &BuiltGuest) -> GuestReport {
+pub fn run_guest(name: &'static str, g: &BuiltGuest, input: &[u8]) -> GuestReport {
     let cfg = MachineConfig {
         memory: MEMORY,
         max_insns: Some(MAX_INSNS),
@@ -130,6 +146,7 @@ pub fn run_guest(name: &'static str, g: &BuiltGuest) -> GuestReport {
             console: String::new(),
         };
     }
+    m.console_input(input);
     let exit = m.run();
     let console = String::from_utf8_lossy(&m.take_console_output()).into_owned();
     let mut reported = std::collections::HashSet::new();
@@ -190,7 +207,7 @@ pub fn run_all(out: &mut dyn FnMut(&str)) -> (usize, usize) {
             built.checks.len(),
             built.image.bytes.len()
         ));
-        let r = run_guest(sg.name, &built);
+        let r = run_guest(sg.name, &built, sg.input);
         for l in &r.lines {
             out(l);
         }
@@ -202,10 +219,7 @@ pub fn run_all(out: &mut dyn FnMut(&str)) -> (usize, usize) {
 
 /// Names of every check of every selftest guest.
 pub fn all_checks() -> Vec<String> {
-    guests()
-        .iter()
-        .flat_map(|g| (g.build)().checks)
-        .collect()
+    guests().iter().flat_map(|g| (g.build)().checks).collect()
 }
 
 #[cfg(test)]

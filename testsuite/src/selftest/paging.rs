@@ -53,12 +53,20 @@ pub fn build() -> BuiltGuest {
 
         a.check("paging32_4k_alias", |a| {
             a.mov(dword_ptr(0x4000_0010u64), 0xA11A_5000u32 as i32)?;
-            a.expect_mem(0x20_0010, 0xA11A_5000, "physical 0x200010 written through 0x40000010")
+            a.expect_mem(
+                0x20_0010,
+                0xA11A_5000,
+                "physical 0x200010 written through 0x40000010",
+            )
         })?;
 
         a.check("paging32_4m_page", |a| {
             a.mov(dword_ptr(0x8000_1234u64), 0x4D4D_4D4D)?;
-            a.expect_mem(0x80_1234, 0x4D4D_4D4D, "physical 0x801234 written through 0x80001234")?;
+            a.expect_mem(
+                0x80_1234,
+                0x4D4D_4D4D,
+                "physical 0x801234 written through 0x80001234",
+            )?;
             a.expect_mem_masked(pd + 0x200 * 4, 0x60, 0x60, "A and D of the 4 MiB PDE")
         })?;
 
@@ -76,15 +84,23 @@ pub fn build() -> BuiltGuest {
             a.mov(eax, dword_ptr(0x4000_0000u64))?; // TLB now maps 0x40000000 -> 0x200000
             set_pte(a, 0, 0x20_1000 | 7)?; // remap and INVLPG
             a.mov(eax, dword_ptr(0x4000_0000u64))?;
-            a.expect_eq(eax, 0xB0B0_B0B0, "read through the remapped page after INVLPG")
+            a.expect_eq(
+                eax,
+                0xB0B0_B0B0,
+                "read through the remapped page after INVLPG",
+            )
         })?;
 
         a.check("paging_cr3_reload_flush", |a| {
-            a.mov(dword_ptr(pt), (0x20_0000 | 7) as i32)?;
+            a.mov(dword_ptr(pt), 0x20_0000 | 7)?;
             a.mov(eax, cr3)?;
             a.mov(cr3, eax)?;
             a.mov(eax, dword_ptr(0x4000_0010u64))?;
-            a.expect_eq(eax, 0xA11A_5000, "read after remapping back and reloading CR3")
+            a.expect_eq(
+                eax,
+                0xA11A_5000,
+                "read after remapping back and reloading CR3",
+            )
         })?;
 
         a.check("pf_not_present_read", |a| {
@@ -201,7 +217,11 @@ pub fn build() -> BuiltGuest {
 
         a.check("pae_alias_2m", |a| {
             a.mov(dword_ptr(0x4000_0040u64), 0x2A2A_2A2A)?;
-            a.expect_mem(0x20_0040, 0x2A2A_2A2A, "physical 0x200040 through 0x40000040 (2 MiB page)")
+            a.expect_mem(
+                0x20_0040,
+                0x2A2A_2A2A,
+                "physical 0x200040 through 0x40000040 (2 MiB page)",
+            )
         })?;
 
         a.check("pae_nx_fetch", |a| {

@@ -221,8 +221,57 @@ pub fn build() -> BuiltGuest {
             a.mov(edi, 0x10_0600)?;
             a.mov(dword_ptr(edi).fs(), 0x600D_F00D)?;
             a.mov(ecx, dword_ptr(edi).fs())?;
-            a.expect_eq(ecx, 0x600D_F00D, "read back at 0x100600 through FS (4 GiB limit)")?;
+            a.expect_eq(
+                ecx,
+                0x600D_F00D,
+                "read back at 0x100600 through FS (4 GiB limit)",
+            )?;
             a.expect_mem(0x600, 0x1111_1111, "0x600 (no wrap at 1 MiB)")
+        })?;
+
+        a.check("uart_receive_polled", |a| {
+            // The runner queued "ping" for COM1: poll LSR.DR, read RBR.
+            let buf = V_USER + 0x18;
+            a.mov(dword_ptr(buf), 0)?;
+            a.mov(di, buf as i32)?;
+            a.xor(cx, cx)?;
+            a.mov(ebx, 1_000_000)?;
+            let (mut poll, mut got, mut out) =
+                (a.create_label(), a.create_label(), a.create_label());
+            a.bind(&mut poll)?;
+            a.mov(dx, 0x3FD)?;
+            a.in_(al, dx)?;
+            a.test(al, 1)?;
+            a.jnz(got)?;
+            a.dec(ebx)?;
+            a.jnz(poll)?;
+            a.jmp(out)?;
+            a.bind(&mut got)?;
+            a.mov(dx, 0x3F8)?;
+            a.in_(al, dx)?;
+            a.mov(byte_ptr(di), al)?;
+            a.inc(di)?;
+            a.inc(cx)?;
+            a.cmp(cx, 4)?;
+            a.jb(poll)?;
+            a.bind(&mut out)?;
+            a.movzx(ecx, cx)?;
+            a.expect_eq(ecx, 4, "bytes received")?;
+            a.expect_mem(
+                buf,
+                u32::from_le_bytes(*b"ping"),
+                "bytes received (\"ping\")",
+            )
+        })?;
+
+        a.check("real_ud_through_ivt", |a| {
+            let h = a.sym("real_ud");
+            rt::set_ivt(a, 6, h)?;
+            a.mov(word_ptr(V_USER), 0)?;
+            let mut at = a.addr_label();
+            a.bind(&mut at.label)?;
+            a.ud2()?; // the handler skips the 2 bytes
+            a.expect_mem_masked(V_USER, 0xFFFF, at.addr as u32, "IP pushed by #UD (the UD2)")
         })?;
 
         a.print("real: done\n")?;
@@ -254,7 +303,9 @@ pub fn build() -> BuiltGuest {
         a.inc(ax)?;
         a.iret()?;
 
-        // #DE: record the pushed IP, skip the 2-byte DIV.
+        // #DE / #UD: record the pushed IP, skip the 2-byte DIV / UD2.
+        a.here("real_ud")?;
+        a.nop()?;
         a.here("real_de")?;
         a.push(bp)?;
         a.mov(bp, sp)?;

@@ -42,7 +42,11 @@ pub fn build() -> BuiltGuest {
             a.expect_mem(V_FRAME + 8, (UCODE32 | 3) as u32, "saved CS")?;
             a.expect_mem(V_FRAME + 24, STACK3_TOP as u32, "saved ESP")?;
             a.expect_mem(V_FRAME + 32, (UDATA | 3) as u32, "saved SS")?;
-            a.expect_mem(V_FRAME_SP, (TSS_STACK_TOP - 20) as u32, "handler stack (TSS ESP0 - 20)")?;
+            a.expect_mem(
+                V_FRAME_SP,
+                (TSS_STACK_TOP - 20) as u32,
+                "handler stack (TSS ESP0 - 20)",
+            )?;
             a.expect_mem_masked(V_FRAME + 16, EFLAGS_IF | 0x2, 0x2, "saved EFLAGS")
         })?;
 
@@ -58,8 +62,18 @@ pub fn build() -> BuiltGuest {
         for (name, user, err, what) in [
             ("ring3_gp_hlt", "u_hlt", 0u32, "HLT"),
             ("ring3_gp_cli_iopl0", "u_cli", 0, "CLI"),
-            ("ring3_gp_int_dpl0_gate", "u_int81", 0x81 * 8 + 2, "INT 0x81"),
-            ("ring3_gp_load_ring0_ds", "u_load_kds", KDATA as u32, "MOV DS"),
+            (
+                "ring3_gp_int_dpl0_gate",
+                "u_int81",
+                0x81 * 8 + 2,
+                "INT 0x81",
+            ),
+            (
+                "ring3_gp_load_ring0_ds",
+                "u_load_kds",
+                KDATA as u32,
+                "MOV DS",
+            ),
             ("ring3_gp_in_no_io_bitmap", "u_in", 0, "IN"),
         ] {
             a.check(name, |a| {
@@ -67,7 +81,11 @@ pub fn build() -> BuiltGuest {
                 a.expect_exception(13, Some(err))?;
                 let at = a.sym(&format!("{user}_at"));
                 a.expect_fault_ip(at)?;
-                a.expect_mem(V_FRAME + 8, (UCODE32 | 3) as u32, &format!("saved CS of the {what}"))
+                a.expect_mem(
+                    V_FRAME + 8,
+                    (UCODE32 | 3) as u32,
+                    &format!("saved CS of the {what}"),
+                )
             })?;
         }
 
@@ -86,7 +104,11 @@ pub fn build() -> BuiltGuest {
             a.expect_exception(13, Some(0))?;
             let at = a.sym("u_in_denied_at");
             a.expect_fault_ip(at)?;
-            a.expect_mem(V_FRAME_SP, (TSS_STACK_TOP - 20) as u32, "ESP0 of the new TSS")
+            a.expect_mem(
+                V_FRAME_SP,
+                (TSS_STACK_TOP - 20) as u32,
+                "ESP0 of the new TSS",
+            )
         })?;
 
         a.check("sysenter_sysexit", |a| {
@@ -108,10 +130,19 @@ pub fn build() -> BuiltGuest {
             a.expect_mem(V_USER, KCODE32 as u32, "CS after SYSENTER")?;
             a.expect_mem(V_USER + 4, KDATA as u32, "SS after SYSENTER")?;
             a.expect_mem(V_USER + 8, SYSENTER_STACK as u32, "ESP after SYSENTER")?;
-            a.expect_mem_masked(V_USER + 12, EFLAGS_IF | EFLAGS_VM, 0, "EFLAGS.IF/VM after SYSENTER")?;
+            a.expect_mem_masked(
+                V_USER + 12,
+                EFLAGS_IF | EFLAGS_VM,
+                0,
+                "EFLAGS.IF/VM after SYSENTER",
+            )?;
             a.expect_mem(V_USER + 16, (UCODE32 | 3) as u32, "CS after SYSEXIT")?;
             a.expect_mem(V_USER + 20, (UDATA | 3) as u32, "SS after SYSEXIT")?;
-            a.expect_mem(V_USER + 24, STACK3_TOP as u32 - 4, "ESP after SYSEXIT (= ECX)")?;
+            a.expect_mem(
+                V_USER + 24,
+                STACK3_TOP as u32 - 4,
+                "ESP after SYSEXIT (= ECX)",
+            )?;
             a.expect_mem(V_USER + 28, 0x1234_5678, "ESI preserved")
         })?;
 
@@ -122,11 +153,19 @@ pub fn build() -> BuiltGuest {
             run_user(a, "u_callgate", 0x2)?;
             a.expect_exception(0x80, None)?;
             a.expect_mem(V_USER, KCODE32 as u32, "CS in the gate's target")?;
-            a.expect_mem(V_USER + 4, (TSS_STACK_TOP - 20) as u32, "ESP in the target (TSS ESP0 - 20)")?;
+            a.expect_mem(
+                V_USER + 4,
+                (TSS_STACK_TOP - 20) as u32,
+                "ESP in the target (TSS ESP0 - 20)",
+            )?;
             let ret = a.sym("u_callgate_ret");
             a.expect_mem(V_USER + 8, ret as u32, "return EIP on the new stack")?;
             a.expect_mem(V_USER + 12, (UCODE32 | 3) as u32, "return CS")?;
-            a.expect_mem(V_USER + 16, 0x1234_ABCD, "parameter copied to the new stack")?;
+            a.expect_mem(
+                V_USER + 16,
+                0x1234_ABCD,
+                "parameter copied to the new stack",
+            )?;
             a.expect_mem(V_USER + 20, STACK3_TOP as u32 - 4, "caller ESP")?;
             a.expect_mem(V_USER + 24, (UDATA | 3) as u32, "caller SS")?;
             a.expect_mem(V_USER + 28, STACK3_TOP as u32, "ring-3 ESP after RETF 4")?;

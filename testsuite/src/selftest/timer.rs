@@ -14,6 +14,7 @@ use iced_x86::code_asm::*;
 
 use crate::guests::asm::R;
 use crate::guests::layout::*;
+use crate::guests::rt::Gate;
 use crate::guests::{emit_count_pit_irqs, rt, BuiltGuest, Guest};
 
 pub fn build() -> BuiltGuest {
@@ -52,7 +53,11 @@ pub fn build() -> BuiltGuest {
             a.print("  PIT interrupts in 10500000 instructions: ")?;
             a.print_dec_eax()?;
             a.print("\n")?;
-            a.expect_eq(eax, 10, "timer interrupts during 10,500,000 instructions at 1 kHz")
+            a.expect_eq(
+                eax,
+                10,
+                "timer interrupts during 10,500,000 instructions at 1 kHz",
+            )
         })?;
 
         a.check("pit_hlt_wakeup_period", |a| {
@@ -205,10 +210,111 @@ pub fn build() -> BuiltGuest {
             })
         })?;
 
+        a.check("pit_channel2_tsc_calibration", |a| {
+            // What Linux's pit_calibrate_tsc does: gate channel 2 through
+            // port 0x61, mode 0 with 11932 counts (10 ms), poll OUT2 (port
+            // 0x61 bit 5) while reading the TSC. OUT2 rises 11933 pulses
+            // (10,001,259 ns) after the count write: the TSC, at exactly
+            // 1 GHz, advances about 10,001,000.
+            a.in_(al, 0x61)?;
+            a.and(al, 0xFC)?;
+            a.or(al, 1)?;
+            a.out(0x61, al)?;
+            a.mov(al, 0xB0)?;
+            a.out(0x43, al)?;
+            a.mov(al, 11932 & 0xFF)?;
+            a.out(0x42, al)?;
+            a.mov(al, 11932 >> 8)?;
+            a.out(0x42, al)?;
+            a.rdtsc()?;
+            a.mov(esi, eax)?;
+            let mut poll = a.create_label();
+            a.bind(&mut poll)?;
+            a.in_(al, 0x61)?;
+            a.test(al, 0x20)?;
+            a.jz(poll)?;
+            a.rdtsc()?;
+            a.sub(eax, esi)?;
+            a.print("  PIT channel 2, 11932 counts: TSC advanced ")?;
+            a.print_dec_eax()?;
+            a.print("\n")?;
+            a.expect_that("TSC delta in [10000000, 10002000]", |a, ok| {
+                a.sub(eax, 10_000_000)?;
+                a.cmp(eax, 2000)?;
+                a.jbe(ok)
+            })
+        })?;
+
+        a.check("uart_receive_irq", |a| {
+            // The runner queued "irq!": with IER.RDA and MCR.OUT2 the UART
+            // raises IRQ4; the handler drains RBR into a buffer.
+            let buf = V_USER + 0x28;
+            let cnt = V_USER + 0x38;
+            a.mov(dword_ptr(buf), 0)?;
+            a.mov(dword_ptr(cnt), 0)?;
+            a.cli()?;
+            rt::pic_init(a, 0x10)?;
+            a.mov(dx, 0x3FC)?;
+            a.mov(al, 0x0B)?; // DTR RTS OUT2
+            a.out(dx, al)?;
+            a.mov(dx, 0x3F9)?;
+            a.mov(al, 1)?; // IER: received data available
+            a.out(dx, al)?;
+            a.sti()?;
+            a.mov(ecx, 100_000)?;
+            let (mut wait, mut done) = (a.create_label(), a.create_label());
+            a.bind(&mut wait)?;
+            a.cmp(dword_ptr(cnt), 4)?;
+            a.jae(done)?;
+            a.dec(ecx)?;
+            a.jnz(wait)?;
+            a.bind(&mut done)?;
+            a.cli()?;
+            a.mov(dx, 0x3F9)?;
+            a.mov(al, 0)?;
+            a.out(dx, al)?;
+            a.mov(dx, 0x3FC)?;
+            a.mov(al, 3)?;
+            a.out(dx, al)?;
+            a.expect_mem(cnt, 4, "bytes received by the interrupt handler")?;
+            a.expect_mem(
+                buf,
+                u32::from_le_bytes(*b"irq!"),
+                "bytes received (\"irq!\")",
+            )
+        })?;
+
         a.print("timer: done\n")?;
         a.exit(0)
     });
+    g.gate32(Gate::new(0x24, "uart_isr32", 0));
     g.code32("timer_handlers", |a| -> R {
+        // COM1 receive interrupt: drain RBR into V_USER+0x28, count at +0x38.
+        a.here("uart_isr32")?;
+        a.push(eax)?;
+        a.push(edx)?;
+        a.push(edi)?;
+        let (mut more, mut empty) = (a.create_label(), a.create_label());
+        a.bind(&mut more)?;
+        a.mov(dx, 0x3FD)?;
+        a.in_(al, dx)?;
+        a.test(al, 1)?;
+        a.jz(empty)?;
+        a.mov(dx, 0x3F8)?;
+        a.in_(al, dx)?;
+        a.mov(edi, dword_ptr(V_USER + 0x38))?;
+        a.and(edi, 0xF)?;
+        a.mov(byte_ptr(edi + (V_USER + 0x28) as i32), al)?;
+        a.inc(dword_ptr(V_USER + 0x38))?;
+        a.jmp(more)?;
+        a.bind(&mut empty)?;
+        a.mov(al, 0x20)?;
+        a.out(0x20, al)?;
+        a.pop(edi)?;
+        a.pop(edx)?;
+        a.pop(eax)?;
+        a.iretd()?;
+
         a.here("timer_no_eoi")?;
         a.inc(dword_ptr(V_TICKS))?;
         a.iretd()

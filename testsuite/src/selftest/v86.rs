@@ -42,10 +42,25 @@ pub fn build() -> BuiltGuest {
         run_v86(a, "v86_a", 3)?;
 
         a.check("v86_run_code", |a| {
-            a.expect_mem_masked(0x9_0010, 0xFFFF, 0x2345, "word written to ES:0010 (ES=0x9000)")?;
+            a.expect_mem_masked(
+                0x9_0010,
+                0xFFFF,
+                0x2345,
+                "word written to ES:0010 (ES=0x9000)",
+            )?;
             a.expect_mem_masked(V_USER, 0xFFFF, 0, "CS seen by V86 code")?;
-            a.expect_mem_masked(V_USER + 2, 0xFFFF, 0x2345, "value through PUSH/POP on the V86 stack")?;
-            a.expect_mem_masked(V_USER + 4, 0x3000, 0x3000, "IOPL in FLAGS pushed by V86 PUSHF")
+            a.expect_mem_masked(
+                V_USER + 2,
+                0xFFFF,
+                0x2345,
+                "value through PUSH/POP on the V86 stack",
+            )?;
+            a.expect_mem_masked(
+                V_USER + 4,
+                0x3000,
+                0x3000,
+                "IOPL in FLAGS pushed by V86 PUSHF",
+            )
         })?;
 
         a.check("v86_int_to_monitor", |a| {
@@ -57,7 +72,11 @@ pub fn build() -> BuiltGuest {
             a.expect_mem(V_FRAME + 24, V86_SP, "saved ESP")?;
             a.expect_mem(V_FRAME + 32, 0, "saved SS")?;
             a.expect_mem(V_FRAME + 40, V86_ES, "saved ES")?;
-            a.expect_mem(V_FRAME_SP, (TSS_STACK_TOP - 36) as u32, "monitor stack (TSS ESP0 - 36)")?;
+            a.expect_mem(
+                V_FRAME_SP,
+                (TSS_STACK_TOP - 36) as u32,
+                "monitor stack (TSS ESP0 - 36)",
+            )?;
             a.expect_mem_masked(V_ENTRY_DS, 0xFFFF, 0, "DS on entry to the monitor (nulled)")
         })?;
 

@@ -152,6 +152,12 @@ impl Emu {
         self.cpu.end_block = false;
     }
 
+    /// Gives FS and GS these bases (the host thread's).
+    pub fn set_fs_gs(&mut self, fs: u64, gs: u64) {
+        self.cpu.seg[SegReg::Fs as usize].base = fs;
+        self.cpu.seg[SegReg::Gs as usize].base = gs;
+    }
+
     /// Resolves the handlers of decoded instructions.
     pub fn handlers(insns: &[Instruction]) -> Vec<Handler> {
         insns.iter().map(handler_for).collect()

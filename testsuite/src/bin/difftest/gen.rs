@@ -446,13 +446,24 @@ fn mov_imm64(r: usize, v: u64) -> Instruction {
 /// The generator.
 pub struct Generator {
     pub templates: Vec<Template>,
+    /// Templates that also exist in 32-bit code (same order as `templates`).
+    ok32: Vec<bool>,
     by_class: Vec<Vec<usize>>,
+    by_class32: Vec<Vec<usize>>,
     data_base: u64,
     data_size: u64,
     strict: bool,
     /// Most instructions per sequence (not counting setups).
     pub max_len: u64,
+    /// Include AAA..DAS in 32-bit cases.
+    pub bcd: bool,
+    /// The host thread's FS and GS bases (for FS:/GS: memory operands).
+    pub fs_base: u64,
+    pub gs_base: u64,
+    /// Generating 32-bit code (compatibility mode) right now.
+    w32: bool,
     enc: Encoder,
+    enc32: Encoder,
 }
 
 impl Generator {
@@ -464,39 +475,87 @@ impl Generator {
     ) -> Generator {
         let mut g = Generator {
             templates,
+            ok32: Vec::new(),
             by_class: Vec::new(),
+            by_class32: Vec::new(),
             data_base,
             data_size,
             strict,
             max_len: 8,
+            bcd: true,
+            fs_base: 0,
+            gs_base: 0,
+            w32: false,
             enc: Encoder::new(64),
+            enc32: Encoder::new(32),
         };
+        // Which forms exist in 32-bit code: try to encode a few instances.
+        let mut rng = Rng::new(0x3232);
+        g.w32 = true;
+        let mut ok32 = Vec::with_capacity(g.templates.len());
+        for t in &g.templates {
+            let mut enc = Encoder::new(32);
+            let ok = (0..16).any(|_| {
+                g.instance(&mut rng, t)
+                    .is_some_and(|group| group.iter().all(|i| enc.encode(i, 0x1000).is_ok()))
+            });
+            ok32.push(ok);
+        }
+        g.w32 = false;
+        g.ok32 = ok32;
         g.index();
         g
     }
 
     fn index(&mut self) {
-        self.by_class = Class::ALL
-            .iter()
-            .map(|c| {
-                (0..self.templates.len())
-                    .filter(|&i| self.templates[i].class == *c)
-                    .collect::<Vec<_>>()
-            })
-            .filter(|v| !v.is_empty())
-            .collect();
+        let group = |ok: &dyn Fn(usize) -> bool| -> Vec<Vec<usize>> {
+            Class::ALL
+                .iter()
+                .map(|c| {
+                    (0..self.templates.len())
+                        .filter(|&i| self.templates[i].class == *c && ok(i))
+                        .collect::<Vec<_>>()
+                })
+                .filter(|v| !v.is_empty())
+                .collect()
+        };
+        let by_class = group(&|_| true);
+        let by_class32 = group(&|i| self.ok32[i]);
+        self.by_class = by_class;
+        self.by_class32 = by_class32;
     }
 
     /// Keeps only the templates `keep` accepts.
     pub fn retain(&mut self, mut keep: impl FnMut(&Template) -> bool) {
-        self.templates.retain(|t| keep(t));
+        let mut ok32 = self.ok32.iter();
+        let mut kept32 = Vec::new();
+        self.templates.retain(|t| {
+            let o = *ok32.next().unwrap_or(&false);
+            let k = keep(t);
+            if k {
+                kept32.push(o);
+            }
+            k
+        });
+        self.ok32 = kept32;
         self.index();
     }
 
-    /// A random GPR index other than RSP and `avoid`.
+    /// Whether 32-bit cases have anything to run.
+    pub fn has32(&self) -> bool {
+        self.bcd || !self.by_class32.is_empty()
+    }
+
+    /// Number of forms that also run as 32-bit code.
+    pub fn count32(&self) -> usize {
+        self.ok32.iter().filter(|o| **o).count()
+    }
+
+    /// A random GPR index other than RSP and `avoid` (0–7 in 32-bit code).
     fn reg_index(&self, rng: &mut Rng, avoid: &[usize]) -> usize {
+        let n = if self.w32 { 8 } else { 16 };
         loop {
-            let i = rng.below(16) as usize;
+            let i = rng.below(n) as usize;
             if i != 4 && !avoid.contains(&i) {
                 return i;
             }
@@ -505,10 +564,33 @@ impl Generator {
 
     /// A random register of `size` bytes (8-bit includes AH..BH sometimes).
     fn reg(&self, rng: &mut Rng, size: u8, avoid: &[usize]) -> Register {
+        if size == 1 && self.w32 {
+            // No REX in 32-bit code: AL..BL and AH..BH only.
+            return *rng.pick(&[
+                Register::AL,
+                Register::CL,
+                Register::DL,
+                Register::BL,
+                Register::AH,
+                Register::CH,
+                Register::DH,
+                Register::BH,
+            ]);
+        }
         if size == 1 && rng.chance(15) {
             return *rng.pick(&[Register::AH, Register::CH, Register::DH, Register::BH]);
         }
         reg_of(self.reg_index(rng, avoid), size)
+    }
+
+    /// `mov reg, v` with the register's full width (32 bits in 32-bit code).
+    fn mov_imm(&self, r: usize, v: u64) -> Instruction {
+        if self.w32 {
+            Instruction::with2(Code::Mov_r32_imm32, GPR64[r].full_register32(), v as u32)
+                .expect("mov r32, imm32")
+        } else {
+            mov_imm64(r, v)
+        }
     }
 
     /// A memory operand of `size` bytes inside the scratch data, with the
@@ -535,8 +617,61 @@ impl Generator {
             1 => rng.below(256) as i64 - 128,
             _ => rng.below(0x2000) as i64 - 0x1000,
         };
-        match rng.below(100) {
-            0..=19 => (MemoryOperand::with_displ(a, 4), vec![]),
+        if self.w32 {
+            // 32-bit code: absolute, base+disp, base+index*scale+disp (32-bit registers).
+            return match rng.below(3) {
+                0 => (MemoryOperand::with_displ(a, 4), vec![]),
+                1 => {
+                    let b = self.reg_index(rng, avoid);
+                    setup.push(self.mov_imm(b, a.wrapping_sub(disp as u64)));
+                    (
+                        MemoryOperand::with_base_displ(GPR64[b].full_register32(), disp),
+                        vec![b],
+                    )
+                }
+                _ => {
+                    let b = self.reg_index(rng, avoid);
+                    let mut av = avoid.to_vec();
+                    av.push(b);
+                    let x = self.reg_index(rng, &av);
+                    let scale = *rng.pick(&[1u32, 2, 4, 8]);
+                    let idx = rng.below(129) as i64 - 64;
+                    let base = a
+                        .wrapping_sub(disp as u64)
+                        .wrapping_sub((idx * scale as i64) as u64);
+                    setup.push(self.mov_imm(b, base));
+                    setup.push(self.mov_imm(x, idx as u64));
+                    (
+                        MemoryOperand::with_base_index_scale_displ_size(
+                            GPR64[b].full_register32(),
+                            GPR64[x].full_register32(),
+                            scale,
+                            disp,
+                            1,
+                        ),
+                        vec![b, x],
+                    )
+                }
+            };
+        }
+        let (mut mo, used) = match rng.below(100) {
+            0..=4 => {
+                // FS/GS override: the host's segment base is added (64-bit mode honours it).
+                let (seg, sbase) = if rng.chance(50) {
+                    (Register::FS, self.fs_base)
+                } else {
+                    (Register::GS, self.gs_base)
+                };
+                let b = self.reg_index(rng, avoid);
+                setup.push(mov_imm64(
+                    b,
+                    a.wrapping_sub(disp as u64).wrapping_sub(sbase),
+                ));
+                let mut mo = MemoryOperand::with_base_displ(GPR64[b], disp);
+                mo.segment_prefix = seg;
+                return (mo, vec![b]);
+            }
+            5..=19 => (MemoryOperand::with_displ(a, 4), vec![]),
             20..=34 => (
                 MemoryOperand::with_base_displ(Register::RIP, a as i64),
                 vec![],
@@ -575,7 +710,13 @@ impl Generator {
                     vec![b],
                 )
             }
+        };
+        if rng.chance(5) {
+            // A segment override that 64-bit mode ignores (base 0, no limit).
+            mo.segment_prefix =
+                *rng.pick(&[Register::ES, Register::CS, Register::SS, Register::DS]);
         }
+        (mo, used)
     }
 
     /// Random immediates for every immediate operand (the `1` of shift-by-one forms stays).
@@ -663,7 +804,7 @@ impl Generator {
                             4 => (off as u64 & 0xffff_ffff) | (rng.next() << 32),
                             _ => off as u64,
                         };
-                        value_setup.push(mov_imm64(r, v));
+                        value_setup.push(self.mov_imm(r, v));
                         Op::Reg(reg_of(r, s))
                     } else {
                         Op::Reg(self.reg(rng, s, &[]))
@@ -792,8 +933,9 @@ impl Generator {
         if matches!(kind, Str::Cmps) && rng.chance(30) {
             a2 = a1;
         }
+        let w32 = self.w32;
         let hi = |rng: &mut Rng| {
-            if asz == 32 && rng.chance(50) {
+            if asz == 32 && !w32 && rng.chance(50) {
                 rng.next() << 32
             } else {
                 0
@@ -801,26 +943,70 @@ impl Generator {
         };
         if matches!(kind, Str::Movs | Str::Lods | Str::Cmps) {
             let v = a1 | hi(rng);
-            out.push(mov_imm64(6, v));
+            out.push(self.mov_imm(6, v));
         }
         if matches!(kind, Str::Movs | Str::Stos | Str::Cmps | Str::Scas) {
             let v = a2 | hi(rng);
-            out.push(mov_imm64(7, v));
+            out.push(self.mov_imm(7, v));
         }
         if rep != RepPrefixKind::None {
             let n = rng.below(34);
             let v = n | hi(rng);
-            out.push(mov_imm64(1, v));
+            out.push(self.mov_imm(1, v));
         }
         out.push(string_insn(kind, size, asz, rep).ok()?);
         Some(out)
     }
 
-    /// A sequence of 1–8 instructions (plus their setups) with random state.
-    pub fn case(&mut self, rng: &mut Rng, ip0: u64) -> Case {
+    /// A decimal-adjust instruction, or ADD/ADC/SUB/SBB AL, imm8 to set up AF
+    /// and CF for one (32-bit code only). AAM 0 (#DE) comes up now and then.
+    fn bcd_insn(&self, rng: &mut Rng) -> Instruction {
+        let imm = rng.value() as u8;
+        let none = |c| {
+            let mut i = Instruction::default();
+            i.set_code(c);
+            i
+        };
+        match rng.below(10) {
+            0 => none(Code::Aaa),
+            1 => none(Code::Aas),
+            2 => none(Code::Daa),
+            3 => none(Code::Das),
+            4 => {
+                let base = match rng.below(20) {
+                    0 => 0,
+                    1..=9 => 10,
+                    _ => imm,
+                };
+                Instruction::with1(Code::Aam_imm8, base as u32).expect("aam")
+            }
+            5 => {
+                let base = if rng.chance(50) { 10 } else { imm };
+                Instruction::with1(Code::Aad_imm8, base as u32).expect("aad")
+            }
+            k => {
+                let c = [
+                    Code::Add_AL_imm8,
+                    Code::Adc_AL_imm8,
+                    Code::Sub_AL_imm8,
+                    Code::Sbb_AL_imm8,
+                ][k as usize - 6];
+                Instruction::with2(c, Register::AL, imm as u32).expect("alu")
+            }
+        }
+    }
+
+    /// A sequence of 1–8 instructions (plus their setups) with random state:
+    /// 64-bit code, or (`w32`) 32-bit code for compatibility mode, which may
+    /// include the decimal-adjust instructions.
+    pub fn case(&mut self, rng: &mut Rng, ip0: u64, w32: bool) -> Case {
+        self.w32 = w32;
         let mut gpr = [0u64; 16];
         for g in gpr.iter_mut() {
             *g = rng.value();
+            if w32 {
+                *g &= 0xffff_ffff;
+            }
         }
         let status = rng.next() & 0x8d5;
         let df = if rng.chance(50) { 0x400 } else { 0 };
@@ -833,12 +1019,30 @@ impl Generator {
         let mut code = Vec::new();
         let mut poison = 0u64;
         let mut ip = ip0;
+        let nclass = if w32 {
+            self.by_class32.len() + self.bcd as usize
+        } else {
+            self.by_class.len()
+        };
         for _ in 0..n {
+            if nclass == 0 {
+                break;
+            }
             for _attempt in 0..100 {
-                let class = rng.pick(&self.by_class);
-                let t = &self.templates[*rng.pick(class)];
-                let Some(group) = self.instance(rng, t) else {
-                    continue;
+                let c = rng.below(nclass as u64) as usize;
+                let group = if w32 && c == self.by_class32.len() {
+                    vec![self.bcd_insn(rng)]
+                } else {
+                    let class = if w32 {
+                        &self.by_class32[c]
+                    } else {
+                        &self.by_class[c]
+                    };
+                    let t = &self.templates[*rng.pick(class)];
+                    let Some(group) = self.instance(rng, t) else {
+                        continue;
+                    };
+                    group
                 };
                 let mut p = poison;
                 let mut ok = true;
@@ -852,17 +1056,18 @@ impl Generator {
                 if !ok {
                     continue;
                 }
+                let enc = if w32 { &mut self.enc32 } else { &mut self.enc };
                 let mut bytes = Vec::new();
                 let mut cur = ip;
                 for i in &group {
-                    match self.enc.encode(i, cur) {
+                    match enc.encode(i, cur) {
                         Ok(len) => {
                             cur += len as u64;
-                            bytes.extend(self.enc.take_buffer());
+                            bytes.extend(enc.take_buffer());
                         }
                         Err(_) => {
                             ok = false;
-                            let _ = self.enc.take_buffer();
+                            let _ = enc.take_buffer();
                             break;
                         }
                     }
@@ -876,8 +1081,9 @@ impl Generator {
                 break;
             }
         }
+        self.w32 = false;
         let mut insns = Vec::new();
-        let mut dec = Decoder::with_ip(64, &code, ip0, DecoderOptions::NONE);
+        let mut dec = Decoder::with_ip(if w32 { 32 } else { 64 }, &code, ip0, DecoderOptions::NONE);
         while dec.can_decode() {
             insns.push(dec.decode());
         }
@@ -891,85 +1097,6 @@ impl Generator {
             gpr,
             rflags,
             data,
-            code,
-            insns,
-            poison: pv,
-            final_poison: if self.strict { 0 } else { p },
-        }
-    }
-
-    /// A compatibility-mode (32-bit code) sequence of 1–4 decimal-adjust
-    /// instructions mixed with ADD/ADC/SUB/SBB AL, imm8 (which set up AF and
-    /// CF). AAM 0 (#DE) is generated now and then.
-    pub fn case32(&mut self, rng: &mut Rng, ip0: u64) -> Case {
-        let mut gpr = [0u64; 16];
-        for g in gpr.iter_mut() {
-            *g = rng.value() & 0xffff_ffff;
-        }
-        let status = rng.next() & 0x8d5;
-        let rflags = 0x202 | status;
-        let n = 1 + rng.below(self.max_len.clamp(1, 4));
-        let mut enc = Encoder::new(32);
-        let mut code = Vec::new();
-        let mut ip = ip0;
-        let mut poison = 0;
-        for _ in 0..n {
-            for _attempt in 0..20 {
-                let imm = rng.value() as u8;
-                let insn = match rng.below(10) {
-                    0 => Instruction::with(Code::Aaa),
-                    1 => Instruction::with(Code::Aas),
-                    2 => Instruction::with(Code::Daa),
-                    3 => Instruction::with(Code::Das),
-                    4 => {
-                        let base = match rng.below(20) {
-                            0 => 0,
-                            1..=9 => 10,
-                            _ => imm,
-                        };
-                        Instruction::with1(Code::Aam_imm8, base as u32).expect("aam")
-                    }
-                    5 => {
-                        let base = if rng.chance(50) { 10 } else { imm };
-                        Instruction::with1(Code::Aad_imm8, base as u32).expect("aad")
-                    }
-                    k => {
-                        let c = [
-                            Code::Add_AL_imm8,
-                            Code::Adc_AL_imm8,
-                            Code::Sub_AL_imm8,
-                            Code::Sbb_AL_imm8,
-                        ][k as usize - 6];
-                        Instruction::with2(c, Register::AL, imm as u32).expect("alu")
-                    }
-                };
-                // Never let an undefined flag be read (unless strict).
-                if !self.strict && eflags(insn.rflags_read()) & poison != 0 {
-                    continue;
-                }
-                if let Ok(len) = enc.encode(&insn, ip) {
-                    ip += len as u64;
-                    code.extend(enc.take_buffer());
-                    poison = poison_after(poison, &insn);
-                    break;
-                }
-            }
-        }
-        let mut insns = Vec::new();
-        let mut dec = Decoder::with_ip(32, &code, ip0, DecoderOptions::NONE);
-        while dec.can_decode() {
-            insns.push(dec.decode());
-        }
-        let mut pv = Vec::with_capacity(insns.len());
-        let mut p = 0;
-        for i in &insns {
-            pv.push(if self.strict { 0 } else { p });
-            p = poison_after(p, i);
-        }
-        Case {
-            gpr,
-            rflags,
-            data: vec![0; self.data_size as usize],
             code,
             insns,
             poison: pv,

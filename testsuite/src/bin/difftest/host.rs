@@ -47,11 +47,18 @@ const S_RFLAGS: u64 = 128;
 const S_HOST_RSP: u64 = 136;
 const S_SIGNAL: u64 = 144;
 const S_FAULT_RIP: u64 = 152;
+/// Linux's flat user data selector, loaded into DS/ES for 32-bit code (a
+/// 64-bit process usually runs with null DS/ES, which 32-bit code cannot use).
+const S_USER_DS: u64 = 160;
+const USER_DS: u16 = 0x2b;
 
 static GEN_START: AtomicU64 = AtomicU64::new(0);
 static GEN_END: AtomicU64 = AtomicU64::new(0);
 static RECOVER: AtomicU64 = AtomicU64::new(0);
 static STATE: AtomicU64 = AtomicU64::new(0);
+/// The compatibility-mode entry thunk (a fault there means no 32-bit code segment).
+static THUNK_START: AtomicU64 = AtomicU64::new(0);
+static THUNK_END: AtomicU64 = AtomicU64::new(0);
 
 /// GPR order of `Cpu::gpr` → index in `mcontext.gregs`.
 const GREG: [libc::c_int; 16] = [
@@ -126,7 +133,9 @@ extern "C" fn on_signal(sig: libc::c_int, _info: *mut libc::siginfo_t, uctx: *mu
             GEN_START.load(Ordering::Relaxed),
             GEN_END.load(Ordering::Relaxed),
         );
-        if rip < start || rip >= end {
+        let in_thunk =
+            rip >= THUNK_START.load(Ordering::Relaxed) && rip < THUNK_END.load(Ordering::Relaxed);
+        if (rip < start || rip >= end) && !in_thunk {
             // Not ours: restore the default action; returning re-raises it.
             libc::signal(sig, libc::SIG_DFL);
             return;
@@ -276,6 +285,12 @@ impl Host {
         // jump to the epilogue below (which restores RSP before using it,
         // since the mode switches may not preserve its upper half).
         let mut pro32 = pro.clone();
+        for sreg in [Register::DS, Register::ES] {
+            pro32.push(
+                Instruction::with2(Code::Mov_Sreg_rm16, sreg, abs(state + S_USER_DS))
+                    .map_err(|e| e.to_string())?,
+            );
+        }
         pro32.push(
             Instruction::with1(Code::Pushq_imm8, USER32_CS as i32).map_err(|e| e.to_string())?,
         );
@@ -327,7 +342,14 @@ impl Host {
                 epi32_bytes.len(),
             );
         }
+        // SAFETY: the state block lies in the mapped region.
+        unsafe { ((state + S_USER_DS) as *mut u64).write_volatile(USER_DS as u64) };
         RECOVER.store(recover, Ordering::Relaxed);
+        THUNK_START.store(base + PRO32_OFF, Ordering::Relaxed);
+        THUNK_END.store(
+            base + PRO32_OFF + pro32_bytes.len() as u64,
+            Ordering::Relaxed,
+        );
         STATE.store(state, Ordering::Relaxed);
         // Handlers run on their own stack: in compatibility mode the CPU may
         // not keep RSP's upper half, so the interrupted stack is not trusted.
@@ -448,6 +470,29 @@ impl Host {
             );
             Ok(out)
         }
+    }
+
+    /// Whether 32-bit code can run (the kernel provides a 32-bit user code
+    /// segment): runs an empty compatibility-mode sequence.
+    pub fn compat_works(&self) -> bool {
+        let mut data = vec![0; DATA_SIZE];
+        matches!(
+            self.run(Width::W32, &[0; 16], 0x202, &[], &mut data),
+            Ok(HostOut { fault: None, .. })
+        )
+    }
+
+    /// This thread's FS and GS bases (as 64-bit code sees them).
+    pub fn fs_gs_base() -> (u64, u64) {
+        const ARCH_GET_FS: libc::c_long = 0x1003;
+        const ARCH_GET_GS: libc::c_long = 0x1004;
+        let (mut fs, mut gs) = (0u64, 0u64);
+        // SAFETY: arch_prctl GET_FS/GET_GS store one u64 at the pointer given.
+        unsafe {
+            libc::syscall(libc::SYS_arch_prctl, ARCH_GET_FS, &mut fs as *mut u64);
+            libc::syscall(libc::SYS_arch_prctl, ARCH_GET_GS, &mut gs as *mut u64);
+        }
+        (fs, gs)
     }
 
     /// The RSP the generated code starts with (valid after a run).
