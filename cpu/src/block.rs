@@ -238,7 +238,16 @@ impl CodeCache {
     }
 
     /// Frees invalidated blocks. Call only when no block is executing.
+    #[inline(always)]
     pub fn collect(&mut self) {
+        if !self.pending_free.is_empty() {
+            self.collect_pending();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn collect_pending(&mut self) {
         for id in self.pending_free.drain(..) {
             self.blocks[id as usize] = None;
             self.free.push(id);

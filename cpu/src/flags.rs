@@ -25,7 +25,8 @@ pub const ID: u64 = 1 << 21;
 /// The six status flags arithmetic instructions write.
 pub const STATUS: u64 = CF | PF | AF | ZF | SF | OF;
 /// Bits software can ever see set (everything else reads as zero).
-pub const ALL_DEFINED: u64 = STATUS | FIXED | TF | IF | DF | IOPL | NT | RF | VM | AC | VIF | VIP | ID;
+pub const ALL_DEFINED: u64 =
+    STATUS | FIXED | TF | IF | DF | IOPL | NT | RF | VM | AC | VIF | VIP | ID;
 
 /// All-ones mask of an operand of `size` bytes.
 #[inline(always)]

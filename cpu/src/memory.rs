@@ -15,23 +15,38 @@ pub fn is_canonical(addr: u64) -> bool {
     ((addr as i64) << 16 >> 16) as u64 == addr
 }
 
+/// Loads `size` bytes (little-endian; sizes other than 1, 2, 4, 8 byte by
+/// byte, at most 8). The caller guarantees `size` bytes at `p` are readable.
 #[inline(always)]
 unsafe fn load(p: *const u8, size: u8) -> u64 {
     match size {
         1 => *p as u64,
         2 => (p as *const u16).read_unaligned() as u64,
         4 => (p as *const u32).read_unaligned() as u64,
-        _ => (p as *const u64).read_unaligned(),
+        8 => (p as *const u64).read_unaligned(),
+        _ => {
+            let mut v = 0u64;
+            for i in 0..size.min(8) as usize {
+                v |= (*p.add(i) as u64) << (8 * i);
+            }
+            v
+        }
     }
 }
 
+/// Stores `size` bytes of `v` (as [`load`]).
 #[inline(always)]
 unsafe fn store(p: *mut u8, size: u8, v: u64) {
     match size {
         1 => *p = v as u8,
         2 => (p as *mut u16).write_unaligned(v as u16),
         4 => (p as *mut u32).write_unaligned(v as u32),
-        _ => (p as *mut u64).write_unaligned(v),
+        8 => (p as *mut u64).write_unaligned(v),
+        _ => {
+            for i in 0..size.min(8) as usize {
+                *p.add(i) = (v >> (8 * i)) as u8;
+            }
+        }
     }
 }
 
@@ -55,7 +70,7 @@ impl Ctx<'_> {
             } else {
                 off
             };
-            if !is_canonical(lin) || !is_canonical(lin.wrapping_add(size as u64 - 1)) {
+            if !is_canonical(lin) || !is_canonical(lin.wrapping_add(size.max(1) as u64 - 1)) {
                 return Err(if s == SegReg::Ss {
                     Fault::ss(0)
                 } else {
@@ -97,7 +112,7 @@ impl Ctx<'_> {
                 return Err(fail());
             }
         }
-        let last = off.wrapping_add(size as u64 - 1);
+        let last = off.wrapping_add(size.max(1) as u64 - 1);
         if a & (attr::CODE | attr::DC) == attr::DC {
             // Expand-down data: valid offsets are (limit, max].
             let max = if a & attr::DB != 0 {
@@ -246,6 +261,7 @@ impl Ctx<'_> {
     #[inline(never)]
     fn read_slow(&mut self, lin: u64, size: u8, user: bool) -> Result<u64> {
         let lin = self.lin_mask(lin);
+        let size = size.clamp(1, 8);
         if (lin & 0xfff) + size as u64 > 0x1000 {
             // Straddles two pages: both must translate before either is read
             // (a read of MMIO has side effects).
@@ -262,7 +278,7 @@ impl Ctx<'_> {
         if !matches!(size, 1 | 2 | 4 | 8) {
             // A piece of a straddling access.
             let mut v = 0;
-            for i in 0..size as u64 {
+            for i in 0..size.min(8) as u64 {
                 v |= mmu::phys_read(self.bus, t.gpa + i, 1) << (8 * i);
             }
             return Ok(v);
@@ -293,6 +309,7 @@ impl Ctx<'_> {
     #[inline(never)]
     fn write_slow(&mut self, lin: u64, size: u8, value: u64, user: bool) -> Result<()> {
         let lin = self.lin_mask(lin);
+        let size = size.clamp(1, 8);
         if (lin & 0xfff) + size as u64 > 0x1000 {
             let split = 0x1000 - (lin & 0xfff);
             let lo_n = split as u8;
@@ -312,7 +329,7 @@ impl Ctx<'_> {
             self.cpu.end_block = true;
         }
         if !matches!(size, 1 | 2 | 4 | 8) {
-            for i in 0..size as u64 {
+            for i in 0..size.min(8) as u64 {
                 mmu::phys_write(self.bus, t.gpa + i, 1, value >> (8 * i));
             }
             return Ok(());
@@ -1002,5 +1019,26 @@ mod tests {
         );
         assert_eq!(cpu.cr2, DATA + 0x1000);
         assert_eq!(bus.read(DATA + 0xff0, 8) | bus.read(DATA + 0xff8, 8), 0);
+    }
+
+    #[test]
+    fn odd_sizes_within_and_across_pages() {
+        let (mut cpu, mut bus, mut code, _) = paged(Paging::Long4);
+        for (at, size) in [
+            (DATA + 0x10, 3u8),
+            (DATA + 0xffe, 3),
+            (DATA + 0x1ffb, 6),
+            (DATA + 0x2008, 7),
+        ] {
+            cx!(cpu, bus, code)
+                .write_lin(at, size, 0x1122_3344_5566_7788)
+                .unwrap();
+            let want = 0x1122_3344_5566_7788u64 & ((1u64 << (8 * size)) - 1);
+            assert_eq!(bus.read(at, size as usize), want, "{at:#x} {size}");
+            assert_eq!(bus.read(at + size as u64, 1), 0, "nothing past the access");
+            // Twice: the second time through the TLB.
+            assert_eq!(cx!(cpu, bus, code).read_lin(at, size), Ok(want));
+            assert_eq!(cx!(cpu, bus, code).read_lin(at, size), Ok(want));
+        }
     }
 }

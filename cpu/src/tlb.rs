@@ -13,6 +13,11 @@
 //! (SDM vol. 3 4.10.4.1: INVLPG invalidates the whole page containing the
 //! address, whatever its size).
 //!
+//! Flushes touch only the entries filled since the last full flush (a short
+//! list of slot indices), so the frequent CR3 reloads and INVLPGs of a
+//! guest kernel cost little; past a few hundred entries a flush falls back
+//! to clearing everything.
+//!
 //! The jump cache maps (linear address, RIP, decode width, user/supervisor)
 //! to a decoded block. It depends on the page tables, so every TLB flush
 //! also empties it: in O(1), by bumping an epoch that is part of each
@@ -76,7 +81,9 @@ pub struct JmpEntry {
 /// Software TLB plus jump cache of one vCPU.
 #[derive(Clone, Debug)]
 pub struct Tlb {
-    pub sets: Box<[[TlbEntry; TLB_ENTRIES]; 6]>,
+    /// The six arrays; written only through [`Tlb::insert_piece`] (which
+    /// keeps the list of used slots that flushes rely on).
+    sets: Box<[[TlbEntry; TLB_ENTRIES]; 6]>,
     pub jmp: Box<[JmpEntry; JMP_ENTRIES]>,
     /// Code-cache generation this TLB's write entries are consistent with.
     pub code_gen: u64,
@@ -84,7 +91,15 @@ pub struct Tlb {
     jmp_epoch: u32,
     /// Some entry maps a piece of a large page (INVLPG must search).
     has_large: bool,
+    /// Indices (set × TLB_ENTRIES + slot) of the entries filled since the
+    /// last full flush, possibly with repeats and since-emptied ones: every
+    /// valid entry is listed unless `used_overflow`.
+    used: Vec<u16>,
+    used_overflow: bool,
 }
+
+/// Entries tracked for cheap flushes before falling back to full clears.
+const USED_MAX: usize = 384;
 
 impl Default for Tlb {
     fn default() -> Tlb {
@@ -94,6 +109,8 @@ impl Default for Tlb {
             code_gen: 0,
             jmp_epoch: 1,
             has_large: false,
+            used: Vec::with_capacity(USED_MAX),
+            used_overflow: false,
         }
     }
 }
@@ -165,14 +182,95 @@ impl Tlb {
         global: bool,
         page_shift: u8,
     ) {
+        let set = Self::set_index(kind, user);
+        let slot = Self::slot(lin);
         self.has_large |= page_shift > 12;
-        self.sets[Self::set_index(kind, user)][Self::slot(lin)] = TlbEntry {
+        let e = &mut self.sets[set][slot];
+        let was_empty = e.tag == TlbEntry::INVALID;
+        *e = TlbEntry {
             tag: lin & !0xfff,
             host,
             gpa: gpa & !0xfff,
             global,
             page_shift,
         };
+        if was_empty && !self.used_overflow {
+            if self.used.len() == USED_MAX {
+                // Drop stale and repeated indices; if the list stays long,
+                // give up tracking until flushes find few valid entries.
+                self.compact_used();
+                if self.used.len() > USED_MAX / 2 {
+                    self.used_overflow = true;
+                    return;
+                }
+            }
+            self.used.push((set * TLB_ENTRIES + slot) as u16);
+        }
+    }
+
+    /// Removes from the used list the entries since emptied, and repeats.
+    fn compact_used(&mut self) {
+        let mut seen = [0u64; 6 * TLB_ENTRIES / 64];
+        let sets = &self.sets;
+        self.used.retain(|&i| {
+            let i = i as usize;
+            let (w, b) = (i / 64, i % 64);
+            if sets[i / TLB_ENTRIES][i % TLB_ENTRIES].tag == TlbEntry::INVALID
+                || seen[w] >> b & 1 != 0
+            {
+                return false;
+            }
+            seen[w] |= 1 << b;
+            true
+        });
+    }
+
+    /// The entries, for inspection (e.g. by code that inlines lookups).
+    pub fn sets(&self) -> &[[TlbEntry; TLB_ENTRIES]; 6] {
+        &self.sets
+    }
+
+    /// Empties, among the entries that may be valid, those `drop` selects,
+    /// and leaves the used list exact (only valid entries, no repeats).
+    fn flush_where(&mut self, drop: impl Fn(usize, &TlbEntry) -> bool) {
+        if self.used_overflow {
+            // A full scan; it also finds out whether tracking can resume.
+            self.used.clear();
+            let mut fits = true;
+            for (set, entries) in self.sets.iter_mut().enumerate() {
+                for (slot, e) in entries.iter_mut().enumerate() {
+                    if e.tag == TlbEntry::INVALID {
+                        continue;
+                    }
+                    if drop(set, e) {
+                        *e = TlbEntry::EMPTY;
+                    } else if fits {
+                        if self.used.len() < USED_MAX / 2 {
+                            self.used.push((set * TLB_ENTRIES + slot) as u16);
+                        } else {
+                            fits = false;
+                        }
+                    }
+                }
+            }
+            self.used_overflow = !fits;
+        } else {
+            for &i in &self.used {
+                let (set, slot) = (i as usize / TLB_ENTRIES, i as usize % TLB_ENTRIES);
+                let e = &mut self.sets[set][slot];
+                if e.tag != TlbEntry::INVALID && drop(set, e) {
+                    *e = TlbEntry::EMPTY;
+                }
+            }
+            self.compact_used();
+        }
+    }
+
+    /// Forgets the used list after a flush that emptied everything.
+    fn reset_used(&mut self) {
+        self.used.clear();
+        self.used_overflow = false;
+        self.has_large = false;
     }
 
     /// The jump-cache key of a block entered with decode width `bitness` at
@@ -200,22 +298,22 @@ impl Tlb {
 
     /// Drops every translation and the jump cache.
     pub fn flush_all(&mut self) {
-        for set in self.sets.iter_mut() {
-            set.fill(TlbEntry::EMPTY);
+        if self.used_overflow {
+            for set in self.sets.iter_mut() {
+                set.fill(TlbEntry::EMPTY);
+            }
+        } else {
+            for &i in &self.used {
+                self.sets[i as usize / TLB_ENTRIES][i as usize % TLB_ENTRIES] = TlbEntry::EMPTY;
+            }
         }
-        self.has_large = false;
+        self.reset_used();
         self.flush_jmp();
     }
 
     /// Drops non-global translations (a CR3 reload with CR4.PGE set).
     pub fn flush_non_global(&mut self) {
-        for set in self.sets.iter_mut() {
-            for e in set.iter_mut() {
-                if !e.global {
-                    *e = TlbEntry::EMPTY;
-                }
-            }
-        }
+        self.flush_where(|_, e| !e.global);
         self.flush_jmp();
     }
 
@@ -224,14 +322,10 @@ impl Tlb {
     pub fn flush_page(&mut self, lin: u64) {
         let page = lin & !0xfff;
         if self.has_large {
-            for set in self.sets.iter_mut() {
-                for e in set.iter_mut() {
-                    let m = !((1u64 << e.page_shift) - 1);
-                    if e.tag & m == page & m {
-                        *e = TlbEntry::EMPTY;
-                    }
-                }
-            }
+            self.flush_where(|_, e| {
+                let m = !((1u64 << e.page_shift) - 1);
+                e.tag & m == page & m
+            });
         } else {
             let slot = Self::slot(lin);
             for set in self.sets.iter_mut() {
@@ -245,20 +339,14 @@ impl Tlb {
 
     /// Drops every write translation (a page became code, or dirty tracking restarted).
     pub fn flush_writes(&mut self) {
-        for user in [false, true] {
-            self.sets[Self::set_index(Access::Write, user)].fill(TlbEntry::EMPTY);
-        }
+        let w = Self::set_index(Access::Write, false);
+        self.flush_where(|set, _| set == w || set == w + 1);
     }
 
     /// Drops write translations that point at guest-physical page `gpa`.
     pub fn flush_writes_to(&mut self, gpa: u64) {
-        for user in [false, true] {
-            for e in self.sets[Self::set_index(Access::Write, user)].iter_mut() {
-                if e.tag != TlbEntry::INVALID && e.gpa == gpa & !0xfff {
-                    *e = TlbEntry::EMPTY;
-                }
-            }
-        }
+        let w = Self::set_index(Access::Write, false);
+        self.flush_where(|set, e| (set == w || set == w + 1) && e.gpa == gpa & !0xfff);
     }
 }
 
@@ -442,5 +530,97 @@ mod tests {
         assert_eq!(t.jmp_epoch, 1);
         assert_eq!(t.jmp[5].mode, 0);
         assert!(t.jmp_key(64, true) >> 9 == 1);
+    }
+
+    /// A reference model: plain per-slot entries with the same flush rules,
+    /// driven by a pseudo-random sequence against the real TLB (exercising
+    /// both the used-list and the overflow paths).
+    #[test]
+    fn flushes_match_a_reference_model() {
+        let mut t = Tlb::default();
+        let mut model: Vec<Option<TlbEntry>> = vec![None; 6 * TLB_ENTRIES];
+        let mut seed = 0x1234_5678_9abc_def0u64;
+        let mut rnd = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let kinds = [Access::Read, Access::Write, Access::Exec];
+        let mut overflowed = false;
+        for step in 0..200_000 {
+            let r = rnd();
+            overflowed |= t.used_overflow;
+            match r % 100 {
+                // Rare full flushes, so the used list overflows at times.
+                0 if rnd() % 8 == 0 => {
+                    t.flush_all();
+                    model.iter_mut().for_each(|e| *e = None);
+                }
+                1 => {
+                    t.flush_non_global();
+                    model.iter_mut().for_each(|e| {
+                        if matches!(e, Some(x) if !x.global) {
+                            *e = None
+                        }
+                    });
+                }
+                2..=4 => {
+                    let lin = (rnd() % 0x400) << 12;
+                    t.flush_page(lin);
+                    model.iter_mut().for_each(|e| {
+                        if let Some(x) = e {
+                            let m = !((1u64 << x.page_shift) - 1);
+                            if x.tag & m == lin & m {
+                                *e = None;
+                            }
+                        }
+                    });
+                }
+                5 => {
+                    t.flush_writes();
+                    for e in &mut model[2 * TLB_ENTRIES..4 * TLB_ENTRIES] {
+                        *e = None;
+                    }
+                }
+                6 => {
+                    let gpa = (rnd() % 0x40) << 12;
+                    t.flush_writes_to(gpa);
+                    for e in &mut model[2 * TLB_ENTRIES..4 * TLB_ENTRIES] {
+                        if matches!(e, Some(x) if x.gpa == gpa) {
+                            *e = None;
+                        }
+                    }
+                }
+                _ => {
+                    let kind = kinds[(rnd() % 3) as usize];
+                    let user = rnd() & 1 != 0;
+                    // Mostly 4 KiB pages; some pieces of 2 MiB pages.
+                    let shift = if rnd() % 8 == 0 { 21 } else { 12 };
+                    let lin = (rnd() % 0x400) << 12;
+                    let gpa = (rnd() % 0x40) << 12;
+                    let global = rnd() % 4 == 0;
+                    t.insert_piece(kind, user, lin, 0x1000, gpa, global, shift);
+                    model[Tlb::set_index(kind, user) * TLB_ENTRIES + Tlb::slot(lin)] =
+                        Some(TlbEntry {
+                            tag: lin,
+                            host: 0x1000,
+                            gpa,
+                            global,
+                            page_shift: shift,
+                        });
+                }
+            }
+            if step % 97 == 0 || r % 100 < 7 {
+                for (i, m) in model.iter().enumerate() {
+                    let e = &t.sets()[i / TLB_ENTRIES][i % TLB_ENTRIES];
+                    match m {
+                        Some(x) => assert_eq!(e.tag, x.tag, "step {step} slot {i}"),
+                        None => assert_eq!(e.tag, TlbEntry::INVALID, "step {step} slot {i}"),
+                    }
+                }
+            }
+        }
+        assert!(overflowed, "the overflow path was exercised");
     }
 }

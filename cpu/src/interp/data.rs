@@ -128,7 +128,12 @@ fn movsx(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
     let src = ctx.op_size(insn, 1);
     let dst = ctx.op_size(insn, 0);
     let v = ctx.read_op(insn, 1, src.min(dst))?;
-    ctx.write_op(insn, 0, dst, sign_extend(v, src.min(dst)) & flags::mask(dst))
+    ctx.write_op(
+        insn,
+        0,
+        dst,
+        sign_extend(v, src.min(dst)) & flags::mask(dst),
+    )
 }
 
 fn lea(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
@@ -223,7 +228,11 @@ fn cdqe(ctx: &mut Ctx, _: &Instruction) -> Result<()> {
 }
 
 fn cwd(ctx: &mut Ctx, _: &Instruction) -> Result<()> {
-    let hi = if ctx.cpu.gpr[reg::RAX] & 0x8000 != 0 { 0xffff } else { 0 };
+    let hi = if ctx.cpu.gpr[reg::RAX] & 0x8000 != 0 {
+        0xffff
+    } else {
+        0
+    };
     write_reg(ctx.cpu, Register::DX, hi);
     Ok(())
 }
@@ -261,8 +270,8 @@ fn sahf(ctx: &mut Ctx, _: &Instruction) -> Result<()> {
 fn xlat(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
     let size = crate::interp::operand::addr_size(insn);
     let base = read_reg(ctx.cpu, insn.memory_base());
-    let off = base.wrapping_add(ctx.cpu.gpr[reg::RAX] & 0xff)
-        & crate::interp::operand::addr_mask(size);
+    let off =
+        base.wrapping_add(ctx.cpu.gpr[reg::RAX] & 0xff) & crate::interp::operand::addr_mask(size);
     let seg = crate::interp::operand::seg_of(insn.memory_segment());
     let v = ctx.read_seg(seg, off, 1)?;
     write_reg(ctx.cpu, Register::AL, v);
@@ -295,11 +304,14 @@ fn std_(ctx: &mut Ctx, _: &Instruction) -> Result<()> {
 }
 
 fn salc(ctx: &mut Ctx, _: &Instruction) -> Result<()> {
-    let v = if ctx.cpu.rflags & flags::CF != 0 { 0xff } else { 0 };
+    let v = if ctx.cpu.rflags & flags::CF != 0 {
+        0xff
+    } else {
+        0
+    };
     write_reg(ctx.cpu, Register::AL, v);
     Ok(())
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -328,7 +340,10 @@ mod tests {
             assert_eq!(cpu.gpr[0] & 0xffff_ffff, 0x1234_5678);
             assert_eq!(cpu.gpr[1] & 0xffff_ffff, 0xffff_ff80);
             assert_eq!(cpu.gpr[2] & 0xffff_ffff, 0x80);
-            assert_eq!(cpu.gpr[6] & 0xffff_ffff, 0x1234_5678u32.wrapping_add(0xffff_ff00).wrapping_add(4) as u64);
+            assert_eq!(
+                cpu.gpr[6] & 0xffff_ffff,
+                0x1234_5678u32.wrapping_add(0xffff_ff00).wrapping_add(4) as u64
+            );
             assert_eq!(cpu.gpr[7] & 0xffff_ffff, 0x1234_5678);
         }
     }

@@ -28,10 +28,7 @@ pub fn handler_for(insn: &Instruction) -> Handler {
         super::system::handler,
         super::io::handler,
     ];
-    groups
-        .iter()
-        .find_map(|g| g(insn))
-        .unwrap_or(unimplemented)
+    groups.iter().find_map(|g| g(insn)).unwrap_or(unimplemented)
 }
 
 fn invalid(_: &mut Ctx, _: &Instruction) -> Result<()> {

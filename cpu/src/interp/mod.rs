@@ -4,6 +4,19 @@
 //!
 //! Instruction groups live one per file; each exposes `handler(&Instruction)
 //! -> Option<Handler>` and [`dispatch::handler_for`] asks them in turn.
+//!
+//! Blocks are found through the per-vCPU jump cache (linear address, RIP,
+//! decode width, CPL 3 or not; emptied by every TLB flush), else through the
+//! execute TLB and the code cache. A store to a page holding decoded code
+//! invalidates its blocks and ends the current one, so the next instruction
+//! sees the new bytes (SDM vol. 3, "Handling Self- and Cross-Modifying Code").
+//!
+//! Debug features (SDM vol. 3 17.3) take a slower per-instruction path only
+//! while TF or RF is set or DR7 enables a breakpoint: single-step traps and
+//! execute breakpoints. Deviations: data and I/O breakpoints are not
+//! modelled; a block decoded under a larger CS limit is still used if the
+//! limit later shrinks below its end at the same base (only its start is
+//! re-checked).
 
 pub mod dispatch;
 pub mod operand;
@@ -25,11 +38,13 @@ mod system;
 
 pub use interrupt::Event;
 
-use iced_x86::{Decoder, DecoderError, DecoderOptions, FlowControl, Instruction, Mnemonic};
+use iced_x86::{
+    Decoder, DecoderError, DecoderOptions, FlowControl, Instruction, Mnemonic, Register,
+};
 
 use crate::block::{CodeCache, Op};
 use crate::bus::Bus;
-use crate::fault::{Fault, Result, Stop, StopKind};
+use crate::fault::{vector, Fault, Result, Stop, StopKind};
 use crate::flags;
 use crate::memory::is_canonical;
 use crate::state::{Cpu, SegReg};
@@ -37,6 +52,10 @@ use crate::tlb::{JmpEntry, Tlb};
 
 /// Longest block, in instructions.
 const MAX_BLOCK: usize = 64;
+/// DR7 L0-L3/G0-G3: some breakpoint is enabled.
+const DR7_ENABLES: u64 = 0xff;
+/// DR6.BS: the #DB came from single-stepping.
+const DR6_BS: u64 = 1 << 14;
 
 /// Everything an instruction handler can touch.
 pub struct Ctx<'a> {
@@ -100,11 +119,9 @@ impl<'a> Ctx<'a> {
             // not move when the block table grows.
             let ops = unsafe { &*ops };
             self.cpu.end_block = false;
-            if self.cpu.rflags & flags::RF != 0 {
-                // RF (SDM vol. 3 17.3.1.1) is cleared when the next instruction
-                // completes. It is only set here after an IRET (which ends its
-                // block), so it is checked once per block.
-                if let Err(stop) = self.step_clearing_rf(&ops[0], ip_mask) {
+            if self.cpu.rflags & (flags::TF | flags::RF) != 0 || self.cpu.dr[7] & DR7_ENABLES != 0 {
+                // Single-stepping, instruction breakpoints or RF to clear.
+                if let Err(stop) = self.run_block_debug(ops, ip_mask, limit) {
                     return RunExit::Stop(stop);
                 }
             } else {
@@ -136,29 +153,102 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// Runs one instruction with RF set, then clears RF unless the instruction
-    /// was an IRET that loaded it again.
+    /// Runs a block instruction by instruction with the debug checks of SDM
+    /// vol. 3 17.3: execute breakpoints in DR0-DR3 (fault-class #DB before
+    /// the instruction, suppressed by RF, DR6.Bn), RF cleared once an
+    /// instruction completes (unless it was an IRET that loaded it), and the
+    /// single-step trap after an instruction that began with TF set (DR6.BS),
+    /// except after INT n/INT3/INTO/INT1 that delivered (they clear TF) and
+    /// after MOV SS/POP SS (the trap then comes after the next instruction).
+    ///
+    /// The single-step trap is delivered together with its instruction, in
+    /// the same unit of virtual time, so a run never stops between the two.
     #[cold]
     #[inline(never)]
-    fn step_clearing_rf(&mut self, op: &Op, ip_mask: u64) -> std::result::Result<(), Stop> {
-        self.cpu.rip = op.insn.next_ip() & ip_mask;
-        match (op.handler)(self, &op.insn) {
-            Ok(()) => {
-                self.cpu.icount += 1;
-                if !matches!(
-                    op.insn.mnemonic(),
-                    Mnemonic::Iret | Mnemonic::Iretd | Mnemonic::Iretq
-                ) {
-                    self.cpu.rflags &= !flags::RF;
+    fn run_block_debug(
+        &mut self,
+        ops: &[Op],
+        ip_mask: u64,
+        limit: u64,
+    ) -> std::result::Result<(), Stop> {
+        let budget = (limit - self.cpu.icount).min(ops.len() as u64) as usize;
+        for op in &ops[..budget] {
+            let ip = op.insn.ip();
+            if self.cpu.rflags & flags::RF == 0 {
+                let hits = self.exec_breakpoint_hits(ip);
+                if hits != 0 {
+                    self.cpu.rip = ip;
+                    self.cpu.dr[6] = (self.cpu.dr[6] & !0xf) | hits;
+                    // A fault: the frame carries RF = 1 so that the handler's
+                    // IRET re-executes the instruction without a new hit.
+                    self.cpu.rflags |= flags::RF;
+                    return self.raise(Fault::exc(vector::DB));
                 }
-                Ok(())
             }
-            Err(f) => {
-                // The exception frame carries RF = 1, as for any fault.
-                self.cpu.rip = op.insn.ip();
-                self.raise(f)
+            let before = self.cpu.rflags;
+            self.cpu.rip = op.insn.next_ip() & ip_mask;
+            match (op.handler)(self, &op.insn) {
+                Ok(()) => {
+                    self.cpu.icount += 1;
+                    let insn = &op.insn;
+                    if before & flags::RF != 0
+                        && !matches!(
+                            insn.mnemonic(),
+                            Mnemonic::Iret | Mnemonic::Iretd | Mnemonic::Iretq
+                        )
+                    {
+                        self.cpu.rflags &= !flags::RF;
+                    }
+                    let soft_int = matches!(
+                        insn.mnemonic(),
+                        Mnemonic::Int | Mnemonic::Int3 | Mnemonic::Into | Mnemonic::Int1
+                    ) && self.cpu.rflags & flags::TF == 0;
+                    let ss_load = matches!(insn.mnemonic(), Mnemonic::Mov | Mnemonic::Pop)
+                        && insn.op0_register() == Register::SS;
+                    if before & flags::TF != 0 && !soft_int && !ss_load && !self.cpu.halted {
+                        self.cpu.dr[6] |= DR6_BS;
+                        self.cpu.end_block = true;
+                        return self
+                            .deliver(Event::Exception {
+                                vector: vector::DB,
+                                error_code: None,
+                            })
+                            .map_err(|kind| self.stop_report(kind));
+                    }
+                    if self.cpu.end_block {
+                        break;
+                    }
+                }
+                Err(f) => {
+                    self.cpu.rip = ip;
+                    return self.raise(f);
+                }
             }
         }
+        Ok(())
+    }
+
+    /// DR6.B0-B3 bits of the enabled execute breakpoints (DR7 L/G set,
+    /// R/W = 00) at the instruction whose IP is `ip`.
+    fn exec_breakpoint_hits(&self, ip: u64) -> u64 {
+        let dr7 = self.cpu.dr[7];
+        if dr7 & DR7_ENABLES == 0 {
+            return 0;
+        }
+        let lin = if self.cpu.bitness == 64 {
+            ip
+        } else {
+            self.cpu.seg[SegReg::Cs as usize].base.wrapping_add(ip) & 0xffff_ffff
+        };
+        let mut hits = 0;
+        for n in 0..4 {
+            let enabled = (dr7 >> (2 * n)) & 3 != 0;
+            let rw = (dr7 >> (16 + 4 * n)) & 3;
+            if enabled && rw == 0 && self.cpu.dr[n] == lin {
+                hits |= 1 << n;
+            }
+        }
+        hits
     }
 
     /// Drops this vCPU's write translations when some page became a code page
@@ -381,9 +471,11 @@ impl<'a> Ctx<'a> {
     }
 }
 
-/// Whether a block must end after `insn`: anything but straight-line flow.
+/// Whether a block must end after `insn`: anything but straight-line flow,
+/// and writes to debug registers (the run loop picks its per-instruction
+/// debug path when a block starts, so a new breakpoint applies right away).
 fn ends_block(insn: &Instruction) -> bool {
-    insn.is_invalid() || insn.flow_control() != FlowControl::Next
+    insn.is_invalid() || insn.flow_control() != FlowControl::Next || insn.op0_register().is_dr()
 }
 
 /// Mask applied to RIP after an instruction: IP wraps at the code width.
@@ -975,6 +1067,190 @@ mod tests {
     }
 
     #[test]
+    fn nx_and_user_faults_through_the_run_loop() {
+        // Long mode, PAE-style entries with NX: a fetch from an NX page.
+        let (mut m, mut pg) = M::paged(TestMode::Long64, Paging::Long4);
+        let x = DATA + 0x6000;
+        m.bus.write(x, &[0xf4]);
+        pg.map(&mut m.bus, x, x, pte::PWU | pte::NX, 12);
+        assert_eq!(m.run_at(x), RunExit::Halted);
+        assert_eq!(
+            m.fault(),
+            Some((vector::PF, Some((pf::PRESENT | pf::FETCH) as u64), x))
+        );
+        // The same page without NX runs.
+        pg.map(&mut m.bus, x, x, pte::PWU, 12);
+        m.cpu.tlb.flush_page(x);
+        assert_eq!(m.run_at(x), RunExit::Halted);
+        assert_eq!(m.fault(), None);
+
+        // 32-bit paging at CPL 3: a store to a supervisor page. The frame is
+        // on the ring-0 stack from the TSS; CR2 and the error code are exact.
+        let (mut m, mut pg) = M::paged(TestMode::Protected32, Paging::Bits32);
+        let k = DATA + 0x7000;
+        pg.map(&mut m.bus, k, k, pte::P | pte::RW, 12);
+        m.asm(32, CODE, |a| {
+            a.mov(eax, 1u32)?;
+            a.mov(dword_ptr(k + 0x10), eax)?;
+            a.hlt()
+        });
+        let dpl3 = 3 << attr::DPL_SHIFT;
+        for s in SegReg::ALL {
+            m.cpu.seg[s as usize] = Segment {
+                selector: sel::DATA32_USER,
+                base: 0,
+                limit: 0xffff_ffff,
+                attr: attr::DATA_RW | attr::DB | attr::GRAN | dpl3,
+            };
+        }
+        m.cpu.seg[SegReg::Cs as usize] = Segment {
+            selector: sel::CODE32_USER,
+            base: 0,
+            limit: 0xffff_ffff,
+            attr: attr::CODE_RX | attr::DB | attr::GRAN | dpl3,
+        };
+        m.cpu.cpl = 3;
+        m.cpu.update_mode();
+        m.cpu.gpr[reg::RSP] = STACK - 0x100;
+        assert_eq!(m.run_at(CODE), RunExit::Halted);
+        assert_eq!(
+            m.fault(),
+            Some((
+                vector::PF,
+                Some((pf::PRESENT | pf::WRITE | pf::USER) as u64),
+                CODE + 5
+            ))
+        );
+        assert_eq!(m.cpu.cr2, k + 0x10);
+        assert_eq!(
+            m.cpu.gpr[reg::RSP],
+            0x8f_0000 - 24,
+            "error code, EIP, CS, EFLAGS, ESP, SS"
+        );
+        assert_eq!(m.bus.read(k + 0x10, 4), 0);
+    }
+
+    #[test]
+    fn single_step_traps() {
+        // TF set by POPF: the trap comes after the next instruction, with
+        // RIP after it, DR6.BS, and TF (not RF) in the pushed EFLAGS.
+        let mut m = M::new(TestMode::Protected32);
+        m.asm(32, CODE, |a| {
+            a.pushfd()?;
+            a.or(dword_ptr(esp), 0x100)?;
+            a.popfd()?;
+            a.inc(eax)?;
+            a.inc(eax)?;
+            a.hlt()
+        });
+        assert_eq!(m.run_at(CODE), RunExit::Halted);
+        // pushfd (1), or dword [esp], 0x100 (7), popfd (1), inc eax (1).
+        let after_first_inc = CODE + 1 + 7 + 1 + 1;
+        assert_eq!(m.fault(), Some((vector::DB, None, after_first_inc)));
+        assert_eq!(m.cpu.gpr[0], 1);
+        assert_ne!(m.cpu.dr[6] & DR6_BS, 0);
+        let eflags = m.bus.read(m.cpu.gpr[reg::RSP] + 8, 4);
+        assert_eq!(eflags & (flags::TF | flags::RF), flags::TF);
+        assert_eq!(m.cpu.rflags & flags::TF, 0, "the handler runs untraced");
+        // The instruction and its trap are one unit: 4 + stub's 2.
+        assert_eq!(m.cpu.icount, 6);
+
+        // INT3 with TF set: the breakpoint handler, no single-step trap.
+        let mut m = M::new(TestMode::Protected32);
+        m.bus.write(CODE, &[0xcc, 0xf4]);
+        m.cpu.rflags |= flags::TF;
+        assert_eq!(m.run_at(CODE), RunExit::Halted);
+        assert_eq!(m.fault(), Some((vector::BP, None, CODE + 1)));
+
+        // MOV SS holds the trap until after the next instruction.
+        let mut m = M::new(TestMode::Protected32);
+        let code = m.asm(32, CODE, |a| {
+            a.mov(ss, ax)?;
+            a.inc(ecx)?;
+            a.inc(ecx)?;
+            a.hlt()
+        });
+        m.cpu.gpr[0] = sel::DATA32 as u64;
+        m.cpu.rflags |= flags::TF;
+        assert_eq!(m.run_at(CODE), RunExit::Halted);
+        // After the first INC (the second INC and HLT are the last 2 bytes).
+        let after = CODE + code.len() as u64 - 2;
+        assert_eq!(m.fault(), Some((vector::DB, None, after)));
+        assert_eq!(m.cpu.gpr[reg::RCX], 1);
+
+        // A faulting instruction takes its fault, not the trap.
+        let mut m = M::new(TestMode::Long64);
+        m.bus.write(CODE, &[0x0f, 0x0b]);
+        m.cpu.rflags |= flags::TF;
+        assert_eq!(m.run_at(CODE), RunExit::Halted);
+        assert_eq!(m.fault(), Some((vector::UD, None, CODE)));
+
+        // Stepping with run limits: each instruction retires with its trap.
+        let mut m = M::new(TestMode::Long64);
+        m.bus.write(CODE, &[0x90, 0x90]);
+        m.cpu.rflags |= flags::TF;
+        m.cpu.rip = CODE;
+        assert_eq!(m.run(1), RunExit::Limit);
+        assert_eq!(
+            m.cpu.rip,
+            crate::testutil::FAULT_STUBS + 16 * vector::DB as u64
+        );
+    }
+
+    #[test]
+    fn execute_breakpoints() {
+        let mut m = M::new(TestMode::Protected32);
+        m.asm(32, CODE, |a| {
+            a.inc(eax)?;
+            a.mov(dr0, esi)?;
+            a.mov(ecx, 0x401u32)?;
+            a.mov(dr7, ecx)?;
+            a.inc(eax)?;
+            a.inc(eax)?;
+            a.hlt()
+        });
+        // inc (1), mov dr0 (3), mov ecx (5), mov dr7 (3), inc (1).
+        let target = CODE + 1 + 3 + 5 + 3 + 1;
+        m.cpu.dr[6] = 0xffff_0ff0;
+        m.cpu.gpr[reg::RSI] = CODE + 1;
+        assert_eq!(m.run_at(CODE), RunExit::Halted);
+        assert_eq!(
+            m.fault(),
+            None,
+            "DR0 is not the address of a later instruction"
+        );
+        m.cpu.gpr[0] = 0;
+        m.cpu.gpr[reg::RSI] = target;
+        m.cpu.dr[7] = 0;
+        assert_eq!(m.run_at(CODE), RunExit::Halted);
+        assert_eq!(
+            m.fault(),
+            Some((vector::DB, None, target)),
+            "a fault, before the instruction"
+        );
+        assert_eq!(m.cpu.gpr[0], 2, "the instruction did not run");
+        assert_eq!(m.cpu.dr[6] & 0xf, 1, "DR6.B0");
+        assert_ne!(
+            m.bus.read(m.cpu.gpr[reg::RSP] + 8, 4) & flags::RF,
+            0,
+            "RF in the frame"
+        );
+        // Resuming with RF set (as IRET from the handler would) runs it.
+        m.cpu.seg[SegReg::Cs as usize].base = 0;
+        m.cpu.rflags |= flags::RF;
+        m.cpu.gpr[reg::RSP] = STACK;
+        assert_eq!(m.run_at(target), RunExit::Halted);
+        assert_eq!(m.fault(), None);
+        assert_eq!(m.cpu.gpr[0], 3);
+        assert_eq!(m.cpu.rflags & flags::RF, 0);
+        // A data breakpoint (R/W = 01) is not an execute breakpoint.
+        m.cpu.dr[7] = 0x1_0001;
+        m.cpu.dr[0] = target;
+        assert_eq!(m.run_at(target), RunExit::Halted);
+        assert_eq!(m.fault(), None);
+    }
+
+    #[test]
     fn rf_is_cleared_after_one_instruction() {
         let mut m = M::new(TestMode::Protected32);
         m.bus.write(CODE, &[0x40, 0x40, 0x40, 0xf4]);
@@ -1041,6 +1317,11 @@ mod tests {
         mode: TestMode,
         build: impl FnOnce(&mut CodeAssembler) -> std::result::Result<(), iced_x86::IcedError>,
     ) {
+        if let Ok(only) = std::env::var("BENCH") {
+            if !name.contains(only.as_str()) {
+                return;
+            }
+        }
         let code = assemble(mode, build);
         let mut best = 0f64;
         for _ in 0..5 {
@@ -1085,6 +1366,29 @@ mod tests {
             a.add(edx, dword_ptr(rdi + 0x1000))?;
             a.push(rax)?;
             a.pop(rbx)?;
+            a.dec(ecx)?;
+            a.jnz(l)?;
+            a.hlt()
+        });
+        mips("invlpg loop", TestMode::Long64, |a| {
+            a.mov(ecx, 2_000_000u32)?;
+            a.mov(rdi, DATA)?;
+            let mut l = a.create_label();
+            a.set_label(&mut l)?;
+            a.invlpg(byte_ptr(rdi))?;
+            a.add(eax, dword_ptr(rdi))?;
+            a.dec(ecx)?;
+            a.jnz(l)?;
+            a.hlt()
+        });
+        mips("mov cr3 loop", TestMode::Long64, |a| {
+            a.mov(ecx, 1_000_000u32)?;
+            a.mov(rdi, DATA)?;
+            let mut l = a.create_label();
+            a.set_label(&mut l)?;
+            a.mov(rax, cr3)?;
+            a.mov(cr3, rax)?;
+            a.add(eax, dword_ptr(rdi))?;
             a.dec(ecx)?;
             a.jnz(l)?;
             a.hlt()
