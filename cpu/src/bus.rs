@@ -30,12 +30,13 @@ pub trait Bus {
     /// marks the page dirty. `None` for MMIO, ROM and unmapped pages.
     fn ram_page_mut(&mut self, page: u64) -> Option<WritablePage>;
     /// A read of `size` bytes (1, 2, 4 or 8) from a non-RAM physical address.
-    /// Unmapped addresses read as all ones.
-    fn mmio_read(&mut self, addr: u64, size: u8) -> u64;
+    /// Unmapped addresses read as all ones. `icount` is the accessing vCPU's
+    /// instruction count (its virtual time) at the accessing instruction.
+    fn mmio_read(&mut self, addr: u64, size: u8, icount: u64) -> u64;
     /// A write of `size` bytes to a non-RAM physical address (ignored when unmapped or ROM).
-    fn mmio_write(&mut self, addr: u64, size: u8, value: u64);
+    fn mmio_write(&mut self, addr: u64, size: u8, value: u64, icount: u64);
     /// IN from `port` (`size` 1, 2 or 4). Unclaimed ports read as all ones.
-    fn io_read(&mut self, port: u16, size: u8) -> u32;
+    fn io_read(&mut self, port: u16, size: u8, icount: u64) -> u32;
     /// OUT to `port`.
-    fn io_write(&mut self, port: u16, size: u8, value: u32);
+    fn io_write(&mut self, port: u16, size: u8, value: u32, icount: u64);
 }

@@ -279,7 +279,7 @@ impl Ctx<'_> {
             // A piece of a straddling access.
             let mut v = 0;
             for i in 0..size.min(8) as u64 {
-                v |= mmu::phys_read(self.bus, t.gpa + i, 1) << (8 * i);
+                v |= mmu::phys_read(self.bus, t.gpa + i, 1, self.cpu.icount) << (8 * i);
             }
             return Ok(v);
         }
@@ -300,7 +300,7 @@ impl Ctx<'_> {
             None => {
                 self.cpu.end_block = true;
                 self.cpu.exit_request = true;
-                Ok(self.bus.mmio_read(t.gpa, size))
+                Ok(self.bus.mmio_read(t.gpa, size, self.cpu.icount))
             }
         }
     }
@@ -330,7 +330,7 @@ impl Ctx<'_> {
         }
         if !matches!(size, 1 | 2 | 4 | 8) {
             for i in 0..size.min(8) as u64 {
-                mmu::phys_write(self.bus, t.gpa + i, 1, value >> (8 * i));
+                mmu::phys_write(self.bus, t.gpa + i, 1, value >> (8 * i), self.cpu.icount);
             }
             return Ok(());
         }
@@ -366,7 +366,7 @@ impl Ctx<'_> {
             None => {
                 self.cpu.end_block = true;
                 self.cpu.exit_request = true;
-                self.bus.mmio_write(t.gpa, size, value);
+                self.bus.mmio_write(t.gpa, size, value, self.cpu.icount);
                 Ok(())
             }
         }
@@ -396,7 +396,7 @@ impl Ctx<'_> {
                 }
                 None => {
                     for (i, b) in buf[n..n + take].iter_mut().enumerate() {
-                        *b = self.bus.mmio_read(t.gpa + i as u64, 1) as u8;
+                        *b = self.bus.mmio_read(t.gpa + i as u64, 1, self.cpu.icount) as u8;
                     }
                 }
             }

@@ -60,7 +60,7 @@ pub struct Translation {
     pub page_shift: u8,
 }
 /// Reads a little-endian value of `size` bytes from guest-physical memory.
-pub fn phys_read(bus: &mut dyn Bus, gpa: u64, size: u8) -> u64 {
+pub fn phys_read(bus: &mut dyn Bus, gpa: u64, size: u8, icount: u64) -> u64 {
     let off = (gpa & 0xfff) as usize;
     if off + size as usize <= 4096 {
         if let Some(host) = bus.ram_page(gpa & !0xfff) {
@@ -76,11 +76,11 @@ pub fn phys_read(bus: &mut dyn Bus, gpa: u64, size: u8) -> u64 {
                 };
             }
         }
-        return bus.mmio_read(gpa, size);
+        return bus.mmio_read(gpa, size, icount);
     }
     let mut v = 0u64;
     for i in 0..size as u64 {
-        v |= phys_read(bus, gpa.wrapping_add(i), 1) << (8 * i);
+        v |= phys_read(bus, gpa.wrapping_add(i), 1, icount) << (8 * i);
     }
     v
 }
@@ -88,7 +88,7 @@ pub fn phys_read(bus: &mut dyn Bus, gpa: u64, size: u8) -> u64 {
 /// Writes a little-endian value of `size` bytes to guest-physical memory.
 /// Stores to pages holding decoded code are not detected here: callers that
 /// can hit code (not page-table A/D updates) go through `Ctx::write_lin`.
-pub fn phys_write(bus: &mut dyn Bus, gpa: u64, size: u8, value: u64) {
+pub fn phys_write(bus: &mut dyn Bus, gpa: u64, size: u8, value: u64, icount: u64) {
     let off = (gpa & 0xfff) as usize;
     if off + size as usize <= 4096 {
         if let Some(page) = bus.ram_page_mut(gpa & !0xfff) {
@@ -104,11 +104,11 @@ pub fn phys_write(bus: &mut dyn Bus, gpa: u64, size: u8, value: u64) {
             }
             return;
         }
-        bus.mmio_write(gpa, size, value);
+        bus.mmio_write(gpa, size, value, icount);
         return;
     }
     for i in 0..size as u64 {
-        phys_write(bus, gpa.wrapping_add(i), 1, value >> (8 * i));
+        phys_write(bus, gpa.wrapping_add(i), 1, value >> (8 * i), icount);
     }
 }
 
@@ -177,7 +177,7 @@ pub(crate) fn walk(
     let (gpa, leaf, page_shift) = if !pae {
         // 32-bit paging (SDM 4.3).
         let pde_addr = (cpu.cr3 & 0xffff_f000) | ((lin >> 22) << 2);
-        let pde = phys_read(bus, pde_addr, 4);
+        let pde = phys_read(bus, pde_addr, 4, cpu.icount);
         if pde & P == 0 {
             return Err(page_fault(cpu, lin, code));
         }
@@ -194,7 +194,7 @@ pub(crate) fn walk(
             (base | (lin & 0x3f_ffff), pde, 22)
         } else {
             let pte_addr = (pde & 0xffff_f000) | (((lin >> 12) & 0x3ff) << 2);
-            let pte = phys_read(bus, pte_addr, 4);
+            let pte = phys_read(bus, pte_addr, 4, cpu.icount);
             if pte & P == 0 {
                 return Err(page_fault(cpu, lin, code));
             }
@@ -217,7 +217,7 @@ pub(crate) fn walk(
         } else {
             // PAE: CR3 bits 31:5 locate four 8-byte PDPTEs (SDM 4.4.1).
             let pdpte_addr = (cpu.cr3 & 0xffff_ffe0) | (((lin >> 30) & 3) << 3);
-            let pdpte = phys_read(bus, pdpte_addr, 8);
+            let pdpte = phys_read(bus, pdpte_addr, 8, cpu.icount);
             if pdpte & P == 0 {
                 return Err(page_fault(cpu, lin, code));
             }
@@ -230,7 +230,7 @@ pub(crate) fn walk(
         loop {
             let shift = 12 + 9 * level;
             let addr = table | (((lin >> shift) & 0x1ff) << 3);
-            let e = phys_read(bus, addr, 8);
+            let e = phys_read(bus, addr, 8, cpu.icount);
             if e & P == 0 {
                 return Err(page_fault(cpu, lin, code));
             }
@@ -286,7 +286,7 @@ pub(crate) fn walk(
             new |= D;
         }
         if new != e {
-            phys_write(bus, addr, entry_size, new);
+            phys_write(bus, addr, entry_size, new, cpu.icount);
         }
     }
     Ok(Translation {

@@ -125,7 +125,7 @@ impl Bus for TestBus {
         self.ram_page(page)
             .map(|host| WritablePage { host, cacheable })
     }
-    fn mmio_read(&mut self, addr: u64, size: u8) -> u64 {
+    fn mmio_read(&mut self, addr: u64, size: u8, _icount: u64) -> u64 {
         self.mmio.push(MmioAccess {
             addr,
             size,
@@ -133,17 +133,17 @@ impl Bus for TestBus {
         });
         crate::flags::mask(size)
     }
-    fn mmio_write(&mut self, addr: u64, size: u8, value: u64) {
+    fn mmio_write(&mut self, addr: u64, size: u8, value: u64, _icount: u64) {
         self.mmio.push(MmioAccess {
             addr,
             size,
             write: Some(value),
         });
     }
-    fn io_read(&mut self, port: u16, size: u8) -> u32 {
+    fn io_read(&mut self, port: u16, size: u8, _icount: u64) -> u32 {
         self.port_in.get(&port).copied().unwrap_or(u32::MAX) & crate::flags::mask(size) as u32
     }
-    fn io_write(&mut self, port: u16, size: u8, value: u32) {
+    fn io_write(&mut self, port: u16, size: u8, value: u32, _icount: u64) {
         self.port_out.push((port, size, value));
     }
 }

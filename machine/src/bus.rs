@@ -154,45 +154,14 @@ impl<T> RangeMap<T> {
     }
 }
 
-/// Virtual time as a device access sees it during a run slice: the icount
-/// of the accessing instruction, plus the offset between this vCPU's count
-/// and machine time (zero with one vCPU).
-///
-/// The interpreter holds `&mut Cpu` while it runs, and the [`Bus`] calls
-/// carry no time, so the clock reads the running vCPU's `icount` through a
-/// raw pointer taken before the slice. The interpreter increments `icount`
-/// only after an instruction completes and handlers are reached through a
-/// pointer to that same `Cpu`, so the value in memory during a bus call is
-/// the icount of the instruction making the access. (A Bus method that
-/// passes the time would make this unnecessary; see the crate docs.)
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct SliceClock {
-    icount: *const u64,
-    offset: u64,
-}
-
-impl SliceClock {
-    /// A clock following `*icount`, shifted by `offset`. `icount` must stay
-    /// valid while the clock is used (the length of one run slice).
-    pub(crate) fn new(icount: *const u64, offset: u64) -> SliceClock {
-        SliceClock { icount, offset }
-    }
-
-    /// Current virtual time in ns (= instructions).
-    #[inline]
-    pub(crate) fn now(&self) -> u64 {
-        // SAFETY: the machine builds the clock from the running vCPU's
-        // `icount` and drops it with the slice; see the type docs.
-        unsafe { self.icount.read_volatile() }.wrapping_add(self.offset)
-    }
-}
-
 /// The machine as one vCPU sees it during a run slice.
 pub struct VcpuBus<'a> {
     pub(crate) ram: &'a mut GuestRam,
     pub(crate) devices: &'a mut PcDevices,
     pub(crate) console: &'a mut Console,
-    pub(crate) clock: SliceClock,
+    /// Machine time minus the vCPU's icount (zero with one vCPU): a device
+    /// access at vCPU icount `n` happens at machine time `n + time_offset`.
+    pub(crate) time_offset: u64,
 }
 
 impl Bus for VcpuBus<'_> {
@@ -206,21 +175,21 @@ impl Bus for VcpuBus<'_> {
         self.ram.page_mut(page)
     }
 
-    fn mmio_read(&mut self, addr: u64, size: u8) -> u64 {
+    fn mmio_read(&mut self, addr: u64, size: u8, _icount: u64) -> u64 {
         self.devices.mmio_read(addr, size)
     }
 
-    fn mmio_write(&mut self, addr: u64, size: u8, value: u64) {
+    fn mmio_write(&mut self, addr: u64, size: u8, value: u64, _icount: u64) {
         self.devices.mmio_write(addr, size, value)
     }
 
-    fn io_read(&mut self, port: u16, size: u8) -> u32 {
-        let now = self.clock.now();
+    fn io_read(&mut self, port: u16, size: u8, icount: u64) -> u32 {
+        let now = icount.wrapping_add(self.time_offset);
         self.devices.io_read(port, size, now)
     }
 
-    fn io_write(&mut self, port: u16, size: u8, value: u32) {
-        let now = self.clock.now();
+    fn io_write(&mut self, port: u16, size: u8, value: u32, icount: u64) {
+        let now = icount.wrapping_add(self.time_offset);
         self.devices.io_write(port, size, value, now, self.console)
     }
 }

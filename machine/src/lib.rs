@@ -31,12 +31,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! # Known limitation
-//! [`hindsight_cpu::Bus`] calls carry no time, so [`bus::VcpuBus`] reads the
-//! running vCPU's `icount` through a raw pointer taken before each slice
-//! (see `bus::SliceClock`). It is the icount of the accessing instruction,
-//! as required, but it aliases the interpreter's `&mut Cpu`; a `now`
-//! argument on the port and MMIO methods of `Bus` would remove the pointer.
+//! Device accesses carry the accessing vCPU's instruction count (the
+//! [`hindsight_cpu::Bus`] methods take it), so a device sees the exact
+//! virtual time of the instruction that touched it.
 #![deny(missing_docs)]
 
 pub mod bus;

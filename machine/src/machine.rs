@@ -28,7 +28,7 @@ use hindsight_cpu::state::{attr, cr, reg, SegReg, Segment, TableReg};
 use hindsight_cpu::{flags, CodeCache, Cpu, Ctx, RunExit, Stop};
 use hindsight_firmware::{EntryMode, EntryState, LoadError, Module};
 
-use crate::bus::{SliceClock, VcpuBus};
+use crate::bus::VcpuBus;
 use crate::devices::{Console, ConsoleSink, PcDevices};
 use crate::event::EventQueue;
 use crate::layout::PAGE_SIZE;
@@ -438,15 +438,11 @@ impl Machine {
     fn with_ctx<R>(&mut self, i: usize, f: impl FnOnce(&mut Ctx) -> R) -> (R, u64) {
         let cpu = &mut self.vcpus[i];
         let before = cpu.icount;
-        let clock = SliceClock::new(
-            std::ptr::addr_of!(cpu.icount),
-            self.now.wrapping_sub(before),
-        );
         let mut bus = VcpuBus {
             ram: &mut self.ram,
             devices: &mut self.devices,
             console: &mut self.console,
-            clock,
+            time_offset: self.now.wrapping_sub(before),
         };
         let r = f(&mut Ctx::new(cpu, &mut bus, &mut self.code));
         let ran = cpu.icount - before;

@@ -330,7 +330,8 @@ impl StackBuilder {
         for &(lin, size, _) in &self.writes[..self.n] {
             ctx.translate(lin, Access::Write, user)?;
             if (lin & 0xfff) + size as u64 > 0x1000 {
-                ctx.translate(lin.wrapping_add(size as u64 - 1), Access::Write, user)?;
+                // A split access faults at the first byte of the second page.
+                ctx.translate((lin | 0xfff).wrapping_add(1), Access::Write, user)?;
             }
         }
         Ok(())

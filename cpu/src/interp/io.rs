@@ -76,7 +76,7 @@ fn port_and_size(ctx: &Ctx, insn: &Instruction) -> (u16, u8) {
 fn in_(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
     let (port, size) = port_and_size(ctx, insn);
     ctx.check_io(port, size)?;
-    let v = ctx.bus.io_read(port, size) as u64;
+    let v = ctx.bus.io_read(port, size, ctx.cpu.icount) as u64;
     let rax = &mut ctx.cpu.gpr[reg::RAX];
     *rax = match size {
         1 => (*rax & !0xff) | (v & 0xff),
@@ -93,7 +93,7 @@ fn out(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
     let (port, size) = port_and_size(ctx, insn);
     ctx.check_io(port, size)?;
     let v = ctx.cpu.gpr[reg::RAX] & crate::flags::mask(size);
-    ctx.bus.io_write(port, size, v as u32);
+    ctx.bus.io_write(port, size, v as u32, ctx.cpu.icount);
     ctx.cpu.exit_request = true;
     ctx.cpu.end_block = true;
     Ok(())

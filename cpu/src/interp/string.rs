@@ -552,7 +552,7 @@ fn io_exit(cpu: &mut Cpu) {
 #[inline(always)]
 fn ins_one(ctx: &mut Ctx, port: u16, di: u64, n: u8) -> Result<()> {
     ctx.probe_write(SegReg::Es, di, n)?;
-    let v = ctx.bus.io_read(port, n) as u64;
+    let v = ctx.bus.io_read(port, n, ctx.cpu.icount) as u64;
     io_exit(ctx.cpu);
     ctx.write_seg(SegReg::Es, di, n, v)
 }
@@ -595,7 +595,7 @@ fn outs<const N: u8>(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
     let mut r = Regs::load(ctx.cpu, str_asize(insn));
     let src = seg_of(insn.memory_segment());
     let v = ctx.read_seg(src, r.si, N)?;
-    ctx.bus.io_write(port, N, v as u32);
+    ctx.bus.io_write(port, N, v as u32, ctx.cpu.icount);
     io_exit(ctx.cpu);
     r.step_si(delta(ctx.cpu, N));
     r.put_si(ctx.cpu);
@@ -620,7 +620,7 @@ fn rep_outs<const N: u8>(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
                 break;
             }
         };
-        ctx.bus.io_write(port, N, v as u32);
+        ctx.bus.io_write(port, N, v as u32, ctx.cpu.icount);
         io_exit(ctx.cpu);
         r.step_si(d);
         r.count -= 1;

