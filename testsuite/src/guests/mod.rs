@@ -212,8 +212,8 @@ fn demo_built() -> BuiltGuest {
     let mut g = Guest::new("demo", |a| {
         a.print(concat!(
             "\n",
-            "hindsight: an x86-64 full-system emulator with deterministic\n",
-            "record/replay and reverse debugging.\n",
+            "hindsight: an x86-64 full-system emulator built for deterministic\n",
+            "record/replay and reverse debugging (coming on top of this core).\n",
             "\n",
             "This is its built-in demo guest, a bare-metal program assembled in Rust\n",
             "and started in 16-bit real mode at 0000:1000, like a boot sector.\n",
@@ -300,8 +300,8 @@ fn demo_built() -> BuiltGuest {
         a.print_dec_eax()?;
         a.print(concat!(
             "\n\n",
-            "Because the run is a pure function of its inputs, hindsight can record\n",
-            "it and replay it exactly, and a debugger can step backwards through it.\n",
+            "Because the run is a pure function of its inputs, it can be recorded\n",
+            "and replayed exactly, and a debugger will step backwards through it.\n",
             "\n",
             "Try next:\n",
             "  hindsight selftest                  the emulator checks itself from inside guests\n",
