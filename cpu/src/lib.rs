@@ -20,6 +20,8 @@ pub mod state;
 pub mod tlb;
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 pub mod testutil;
 
 pub use block::CodeCache;

@@ -1,4 +1,4 @@
-//! Data movement: MOV (general registers, memory, immediates), MOVZX/MOVSX/
+//! Data movement: MOV (general registers, memory, immediates), MOVNTI, MOVZX/MOVSX/
 //! MOVSXD, LEA, XCHG, BSWAP, MOVBE, CMOVcc, SETcc, CBW…CQO, LAHF/SAHF, XLAT,
 //! flag bit instructions (CLC/STC/CMC/CLD/STD), SALC, the NOP forms and
 //! the hints that are NOPs here (PAUSE, fences, prefetches, CLFLUSH).
@@ -23,6 +23,8 @@ pub(super) fn handler(insn: &Instruction) -> Option<Handler> {
     });
     Some(match insn.mnemonic() {
         Mnemonic::Mov if !touches_special => mov,
+        // MOVNTI: a store with a non-temporal hint; there is no cache to bypass.
+        Mnemonic::Movnti => mov,
         Mnemonic::Movzx => movzx,
         Mnemonic::Movsx | Mnemonic::Movsxd => movsx,
         Mnemonic::Lea => lea,

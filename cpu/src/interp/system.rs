@@ -1,6 +1,6 @@
 //! System instructions: HLT, MOV to/from control and debug registers,
 //! INVLPG, WBINVD/INVD, CPUID (model in `crate::cpuid`), RDTSC/RDTSCP,
-//! RDMSR/WRMSR (model in `crate::msr`), CLI/STI, SWAPGS, SYSCALL/SYSRET,
+//! RDPMC (no counters), RDMSR/WRMSR (model in `crate::msr`), CLI/STI, SWAPGS, SYSCALL/SYSRET,
 //! SYSENTER/SYSEXIT and the UD0/UD1/UD2 opcodes.
 //!
 //! Not modelled: virtual-8086 mode extensions and protected-mode virtual
@@ -34,6 +34,7 @@ pub(super) fn handler(insn: &Instruction) -> Option<Handler> {
         Cpuid => cpuid_,
         Rdtsc => rdtsc,
         Rdtscp => rdtscp,
+        Rdpmc => rdpmc,
         Rdmsr => rdmsr,
         Wrmsr => wrmsr,
         Cli => cli,
@@ -329,6 +330,16 @@ fn rdtscp(ctx: &mut Ctx, _: &Instruction) -> Result<()> {
     let aux = ctx.cpu.msr.tsc_aux;
     set32(ctx, reg::RCX, aux);
     Ok(())
+}
+
+/// RDPMC: #GP(0) outside CPL 0 unless CR4.PCE, and #GP(0) for a counter
+/// index that does not exist; this model has no performance counters
+/// (CPUID leaf 0AH is not reported), so every index is invalid.
+fn rdpmc(ctx: &mut Ctx, _: &Instruction) -> Result<()> {
+    if ctx.cpu.cpl != 0 && ctx.cpu.cr4 & cr::CR4_PCE == 0 {
+        return Err(Fault::gp(0));
+    }
+    Err(Fault::gp(0))
 }
 
 fn rdmsr(ctx: &mut Ctx, _: &Instruction) -> Result<()> {
