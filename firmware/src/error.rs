@@ -153,6 +153,61 @@ pub enum LoadError {
         /// Which image.
         what: String,
     },
+    /// A field of a Linux bzImage setup header has a value this loader
+    /// cannot accept (missing "HdrS" magic, old protocol, no 64-bit entry).
+    LinuxHeaderField {
+        /// Field name as in the kernel's `boot.rst`, e.g. "version".
+        field: &'static str,
+        /// File offset of the field.
+        offset: u64,
+        /// The field's value.
+        value: u64,
+        /// What is wrong with it, or what was expected.
+        problem: String,
+    },
+    /// The kernel command line is longer than the kernel accepts.
+    CmdlineTooLong {
+        /// Length of the command line in bytes (without the NUL).
+        len: u64,
+        /// The kernel's `cmdline_size` (setup header, file offset 0x238).
+        max: u64,
+    },
+    /// No place for the initrd in usable RAM below the kernel's
+    /// `initrd_addr_max` that keeps clear of the kernel's memory.
+    InitrdDoesNotFit {
+        /// Size of the initrd in bytes.
+        len: u64,
+        /// One past the highest address the initrd may occupy.
+        limit: u64,
+        /// The kernel's range `[load address, load address + init_size)`.
+        kernel_start: u64,
+        /// One past the end of the kernel's range.
+        kernel_end: u64,
+    },
+    /// More memory map entries than the table passed to the guest can hold.
+    TooManyMemoryRegions {
+        /// Entries the memory map would need.
+        count: usize,
+        /// Capacity of the table.
+        max: usize,
+    },
+    /// A vCPU count a firmware table cannot describe.
+    BadCpuCount {
+        /// The count asked for.
+        count: usize,
+        /// The largest count supported.
+        max: usize,
+    },
+    /// A firmware table would lie in RAM the guest is told is usable, where
+    /// the guest would overwrite it.
+    TableInUsableRam {
+        /// Which table.
+        what: String,
+        /// First guest-physical address.
+        start: u64,
+        /// One past the last guest-physical address.
+        end: u64,
+    },
 }
 
 impl fmt::Display for LoadError {
@@ -276,6 +331,43 @@ impl fmt::Display for LoadError {
                 write!(f, "{what} contains a NUL byte at position {position}")
             }
             LoadError::EmptyImage { what } => write!(f, "{what} is empty"),
+            LoadError::LinuxHeaderField {
+                field,
+                offset,
+                value,
+                problem,
+            } => write!(
+                f,
+                "Linux setup header field {field} = {value:#x} (file offset {offset:#x}): {problem}"
+            ),
+            LoadError::CmdlineTooLong { len, max } => write!(
+                f,
+                "kernel command line is {len} bytes, longer than the kernel's cmdline_size of \
+                 {max} bytes (setup header, file offset 0x238)"
+            ),
+            LoadError::InitrdDoesNotFit {
+                len,
+                limit,
+                kernel_start,
+                kernel_end,
+            } => write!(
+                f,
+                "initrd ({len:#x} bytes) does not fit in usable RAM in [0x100000,{limit:#x}) \
+                 (the limit is initrd_addr_max + 1, at most 4 GiB) outside the kernel's \
+                 [{kernel_start:#x},{kernel_end:#x})"
+            ),
+            LoadError::TooManyMemoryRegions { count, max } => write!(
+                f,
+                "memory map needs {count} entries but the table holds at most {max}"
+            ),
+            LoadError::BadCpuCount { count, max } => {
+                write!(f, "cannot describe {count} vCPUs (must be 1 to {max})")
+            }
+            LoadError::TableInUsableRam { what, start, end } => write!(
+                f,
+                "{what} [{start:#x},{end:#x}) would lie in usable RAM, where the guest may \
+                 overwrite it"
+            ),
         }
     }
 }

@@ -12,9 +12,15 @@
 //!   modules, boot loader name).
 //! - [`flat`]: raw binaries copied to a fixed address, started in real mode
 //!   (boot-sector style `CS:IP`) or in flat 32-bit protected mode.
+//! - [`linux`]: the Linux x86 boot protocol for 64-bit bzImages (setup
+//!   header, boot_params with the e820 map, command line, initrd, identity
+//!   page tables and GDT), entered directly in long mode ([`LinuxEntry`]).
+//! - [`mptable`]: an Intel MP specification 1.4 table (CPUs, ISA bus,
+//!   I/O APIC, interrupt routing).
+//! - [`acpi`]: minimal ACPI tables (RSDP, RSDT, XSDT, MADT) describing the
+//!   same CPUs and interrupt routing.
 //!
-//! Later: the Linux boot protocol (bzImage, boot_params, e820), MP and ACPI
-//! tables, BIOS images.
+//! Later: FADT/DSDT, BIOS images.
 //!
 //! The machine owns guest RAM; loaders reach it only through the small
 //! [`GuestMemory`] trait. Image files are treated as hostile: every read is
@@ -62,20 +68,26 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod acpi;
 mod bytes;
 mod elf;
 mod entry;
 mod error;
 pub mod flat;
+pub mod linux;
 mod memory;
+pub mod mptable;
 pub mod multiboot;
 
 #[cfg(test)]
 mod testutil;
 
+pub use acpi::write_acpi_tables;
 pub use entry::{EntryMode, EntryState};
 pub use error::LoadError;
 pub use flat::load_flat;
+pub use linux::{load_linux, LinuxEntry};
+pub use mptable::write_mptable;
 pub use multiboot::{load_multiboot, Module};
 
 /// What a range of guest-physical address space is, as reported to the guest
