@@ -24,14 +24,25 @@
 
 #![deny(missing_docs)]
 
+pub mod cmos_rtc;
 pub mod debug_exit;
 pub mod debugcon;
+pub mod ioapic;
+pub mod lapic;
 pub mod pic8259;
 pub mod pit8254;
 pub mod uart16550;
 
+pub use cmos_rtc::{CmosRtc, CmosRtcState, CMOS_DATA_PORT, CMOS_INDEX_PORT, CMOS_SIZE, RTC_IRQ};
 pub use debug_exit::{DebugExit, DebugExitState, DEBUG_EXIT_PORT};
 pub use debugcon::{Debugcon, DebugconState, DEBUGCON_PORT};
+pub use ioapic::{
+    Ioapic, IoapicDelivery, IoapicState, IOAPIC_DEFAULT_BASE, IOAPIC_PINS, IOAPIC_VERSION,
+};
+pub use lapic::{
+    DeliveryMode, DestShorthand, IpiRequest, Lapic, LapicEvent, LapicState, LAPIC_DEFAULT_BASE,
+    LAPIC_VERSION,
+};
 pub use pic8259::{
     DualPic, DualPicState, PicChipState, PIC_ELCR_MASTER, PIC_ELCR_SLAVE, PIC_MASTER_CMD,
     PIC_MASTER_DATA, PIC_SLAVE_CMD, PIC_SLAVE_DATA,

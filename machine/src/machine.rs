@@ -385,12 +385,6 @@ impl Machine {
         }
     }
 
-    /// Whether vCPU 0 may take an external interrupt now (IF set, no shadow).
-    #[inline]
-    fn interrupts_open(cpu: &Cpu) -> bool {
-        cpu.rflags & flags::IF != 0 && cpu.icount != cpu.shadow_at
-    }
-
     /// The PIC raises INTR and vCPU 0 has IF set but sits in an interrupt
     /// shadow: it must run exactly one instruction before taking it.
     fn interrupt_held_by_shadow(&self) -> bool {
@@ -402,7 +396,7 @@ impl Machine {
 
     /// Delivers the PIC's interrupt to vCPU 0 if it can take it now.
     fn deliver_interrupt(&mut self) -> Result<(), Stop> {
-        if !self.devices.pic.has_interrupt() || !Self::interrupts_open(&self.vcpus[0]) {
+        if !self.devices.pic.has_interrupt() || !self.vcpus[0].interrupts_enabled() {
             return Ok(());
         }
         let vector = self.devices.pic.acknowledge();

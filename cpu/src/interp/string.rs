@@ -9,10 +9,12 @@
 //!   ES:(E/R)DI destination cannot be overridden.
 //! - F2 on MOVS/LODS/STOS/INS/OUTS behaves as REP (as Intel processors do);
 //!   on CMPS/SCAS F3 is REPE and F2 is REPNE.
-//! - A REP instruction runs to completion in one handler call and counts as
-//!   ONE instruction of virtual time, whatever its count. Events are therefore
-//!   taken only before or after a whole REP (never between iterations), in
-//!   both engines alike.
+//! - A REP instruction processes up to [`REP_CHUNK`] elements per execution
+//!   and counts as ONE instruction of virtual time per execution. With work
+//!   left it leaves RIP on itself (SDM vol. 2 "REP": a repeated string
+//!   operation can be suspended between iterations and resumed), so a guest
+//!   counter of 2^32 or 2^64 cannot hold the emulator in one instruction, and
+//!   events can land between chunks, in both engines alike.
 //! - Faults are precise: when iteration k faults, RCX/RSI/RDI (and RAX, the
 //!   flags) reflect iterations 0..k-1 and the error returns, so the run loop
 //!   points RIP back at the instruction and a restart resumes where it
@@ -175,6 +177,18 @@ fn page_room(lin: u64, n: u64) -> u64 {
     (0x1000 - (lin & 0xfff)) / n
 }
 
+/// Most elements one execution of a REP instruction processes before it
+/// suspends itself (the fast paths may overshoot by up to a page).
+pub(crate) const REP_CHUNK: u64 = 1 << 16;
+
+/// Suspends a REP instruction with elements left: RIP stays on it, so the
+/// next execution resumes from the updated registers.
+#[inline(always)]
+fn suspend(ctx: &mut Ctx, insn: &Instruction) {
+    ctx.cpu.rip = insn.ip();
+    ctx.cpu.end_block = true;
+}
+
 /// Writes the status flags of a comparison.
 #[inline(always)]
 fn set_status(cpu: &mut Cpu, f: u64) {
@@ -323,13 +337,20 @@ fn rep_movs<const N: u8>(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
     let d = delta(ctx.cpu, N);
     let fast = ctx.cpu.rflags & flags::DF == 0;
     let mut res = Ok(());
+    let mut budget = REP_CHUNK;
     while r.count != 0 {
+        if budget == 0 {
+            suspend(ctx, insn);
+            break;
+        }
+        budget -= 1;
         if fast {
             if let Some(k) = movs_fast(ctx, src, &r, N) {
                 let bytes = k * N as u64;
                 r.si = r.si.wrapping_add(bytes) & r.mask;
                 r.di = r.di.wrapping_add(bytes) & r.mask;
                 r.count -= k;
+                budget = budget.saturating_sub(k - 1);
                 continue;
             }
         }
@@ -377,11 +398,18 @@ fn rep_stos<const N: u8>(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
     let d = delta(ctx.cpu, N);
     let fast = ctx.cpu.rflags & flags::DF == 0;
     let mut res = Ok(());
+    let mut budget = REP_CHUNK;
     while r.count != 0 {
+        if budget == 0 {
+            suspend(ctx, insn);
+            break;
+        }
+        budget -= 1;
         if fast {
             if let Some(k) = stos_fast(ctx, &r, N, v) {
                 r.di = r.di.wrapping_add(k * N as u64) & r.mask;
                 r.count -= k;
+                budget = budget.saturating_sub(k - 1);
                 continue;
             }
         }
@@ -420,7 +448,13 @@ fn rep_lods<const N: u8>(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
     let src = seg_of(insn.memory_segment());
     let d = delta(ctx.cpu, N);
     let mut res = Ok(());
+    let mut budget = REP_CHUNK;
     while r.count != 0 {
+        if budget == 0 {
+            suspend(ctx, insn);
+            break;
+        }
+        budget -= 1;
         match ctx.read_seg(src, r.si, N) {
             Ok(v) => write_gpr(ctx.cpu, reg::RAX, N, v),
             Err(f) => {
@@ -466,7 +500,13 @@ fn rep_cmps<const N: u8>(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
     let src = seg_of(insn.memory_segment());
     let d = delta(ctx.cpu, N);
     let mut res = Ok(());
+    let mut budget = REP_CHUNK;
     while r.count != 0 {
+        if budget == 0 {
+            suspend(ctx, insn);
+            break;
+        }
+        budget -= 1;
         let a = match ctx.read_seg(src, r.si, N) {
             Ok(v) => v,
             Err(f) => {
@@ -517,7 +557,13 @@ fn rep_scas<const N: u8>(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
     let a = ctx.cpu.gpr[reg::RAX] & flags::mask(N);
     let d = delta(ctx.cpu, N);
     let mut res = Ok(());
+    let mut budget = REP_CHUNK;
     while r.count != 0 {
+        if budget == 0 {
+            suspend(ctx, insn);
+            break;
+        }
+        budget -= 1;
         let b = match ctx.read_seg(SegReg::Es, r.di, N) {
             Ok(v) => v,
             Err(f) => {
@@ -576,7 +622,13 @@ fn rep_ins<const N: u8>(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
     }
     let d = delta(ctx.cpu, N);
     let mut res = Ok(());
+    let mut budget = REP_CHUNK;
     while r.count != 0 {
+        if budget == 0 {
+            suspend(ctx, insn);
+            break;
+        }
+        budget -= 1;
         if let Err(f) = ins_one(ctx, port, r.di, N) {
             res = Err(f);
             break;
@@ -612,7 +664,13 @@ fn rep_outs<const N: u8>(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
     let src = seg_of(insn.memory_segment());
     let d = delta(ctx.cpu, N);
     let mut res = Ok(());
+    let mut budget = REP_CHUNK;
     while r.count != 0 {
+        if budget == 0 {
+            suspend(ctx, insn);
+            break;
+        }
+        budget -= 1;
         let v = match ctx.read_seg(src, r.si, N) {
             Ok(v) => v,
             Err(f) => {
@@ -1219,6 +1277,42 @@ mod tests {
         assert_eq!(exit, RunExit::Halted);
         assert_eq!(cpu.icount, 5);
         assert_eq!(bus.ram[(DATA + 0x4000 + 9999) as usize], pattern(9999));
+    }
+
+    #[test]
+    fn huge_rep_counts_run_in_suspendable_chunks() {
+        // Found by fuzzing: REP OUTSB with ECX = 0xffff_ffff over a flat
+        // segment never faults, and ran 2^32 port writes in one instruction
+        // (the test bus logged MMIO reads until memory ran out).
+        let code = [0xf3, 0x6e, 0xf4]; // rep outsb; hlt
+        let (cpu, bus, exit) = run(TestMode::Protected32, &code, 3, |cpu, _| {
+            cpu.gpr[reg::RSI] = RAM as u64 - 0x100;
+            cpu.gpr[reg::RCX] = 0xffff_ffff;
+            cpu.gpr[reg::RDX] = 0x80;
+        });
+        assert_eq!(exit, RunExit::Limit);
+        assert_eq!(cpu.icount, 3);
+        assert_eq!(cpu.rip, crate::testutil::CODE, "suspended on the REP");
+        assert_eq!(cpu.gpr[reg::RCX], 0xffff_ffff - 3 * super::REP_CHUNK);
+        assert_eq!(cpu.gpr[reg::RSI], RAM as u64 - 0x100 + 3 * super::REP_CHUNK);
+        assert_eq!(bus.port_out.len() as u64, 3 * super::REP_CHUNK);
+
+        // A long REP STOSB (fast path) in chunks, then the HLT.
+        let n = 2 * super::REP_CHUNK + 5;
+        let code = crate::testutil::assemble(TestMode::Long64, |a| {
+            a.mov(rdi, DATA)?;
+            a.mov(rcx, n)?;
+            a.mov(al, 0x5au32)?;
+            a.rep().stosb()?;
+            a.hlt()
+        });
+        let (cpu, bus, exit) = run(TestMode::Long64, &code, 100, |_, _| {});
+        assert_eq!(exit, RunExit::Halted);
+        assert_eq!(cpu.gpr[reg::RCX], 0);
+        assert_eq!(cpu.gpr[reg::RDI], DATA + n);
+        assert!((6..=7).contains(&cpu.icount), "icount {}", cpu.icount);
+        assert_eq!(bus.ram[(DATA + n - 1) as usize], 0x5a);
+        assert_eq!(bus.ram[(DATA + n) as usize], 0);
     }
 
     #[test]
