@@ -27,8 +27,10 @@
 pub mod cmos_rtc;
 pub mod debug_exit;
 pub mod debugcon;
+pub mod i8042;
 pub mod ioapic;
 pub mod lapic;
+pub mod pci_host;
 pub mod pic8259;
 pub mod pit8254;
 pub mod uart16550;
@@ -36,12 +38,19 @@ pub mod uart16550;
 pub use cmos_rtc::{CmosRtc, CmosRtcState, CMOS_DATA_PORT, CMOS_INDEX_PORT, CMOS_SIZE, RTC_IRQ};
 pub use debug_exit::{DebugExit, DebugExitState, DEBUG_EXIT_PORT};
 pub use debugcon::{Debugcon, DebugconState, DEBUGCON_PORT};
+pub use i8042::{
+    I8042Source, I8042State, I8042, I8042_AUX_IRQ, I8042_COMMAND_PORT, I8042_DATA_PORT,
+    I8042_KBD_IRQ, I8042_REFILL_NS,
+};
 pub use ioapic::{
     Ioapic, IoapicDelivery, IoapicState, IOAPIC_DEFAULT_BASE, IOAPIC_PINS, IOAPIC_VERSION,
 };
 pub use lapic::{
     DeliveryMode, DestShorthand, IpiRequest, Lapic, LapicEvent, LapicState, LAPIC_DEFAULT_BASE,
     LAPIC_VERSION,
+};
+pub use pci_host::{
+    PciHost, PciHostState, PCI_CONFIG_ADDRESS_PORT, PCI_CONFIG_DATA_PORT, PCI_RESET_CONTROL_PORT,
 };
 pub use pic8259::{
     DualPic, DualPicState, PicChipState, PIC_ELCR_MASTER, PIC_ELCR_SLAVE, PIC_MASTER_CMD,
