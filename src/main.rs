@@ -5,11 +5,13 @@
 
 mod cmd_bench;
 mod cmd_demo;
+mod cmd_fetch;
 mod cmd_run;
 mod cmd_selftest;
 mod console;
 mod drive;
 mod exit_code;
+mod fetch;
 mod guest;
 mod size;
 
@@ -35,6 +37,7 @@ fn top_help() -> String {
   hindsight run --multiboot kernel.elf --module initrd.img,initrd --memory 1G
   hindsight selftest                         run the guest self-tests
   hindsight bench --seconds 5                measure interpreter speed
+  hindsight fetch                            download Debian's kernel and busybox
 
 {}",
         exit_code::HELP
@@ -71,7 +74,30 @@ enum Command {
         run a fixed number of instructions\n  hindsight bench --seconds 10     \
         run for ten seconds of host time")]
     Bench(BenchArgs),
+    /// Download Debian's kernel and busybox with apt; build the guest's initramfs.
+    ///
+    /// Fetches the current linux-image-amd64 kernel and busybox-static, verifies
+    /// and extracts them, and builds the initramfs whose /init starts a shell.
+    #[command(after_help = FETCH_HELP)]
+    Fetch(FetchArgs),
 }
+
+const FETCH_HELP: &str = "\
+Packages come from Debian's package registry through the system's apt
+configuration (apt-get download); each .deb is checked against the SHA256
+of apt's signed package index. Progress goes to stderr; the paths and
+versions of the kernel, busybox and initramfs are printed on stdout.
+If apt's package lists are missing, root runs 'apt-get update' itself;
+other users are told to.
+
+Cache: --cache-dir, else $XDG_CACHE_HOME/hindsight, else ~/.cache/hindsight.
+
+Examples:
+  hindsight fetch
+  hindsight fetch --force                     download and extract again
+  hindsight fetch --cache-dir /srv/hindsight  use another cache directory
+
+Exit status: 0 on success, 2 on any failure (the reason is on stderr).";
 
 fn run_help() -> String {
     format!(
@@ -126,6 +152,18 @@ pub struct BenchArgs {
     pub insns: u64,
 }
 
+/// Options of `hindsight fetch`.
+#[derive(Args, Debug)]
+pub struct FetchArgs {
+    /// Cache directory [default: $XDG_CACHE_HOME/hindsight or
+    /// ~/.cache/hindsight].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Download, verify and extract again even if the cache is up to date.
+    #[arg(long)]
+    pub force: bool,
+}
+
 /// A positive, finite number of seconds.
 fn parse_seconds(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
@@ -141,6 +179,7 @@ fn main() {
         Command::Demo => cmd_demo::run(),
         Command::Selftest => cmd_selftest::run(),
         Command::Bench(args) => cmd_bench::run(&args),
+        Command::Fetch(args) => cmd_fetch::run(&args),
     };
     console::flush();
     std::process::exit(code);
@@ -187,6 +226,22 @@ mod tests {
     }
 
     #[test]
+    fn parses_fetch_options() {
+        let cli = Cli::try_parse_from(["hindsight", "fetch"]).unwrap();
+        let Some(Command::Fetch(f)) = cli.command else {
+            panic!("not fetch");
+        };
+        assert_eq!((f.cache_dir, f.force), (None, false));
+        let cli =
+            Cli::try_parse_from(["hindsight", "fetch", "--cache-dir", "/c", "--force"]).unwrap();
+        let Some(Command::Fetch(f)) = cli.command else {
+            panic!("not fetch");
+        };
+        assert_eq!(f.cache_dir, Some(PathBuf::from("/c")));
+        assert!(f.force);
+    }
+
+    #[test]
     fn rejects_bad_values() {
         for args in [
             &["hindsight", "run"][..],
@@ -195,6 +250,8 @@ mod tests {
             &["hindsight", "bench", "--seconds", "-3"],
             &["hindsight", "bench", "--seconds", "NaN"],
             &["hindsight", "bench", "--seconds", "1", "--insns", "5"],
+            &["hindsight", "fetch", "--cache-dir"],
+            &["hindsight", "fetch", "extra"],
             &["hindsight", "frobnicate"],
         ] {
             assert!(Cli::try_parse_from(args).is_err(), "{args:?}");

@@ -70,6 +70,7 @@
 
 pub mod acpi;
 mod bytes;
+pub mod cpio;
 mod elf;
 mod entry;
 mod error;
