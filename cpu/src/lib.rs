@@ -18,6 +18,7 @@ pub mod mmu;
 pub mod msr;
 pub mod state;
 pub mod tlb;
+pub mod x87;
 
 #[cfg(test)]
 mod fuzz_tests;
