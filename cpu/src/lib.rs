@@ -16,6 +16,7 @@ pub mod interp;
 pub mod memory;
 pub mod mmu;
 pub mod msr;
+pub mod simd;
 pub mod state;
 pub mod tlb;
 pub mod x87;
