@@ -376,18 +376,21 @@ impl Ctx<'_> {
     /// Returns how many bytes could be read before a fault, or the fault when
     /// not even the first byte is fetchable.
     pub fn fetch(&mut self, lin: u64, buf: &mut [u8]) -> Result<usize> {
-        let user = self.user();
         let mut n = 0;
         while n < buf.len() {
             let a = self.lin_mask(lin.wrapping_add(n as u64));
-            let t = match mmu::translate(self.cpu, self.bus, a, Access::Exec, user) {
-                Ok(t) => t,
+            // Through the execute TLB, like every other instruction fetch:
+            // a walk here would see page-table changes that a block already
+            // running does not, so decoding at a different boundary could
+            // change what executes.
+            let gpa = match self.translate_exec(a) {
+                Ok(gpa) => gpa,
                 Err(f) if n == 0 => return Err(f),
                 Err(_) => return Ok(n),
             };
             let room = (0x1000 - (a & 0xfff)) as usize;
             let take = room.min(buf.len() - n);
-            match self.bus.ram_page(t.gpa & !0xfff) {
+            match self.bus.ram_page(gpa & !0xfff) {
                 Some(host) => {
                     // SAFETY: `host` is a live page and [off, off+take) lies within it.
                     let src =
@@ -396,7 +399,7 @@ impl Ctx<'_> {
                 }
                 None => {
                     for (i, b) in buf[n..n + take].iter_mut().enumerate() {
-                        *b = self.bus.mmio_read(t.gpa + i as u64, 1, self.cpu.icount) as u8;
+                        *b = self.bus.mmio_read(gpa + i as u64, 1, self.cpu.icount) as u8;
                     }
                 }
             }

@@ -375,4 +375,25 @@ mod tests {
         );
         assert_eq!(cpu.gpr[0], 0x8877_6655_4433_2211);
     }
+
+    #[test]
+    fn movnti_stores() {
+        // Found by fuzzing (it stopped the machine as unimplemented): MOVNTI
+        // is a plain store here (no cache to bypass), 32- and 64-bit.
+        let (cpu, bus, exit) = run_asm(
+            TestMode::Long64,
+            |a| {
+                a.mov(rax, 0x1122_3344_5566_7788u64)?;
+                a.mov(rbx, DATA)?;
+                a.movnti(qword_ptr(rbx), rax)?;
+                a.movnti(dword_ptr(rbx + 8), eax)?;
+                a.hlt()
+            },
+            |_, _| {},
+        );
+        assert_eq!(exit, RunExit::Halted);
+        assert_eq!(bus.read(DATA, 8), 0x1122_3344_5566_7788);
+        assert_eq!(bus.read(DATA + 8, 8), 0x5566_7788);
+        assert_eq!(cpu.icount, 5);
+    }
 }

@@ -6,8 +6,10 @@
 //! -> Option<Handler>` and [`dispatch::handler_for`] asks them in turn.
 //!
 //! Blocks are found through the per-vCPU jump cache (linear address, RIP,
-//! decode width, CPL 3 or not; emptied by every TLB flush), else through the
-//! execute TLB and the code cache. A store to a page holding decoded code
+//! decode width, CPL 3 or not; emptied by every TLB flush; a hit also needs
+//! the page's execute TLB entry), else through the execute TLB and the code
+//! cache. Instruction fetch always goes through the execute TLB, so where a
+//! run stops never changes which translation the code after it sees. A store to a page holding decoded code
 //! invalidates its blocks and ends the current one, so the next instruction
 //! sees the new bytes (SDM vol. 3, "Handling Self- and Cross-Modifying Code").
 //!
@@ -48,7 +50,7 @@ use crate::fault::{vector, Fault, Result, Stop, StopKind};
 use crate::flags;
 use crate::memory::is_canonical;
 use crate::state::{Cpu, SegReg};
-use crate::tlb::{JmpEntry, Tlb};
+use crate::tlb::{Access, JmpEntry, Tlb};
 
 /// Longest block, in instructions.
 const MAX_BLOCK: usize = 64;
@@ -336,7 +338,14 @@ impl<'a> Ctx<'a> {
         let key = self.cpu.tlb.jmp_key(bitness, user);
         let slot = Tlb::jmp_slot(lin);
         let je = &self.cpu.tlb.jmp[slot];
-        if je.lin == lin && je.rip == rip && je.mode == key {
+        // The block's page must also still have its execute translation:
+        // else whether a stale one is used (page tables changed without
+        // INVLPG, entry since evicted) would depend on where runs stop.
+        if je.lin == lin
+            && je.rip == rip
+            && je.mode == key
+            && self.cpu.tlb.lookup(Access::Exec, user, lin).is_some()
+        {
             if let Some(b) = self.code.get_checked(je.id, je.serial) {
                 return Ok((&*b.ops as *const [Op], ip_mask(bitness)));
             }
@@ -422,7 +431,10 @@ impl<'a> Ctx<'a> {
                 if insn.is_invalid() && decoder.last_error() == DecoderError::NoMoreBytes {
                     break;
                 }
-                let end = ends_block(&insn);
+                // IP wraps at the code width (16-bit code in a segment
+                // larger than 64 KiB, or EIP at 4 GiB): the next instruction
+                // is not the next byte in IP terms, so decode it afresh.
+                let end = ends_block(&insn) || insn.next_ip() > ip_mask(bitness);
                 ops.push(Op {
                     insn,
                     handler: dispatch::handler_for(&insn),
@@ -575,6 +587,78 @@ mod tests {
         fn fault(&self) -> Option<(u8, Option<u64>, u64)> {
             fault_of(&self.cpu, &self.bus)
         }
+    }
+
+    #[test]
+    fn stale_translation_does_not_depend_on_run_boundaries() {
+        // Found by fuzzing: code that corrupts the PML4 entry mapping itself
+        // (no INVLPG) kept running from its decoded block, but a run that
+        // stopped in the middle re-walked the page tables to decode the rest
+        // (fetch bypassed the execute TLB) and took a #PF. Either is allowed
+        // by the SDM; the choice must not depend on where runs stop.
+        // mov rsi, cr3; add byte [rsi], 0x80 (PS: reserved in a PML4E); nop; nop; hlt
+        let code = [0x0f, 0x20, 0xde, 0x80, 0x06, 0x80, 0x90, 0x90, 0xf4];
+        for step in [100, 1] {
+            let mut m = M::new(TestMode::Long64);
+            m.bus.write(CODE, &code);
+            let mut exit = RunExit::Limit;
+            while exit == RunExit::Limit || exit == RunExit::Exit {
+                let limit = m.cpu.icount + step;
+                exit = Ctx::new(&mut m.cpu, &mut m.bus, &mut m.code).run(limit);
+            }
+            assert_eq!(exit, RunExit::Halted, "step {step}");
+            assert_eq!((m.cpu.icount, m.cpu.rip), (5, CODE + 9), "step {step}");
+            assert_eq!(m.fault(), None);
+        }
+    }
+
+    #[test]
+    fn jump_cache_hit_needs_the_execute_translation() {
+        // A block start in the jump cache whose page's execute TLB entry was
+        // evicted (by a page in the same slot) is looked up again: here its
+        // PTE was cleared without INVLPG, so the jump back faults. (Running
+        // the stale block instead would make the outcome depend on where
+        // earlier runs stopped; see the test above.)
+        let (mut m, mut pg) = M::paged(TestMode::Long64, Paging::Long4);
+        let (a, b) = (CODE, CODE + 0x1000 * crate::tlb::TLB_ENTRIES as u64);
+        let pte_a = pg.entry(&mut m.bus, a, 0);
+        m.asm(64, a, |x| {
+            x.mov(byte_ptr(pte_a), 0u32)?; // page A not present, no INVLPG
+            x.jmp(b)
+        });
+        m.asm(64, a + 0x20, |x| x.hlt());
+        m.asm(64, b, |x| x.jmp(a + 0x20));
+        assert_eq!(
+            m.run_at(a + 0x20),
+            RunExit::Halted,
+            "X is in the jump cache"
+        );
+        assert_eq!(m.run_at(a), RunExit::Halted);
+        assert_eq!(m.fault().map(|f| f.0), Some(vector::PF));
+        assert_eq!(m.cpu.cr2, a + 0x20);
+    }
+
+    #[test]
+    fn sixteen_bit_ip_wrap_ends_the_block() {
+        // Found by fuzzing: a far CALL into a 16-bit code segment with a
+        // 4 GiB limit at EIP 0x10_0000. After one instruction IP wraps to
+        // 16 bits (0x0001), so the next instruction comes from CS.base + 1,
+        // not from the byte after the first one.
+        let mut m = M::new(TestMode::Protected32);
+        m.bus.write(CODE, &[0x40, 0xf4]); // inc ax; hlt
+        m.bus.write(1, &[0x43, 0xf4]); // inc bx; hlt
+        m.cpu.seg[SegReg::Cs as usize] = Segment {
+            selector: sel::CODE16,
+            base: 0,
+            limit: 0xffff_ffff,
+            attr: attr::CODE_RX | attr::GRAN,
+        };
+        m.cpu.update_mode();
+        m.cpu.gpr[reg::RAX] = 0;
+        m.cpu.gpr[reg::RBX] = 0;
+        assert_eq!(m.run_at(CODE), RunExit::Halted);
+        assert_eq!((m.cpu.gpr[reg::RAX], m.cpu.gpr[reg::RBX]), (1, 1));
+        assert_eq!(m.cpu.rip, 3);
     }
 
     #[test]

@@ -167,7 +167,8 @@ fn span(idx: u64, n: u64, mask: u64) -> u64 {
     if room < n - 1 {
         0
     } else {
-        (room - (n - 1)) / n + 1
+        // Saturates: from index 0 at a 64-bit address size, 2^64 bytes fit.
+        ((room - (n - 1)) / n).saturating_add(1)
     }
 }
 
@@ -178,8 +179,11 @@ fn page_room(lin: u64, n: u64) -> u64 {
 }
 
 /// Most elements one execution of a REP instruction processes before it
-/// suspends itself (the fast paths may overshoot by up to a page).
-pub(crate) const REP_CHUNK: u64 = 1 << 16;
+/// suspends itself (the fast paths may overshoot by up to a page): enough
+/// that copies and fills of a few pages stay one instruction, few enough
+/// that one instruction takes at most a few milliseconds of host time even
+/// when every element is a port or MMIO access.
+pub(crate) const REP_CHUNK: u64 = 1 << 14;
 
 /// Suspends a REP instruction with elements left: RIP stays on it, so the
 /// next execution resumes from the updated registers.
@@ -1277,6 +1281,34 @@ mod tests {
         assert_eq!(exit, RunExit::Halted);
         assert_eq!(cpu.icount, 5);
         assert_eq!(bus.ram[(DATA + 0x4000 + 9999) as usize], pattern(9999));
+    }
+
+    #[test]
+    fn rep_from_index_zero_at_64_bit_address_size() {
+        // Found by fuzzing: the fast paths' room-before-wrap computation
+        // overflowed (a debug-build panic) for RSI or RDI = 0 with 64-bit
+        // addressing, where 2^64 elements fit.
+        for (src, dst) in [(0, DATA), (DATA, 0)] {
+            let (cpu, bus, r) = step(TestMode::Long64, movs_build(1), |cpu, bus| {
+                bus.write(0, &[0xaa; 16]);
+                bus.write(DATA, &[0x55; 16]);
+                cpu.gpr[reg::RSI] = src;
+                cpu.gpr[reg::RDI] = dst;
+                cpu.gpr[reg::RCX] = 16;
+            });
+            assert!(r.is_ok());
+            assert_eq!(cpu.gpr[reg::RCX], 0);
+            assert_eq!((cpu.gpr[reg::RSI], cpu.gpr[reg::RDI]), (src + 16, dst + 16));
+            assert_eq!(bus.ram[dst as usize + 15], bus.ram[src as usize]);
+        }
+        let (cpu, bus, r) = step(TestMode::Long64, stos_build(8), |cpu, _| {
+            cpu.gpr[reg::RDI] = 0;
+            cpu.gpr[reg::RCX] = 2;
+            cpu.gpr[reg::RAX] = 0x1122_3344_5566_7788;
+        });
+        assert!(r.is_ok());
+        assert_eq!(cpu.gpr[reg::RDI], 16);
+        assert_eq!(bus.read(8, 8), 0x1122_3344_5566_7788);
     }
 
     #[test]

@@ -1132,4 +1132,36 @@ mod tests {
         let (v, _, _, _) = faulting(TestMode::Long64, |a| a.ud2(), |_, _| {});
         assert_eq!(v, vector::UD);
     }
+
+    #[test]
+    fn rdpmc_has_no_counters() {
+        // Found by fuzzing (it stopped the machine as unimplemented): with
+        // no performance counters every index is invalid, #GP(0) at any CPL;
+        // at CPL 3 without CR4.PCE the privilege check gives the same #GP(0).
+        for mode in [TestMode::Protected32, TestMode::Long64] {
+            for (user, pce) in [(false, false), (true, false), (true, true)] {
+                let (v, e, _, _) = faulting(
+                    mode,
+                    |a| {
+                        a.xor(ecx, ecx)?;
+                        a.rdpmc()?;
+                        a.hlt()
+                    },
+                    |cpu, bus| {
+                        if pce {
+                            cpu.cr4 |= cr::CR4_PCE;
+                        }
+                        if user {
+                            to_user(cpu);
+                            if cpu.efer & cr::EFER_LMA != 0 {
+                                // A 64-bit TSS holds an 8-byte RSP0.
+                                bus.put(0x3004, 8, 0x8f_0000);
+                            }
+                        }
+                    },
+                );
+                assert_eq!((v, e), (vector::GP, 0), "{mode:?} user {user} pce {pce}");
+            }
+        }
+    }
 }
