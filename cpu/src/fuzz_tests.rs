@@ -439,10 +439,6 @@ fn setup(
             cpu.cr4 |= cr::CR4_PAE;
         }
         cpu.cr0 |= cr::CR0_PG | cr::CR0_PE;
-        if kind != Paging::Long4 {
-            // Paging with EFER.LME set would be long mode.
-            cpu.efer &= !cr::EFER_LME;
-        }
         if r.one_in(2) {
             cpu.cr0 |= cr::CR0_WP;
         }
@@ -528,7 +524,7 @@ fn setup(
     }
     if fm.base() == TestMode::Long64 && r.one_in(4) {
         cpu.efer &= !(cr::EFER_SCE | cr::EFER_NXE);
-    } else if fm.base() == TestMode::Protected32 && r.one_in(3) {
+    } else if fm.base() == TestMode::Protected32 && fm.paging().is_none() && r.one_in(3) {
         cpu.efer |= r.next() & (cr::EFER_SCE | cr::EFER_NXE | cr::EFER_LME);
     }
     // Debug registers: breakpoints near the code, sometimes enabled.
