@@ -237,6 +237,14 @@ pub struct Cpu {
     pub efer: u64,
     pub dr: [u64; 8],
     pub msr: Msrs,
+    /// x87 FPU state (its registers double as the MMX registers).
+    pub fpu: crate::x87::Fpu,
+    /// XMM0-XMM15 (lane 0 in the low bits).
+    pub xmm: [u128; 16],
+    /// SSE control/status register.
+    pub mxcsr: u32,
+    /// XCR0: the state components XSAVE manages (bit 0 x87, bit 1 SSE).
+    pub xcr0: u64,
     /// Current privilege level (CS.RPL in protected mode, 3 in V86, 0 in real mode).
     pub cpl: u8,
     /// Retired instructions: virtual time.
@@ -302,6 +310,10 @@ impl Cpu {
                 misc_enable: 1,
                 ..Msrs::default()
             },
+            fpu: crate::x87::Fpu::new(),
+            xmm: [0; 16],
+            mxcsr: 0x1f80,
+            xcr0: 1,
             cpl: 0,
             icount: 0,
             halted: false,

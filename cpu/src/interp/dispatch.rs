@@ -36,7 +36,7 @@ pub fn handler_for(insn: &Instruction) -> Handler {
 }
 
 /// The instruction groups, asked in turn.
-const GROUPS: [fn(&Instruction) -> Option<Handler>; 14] = [
+const GROUPS: [fn(&Instruction) -> Option<Handler>; 17] = [
     super::data::handler,
     super::alu::handler,
     super::shift::handler,
@@ -51,6 +51,9 @@ const GROUPS: [fn(&Instruction) -> Option<Handler>; 14] = [
     super::descriptor::handler,
     super::system::handler,
     super::io::handler,
+    super::x87::handler,
+    super::sse::handler,
+    super::sse4::handler,
 ];
 
 /// What happens to an instruction no group implements.
@@ -242,35 +245,21 @@ fn wait(ctx: &mut Ctx, _: &Instruction) -> Result<()> {
     Ok(())
 }
 
-/// x87 and FXSAVE/FXRSTOR: #NM when CR0.EM or CR0.TS is set (device not
-/// available: the OS emulates or lazily restores the FPU), else not yet implemented.
+/// x87 and FXSAVE/FXRSTOR not yet implemented: the device checks, then a stop.
 fn x87(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
-    if ctx.cpu.cr0 & (cr::CR0_EM | cr::CR0_TS) != 0 {
-        return Err(Fault::nm());
-    }
+    super::fp::check_x87(ctx.cpu)?;
     unimplemented(ctx, insn)
 }
 
-/// MMX: #UD when CR0.EM is set, #NM when CR0.TS is set.
+/// MMX not yet implemented: the device checks, then a stop.
 fn mmx(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
-    if ctx.cpu.cr0 & cr::CR0_EM != 0 {
-        return Err(Fault::ud());
-    }
-    if ctx.cpu.cr0 & cr::CR0_TS != 0 {
-        return Err(Fault::nm());
-    }
+    super::fp::check_mmx(ctx.cpu)?;
     unimplemented(ctx, insn)
 }
 
-/// SSE on XMM registers or MXCSR: #UD when CR0.EM is set or CR4.OSFXSR is
-/// clear, #NM when CR0.TS is set.
+/// SSE not yet implemented: the device checks, then a stop.
 fn sse(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
-    if ctx.cpu.cr0 & cr::CR0_EM != 0 || ctx.cpu.cr4 & cr::CR4_OSFXSR == 0 {
-        return Err(Fault::ud());
-    }
-    if ctx.cpu.cr0 & cr::CR0_TS != 0 {
-        return Err(Fault::nm());
-    }
+    super::fp::check_sse(ctx.cpu)?;
     unimplemented(ctx, insn)
 }
 

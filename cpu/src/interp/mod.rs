@@ -30,13 +30,17 @@ mod branch;
 mod data;
 mod descriptor;
 mod far;
+pub mod fp;
 mod interrupt;
 mod io;
 mod muldiv;
 mod shift;
+mod sse;
+mod sse4;
 mod stack;
 mod string;
 mod system;
+mod x87;
 
 pub use interrupt::Event;
 
