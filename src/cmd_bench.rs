@@ -45,6 +45,6 @@ pub fn run(args: &BenchArgs) -> i32 {
     println!("{:.1} MIPS", mips(m.icount(), secs));
     match exit {
         Exit::InsnLimit => exit_code::OK,
-        other => drive::report(&other, None),
+        other => drive::report(&drive::End::Machine(other), None),
     }
 }

@@ -6,7 +6,7 @@ use hindsight_machine::Exit;
 use hindsight_testsuite::guests;
 
 use crate::console;
-use crate::drive::{self, mips, Drive};
+use crate::drive::{self, mips, Drive, End};
 use crate::{exit_code, guest};
 
 /// Upper bound on the demo's run, so a CPU regression cannot hang it.
@@ -35,7 +35,7 @@ pub fn run() -> i32 {
     );
     match exit {
         // The demo writes 0 to the debug-exit port when it is done.
-        Exit::DebugExit(1) => exit_code::OK,
+        End::Machine(Exit::DebugExit(1)) => exit_code::OK,
         other => drive::report(&other, Some(DEMO_MAX_INSNS)),
     }
 }

@@ -53,11 +53,11 @@ pub fn run(args: &RunArgs) -> i32 {
             console::to_stdout(&mut m);
             let mut d = Drive {
                 max_insns: args.max_insns,
-                input: Some(StdinReader::spawn()),
+                input: Some(StdinReader::spawn(false)),
                 pace: std::io::stdin().is_terminal(),
             };
-            let exit = d.run(&mut m);
-            drive::report(&exit, args.max_insns)
+            let end = d.run(&mut m);
+            drive::report(&end, args.max_insns)
         }
         Err(code) => code,
     }

@@ -21,45 +21,106 @@ pub fn flush() {
     let _ = std::io::stdout().flush();
 }
 
+/// What the stdin thread passes on.
+enum Msg {
+    /// Bytes for the guest.
+    Bytes(Vec<u8>),
+    /// The user typed the quit escape (Ctrl-A x).
+    Quit,
+}
+
+/// The escape key of an interactive console (Ctrl-A, as in QEMU).
+const ESCAPE: u8 = 0x01;
+
 /// Bytes read from stdin by a background thread. The run loop takes them
 /// between run slices, so the guest sees input only at instruction counts
 /// the machine chose (and a recording can log them there).
 pub struct StdinReader {
-    rx: Receiver<Vec<u8>>,
+    rx: Receiver<Msg>,
     open: bool,
+    quit: bool,
+}
+
+/// Splits typed bytes at the console escape: Ctrl-A x quits, Ctrl-A
+/// Ctrl-A sends one Ctrl-A, Ctrl-A followed by anything else is dropped
+/// with it. `pending` carries a Ctrl-A seen at the end of the last chunk.
+fn unescape(bytes: &[u8], pending: &mut bool) -> (Vec<u8>, bool) {
+    let mut out = Vec::with_capacity(bytes.len());
+    for &b in bytes {
+        if *pending {
+            *pending = false;
+            match b {
+                b'x' | b'X' => return (out, true),
+                ESCAPE => out.push(ESCAPE),
+                _ => {}
+            }
+        } else if b == ESCAPE {
+            *pending = true;
+        } else {
+            out.push(b);
+        }
+    }
+    (out, false)
 }
 
 impl StdinReader {
     /// Starts the reader thread. It ends at end of input or on a read error.
-    pub fn spawn() -> StdinReader {
+    /// With `escapes`, Ctrl-A x requests a quit (see [`unescape`]).
+    pub fn spawn(escapes: bool) -> StdinReader {
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
             let mut stdin = std::io::stdin().lock();
             let mut buf = [0u8; 4096];
+            let mut pending = false;
             loop {
                 match stdin.read(&mut buf) {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
-                        if tx.send(buf[..n].to_vec()).is_err() {
+                        let (bytes, quit) = if escapes {
+                            unescape(&buf[..n], &mut pending)
+                        } else {
+                            (buf[..n].to_vec(), false)
+                        };
+                        if !bytes.is_empty() && tx.send(Msg::Bytes(bytes)).is_err() {
+                            break;
+                        }
+                        if quit {
+                            let _ = tx.send(Msg::Quit);
                             break;
                         }
                     }
                 }
             }
         });
-        StdinReader { rx, open: true }
+        StdinReader {
+            rx,
+            open: true,
+            quit: false,
+        }
     }
 
     /// Whether more input may still arrive.
     pub fn is_open(&self) -> bool {
-        self.open
+        self.open && !self.quit
+    }
+
+    /// Whether the user asked to quit.
+    pub fn quit_requested(&self) -> bool {
+        self.quit
+    }
+
+    fn take(&mut self, msg: Msg, machine: &mut Machine) {
+        match msg {
+            Msg::Bytes(bytes) => machine.console_input(&bytes),
+            Msg::Quit => self.quit = true,
+        }
     }
 
     /// Queues everything read so far into the machine's COM1 input.
     pub fn forward(&mut self, machine: &mut Machine) {
         loop {
             match self.rx.try_recv() {
-                Ok(bytes) => machine.console_input(&bytes),
+                Ok(msg) => self.take(msg, machine),
                 Err(TryRecvError::Empty) => return,
                 Err(TryRecvError::Disconnected) => {
                     self.open = false;
@@ -70,18 +131,71 @@ impl StdinReader {
     }
 
     /// Waits until input arrives (queued into the machine: true) or stdin
-    /// ends (false).
+    /// ends or the user quits (false).
     pub fn wait(&mut self, machine: &mut Machine) -> bool {
         match self.rx.recv() {
-            Ok(bytes) => {
-                machine.console_input(&bytes);
+            Ok(msg) => {
+                self.take(msg, machine);
                 self.forward(machine);
-                true
+                !self.quit
             }
             Err(_) => {
                 self.open = false;
                 false
             }
         }
+    }
+}
+
+/// The terminal in raw mode (no line editing, no echo, no signals from
+/// Ctrl-C: every key goes to the guest) until dropped.
+pub struct RawMode {
+    saved: libc::termios,
+}
+
+impl RawMode {
+    /// Switches stdin's terminal to raw mode; `None` if it is not a terminal.
+    pub fn enter() -> Option<RawMode> {
+        // SAFETY: tcgetattr/tcsetattr on fd 0 with a properly sized termios.
+        unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(0, &mut t) != 0 {
+                return None;
+            }
+            let saved = t;
+            libc::cfmakeraw(&mut t);
+            // Keep output post-processing so "\n" still returns the carriage.
+            t.c_oflag |= libc::OPOST;
+            if libc::tcsetattr(0, libc::TCSANOW, &t) != 0 {
+                return None;
+            }
+            Some(RawMode { saved })
+        }
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        // SAFETY: restores the attributes saved by `enter`.
+        unsafe {
+            libc::tcsetattr(0, libc::TCSANOW, &self.saved);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_sequences() {
+        let mut p = false;
+        assert_eq!(unescape(b"ab", &mut p), (b"ab".to_vec(), false));
+        assert_eq!(unescape(b"a\x01xb", &mut p), (b"a".to_vec(), true));
+        assert_eq!(unescape(b"\x01\x01c", &mut p), (b"\x01c".to_vec(), false));
+        assert_eq!(unescape(b"d\x01", &mut p), (b"d".to_vec(), false));
+        assert!(p);
+        assert_eq!(unescape(b"x", &mut p), (Vec::new(), true));
+        assert_eq!(unescape(b"\x01qz", &mut p), (b"z".to_vec(), false));
     }
 }

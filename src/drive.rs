@@ -29,15 +29,35 @@ pub struct Drive {
     pub pace: bool,
 }
 
+/// How a driven run ended.
+#[derive(Debug)]
+pub enum End {
+    /// The machine exited.
+    Machine(Exit),
+    /// The user quit with the console escape (Ctrl-A x).
+    Quit,
+}
+
 impl Drive {
-    /// Runs `m` until it exits for good: a debug exit, a stop, the
-    /// instruction limit, or a deadlock that no console input can lift.
-    pub fn run(&mut self, m: &mut Machine) -> Exit {
+    /// Runs `m` until it exits for good (a debug exit, a stop, power-off,
+    /// the instruction limit, or a deadlock that no console input can
+    /// lift) or the user quits.
+    pub fn run(&mut self, m: &mut Machine) -> End {
+        match self.run_machine(m) {
+            _ if self.input.as_ref().is_some_and(|i| i.quit_requested()) => End::Quit,
+            exit => End::Machine(exit),
+        }
+    }
+
+    fn run_machine(&mut self, m: &mut Machine) -> Exit {
         let start = Instant::now();
         let start_icount = m.icount();
         loop {
             if let Some(input) = &mut self.input {
                 input.forward(m);
+                if input.quit_requested() {
+                    return Exit::InsnLimit;
+                }
             }
             let mut target = m.icount().saturating_add(SLICE);
             if let Some(max) = self.max_insns {
@@ -81,9 +101,21 @@ fn pace(start: Instant, guest_ns: u64) {
     }
 }
 
-/// Reports how the machine ended on stderr and returns the process exit status.
-pub fn report(exit: &Exit, max_insns: Option<u64>) -> i32 {
+/// Reports how the run ended on stderr and returns the process exit status.
+pub fn report(end: &End, max_insns: Option<u64>) -> i32 {
+    let exit = match end {
+        End::Quit => {
+            eprintln!("hindsight: quit (Ctrl-A x)");
+            return exit_code::OK;
+        }
+        End::Machine(exit) => exit,
+    };
     match exit {
+        Exit::PowerOff => exit_code::OK,
+        Exit::Reset => {
+            eprintln!("hindsight: {exit}");
+            exit_code::RESET
+        }
         Exit::DebugExit(status) => *status,
         Exit::Stopped(stop) => {
             eprintln!("hindsight: {stop}");

@@ -12,12 +12,15 @@ pub const STOPPED: i32 = 3;
 pub const DEADLOCK: i32 = 4;
 /// The instruction limit (--max-insns) was reached.
 pub const INSN_LIMIT: i32 = 5;
+/// The guest asked for a system reset, which hindsight does not perform.
+pub const RESET: i32 = 6;
 
 /// The exit statuses as `--help` shows them.
 pub const HELP: &str = "\
 Exit status:
   (v << 1) | 1  the guest wrote v to the debug-exit port 0xf4 (always odd)
-  0             success (demo, selftest with no failure, bench)
+  0             success (demo, selftest with no failure, bench), the guest
+                powered off, or the user quit with Ctrl-A x
   1             selftest failures
   2             bad arguments, unreadable or malformed image file
   3             the guest stopped the machine (triple fault, unimplemented
@@ -25,5 +28,6 @@ Exit status:
   4             deadlock: every vCPU halted with interrupts off or no
                 interrupt source left to wake it
   5             instruction limit (--max-insns) reached
+  6             the guest asked for a reset (reboot), which stops hindsight
   Statuses 3 and 5 can also be debug-exit statuses (v = 1, 2): the message
   on stderr tells them apart.";

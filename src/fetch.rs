@@ -198,7 +198,6 @@ pub fn cached(cache_dir: &Path) -> Option<GuestImages> {
 
 /// The cached images if there are any, else [`fetch`] them: what
 /// `hindsight boot` does on its first use.
-#[allow(dead_code)] // Called by `hindsight boot` (issue 3).
 pub fn ensure_images(cache_dir_override: Option<&Path>) -> Result<GuestImages, FetchError> {
     let dir = cache_dir(cache_dir_override)?;
     if let Some(img) = cached(&dir) {

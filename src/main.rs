@@ -4,6 +4,7 @@
 //! `cmd_*.rs` module.
 
 mod cmd_bench;
+mod cmd_boot;
 mod cmd_demo;
 mod cmd_fetch;
 mod cmd_run;
@@ -33,6 +34,8 @@ fn top_help() -> String {
     format!(
         "Examples:
   hindsight                                  run the built-in demo guest
+  hindsight boot                             boot Debian's Linux to a busybox shell
+  hindsight boot --run 'uname -a'            boot, run a command, power off
   hindsight run --multiboot kernel.elf --append 'console=ttyS0'
   hindsight run --multiboot kernel.elf --module initrd.img,initrd --memory 1G
   hindsight selftest                         run the guest self-tests
@@ -62,6 +65,10 @@ enum Command {
     /// Boot a multiboot kernel with its serial console (COM1) on stdin/stdout.
     #[command(after_help = run_help())]
     Run(RunArgs),
+    /// Boot a Linux kernel (default: Debian's, fetched on first use) with its
+    /// serial console on this terminal or stdin/stdout.
+    #[command(after_help = boot_help())]
+    Boot(BootArgs),
     /// Run the built-in demo guest, then print instructions, time and speed.
     #[command(after_help = "Example:\n  hindsight demo")]
     Demo,
@@ -117,6 +124,55 @@ Examples:
 }
 
 /// Options of `hindsight run`.
+fn boot_help() -> String {
+    format!(
+        "Without --kernel, boots Debian's linux-image-amd64 with an initramfs whose
+/init mounts /proc and /sys and starts a busybox shell on the console
+(downloaded by 'hindsight fetch' on first use). The guest's serial console
+is this terminal (raw mode; Ctrl-A x quits, Ctrl-A Ctrl-A sends Ctrl-A) or
+stdin/stdout when they are pipes. 'poweroff -f' in the guest ends hindsight
+with status 0.
+
+Examples:
+  hindsight boot
+  hindsight boot --run 'cat /proc/cpuinfo; echo DONE'
+  echo 'uname -a; poweroff -f' | hindsight boot
+  hindsight boot --kernel bzImage --initrd initrd.img --append 'console=ttyS0 quiet'
+
+{}",
+        exit_code::HELP
+    )
+}
+
+/// Options of `hindsight boot`.
+#[derive(Args, Debug)]
+pub struct BootArgs {
+    /// bzImage to boot [default: the fetched Debian kernel]
+    #[arg(long, value_name = "FILE")]
+    pub kernel: Option<PathBuf>,
+    /// Initial ramdisk [default: hindsight's busybox initramfs]
+    #[arg(long, value_name = "FILE", conflicts_with = "run")]
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line [default: console=ttyS0]
+    #[arg(long, value_name = "CMDLINE")]
+    pub append: Option<String>,
+    /// Guest RAM (K, M, G suffixes)
+    #[arg(long, value_name = "SIZE", default_value = "512M", value_parser = size::parse_size)]
+    pub memory: u64,
+    /// Number of vCPUs
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub cpus: u32,
+    /// Run this shell command in the guest instead of a shell, then power off
+    #[arg(long, value_name = "CMD")]
+    pub run: Option<String>,
+    /// Stop after this many instructions
+    #[arg(long, value_name = "N")]
+    pub max_insns: Option<u64>,
+    /// Guest image cache [default: $XDG_CACHE_HOME/hindsight]
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// Multiboot (v1) kernel to boot: ELF32, ELF64 loaded below 4 GiB, or
@@ -176,6 +232,7 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.command.unwrap_or(Command::Demo) {
         Command::Run(args) => cmd_run::run(&args),
+        Command::Boot(args) => cmd_boot::run(&args),
         Command::Demo => cmd_demo::run(),
         Command::Selftest => cmd_selftest::run(),
         Command::Bench(args) => cmd_bench::run(&args),

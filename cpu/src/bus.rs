@@ -39,4 +39,18 @@ pub trait Bus {
     fn io_read(&mut self, port: u16, size: u8, icount: u64) -> u32;
     /// OUT to `port`.
     fn io_write(&mut self, port: u16, size: u8, value: u32, icount: u64);
+    /// RDMSR of an MSR that lives in a device rather than the CPU (the
+    /// local APIC's IA32_TSC_DEADLINE): `Some(value)` if the machine has
+    /// it, else `None` and the CPU's own MSRs answer. TSC values are passed
+    /// in the instruction-count domain (TSC minus the vCPU's TSC offset).
+    fn msr_read(&mut self, index: u32, icount: u64) -> Option<u64> {
+        let _ = (index, icount);
+        None
+    }
+    /// WRMSR of a device MSR (see [`Bus::msr_read`]); `true` if the
+    /// machine took it.
+    fn msr_write(&mut self, index: u32, value: u64, icount: u64) -> bool {
+        let _ = (index, value, icount);
+        false
+    }
 }

@@ -24,8 +24,8 @@ pub const SIGNATURE: u32 = (6 << 8) | (15 << 4) | 11;
 /// CR4.OSFXSR/OSXMMEXCPT accepted). Off until those instructions exist.
 pub const FPU_SSE: bool = false;
 
-/// Highest basic leaf.
-pub const MAX_BASIC: u32 = 7;
+/// Highest basic leaf (0x16: processor frequency).
+pub const MAX_BASIC: u32 = 0x16;
 /// Highest extended leaf.
 pub const MAX_EXTENDED: u32 = 0x8000_0008;
 
@@ -65,7 +65,10 @@ pub mod ecx1 {
     pub const SSE42: u32 = 1 << 20;
     pub const MOVBE: u32 = 1 << 22;
     pub const POPCNT: u32 = 1 << 23;
+    pub const TSC_DEADLINE: u32 = 1 << 24;
     pub const XSAVE: u32 = 1 << 26;
+    /// Reflects CR4.OSXSAVE.
+    pub const OSXSAVE: u32 = 1 << 27;
     pub const HYPERVISOR: u32 = 1 << 31;
 }
 
@@ -116,7 +119,21 @@ pub const LEAF1_EDX: u32 = edx1::DE
     | if FPU_SSE { FPU_SSE_EDX } else { 0 };
 
 /// Leaf 1 ECX.
-pub const LEAF1_ECX: u32 = ecx1::CX16 | ecx1::MOVBE | ecx1::POPCNT;
+pub const LEAF1_ECX: u32 = ecx1::CX16 | ecx1::MOVBE | ecx1::POPCNT | ecx1::TSC_DEADLINE;
+
+/// The TSC frequency: one tick per instruction, as virtual time counts
+/// nanoseconds (1 GHz). Leaves 0x15/0x16 report it, so guests need not
+/// calibrate the TSC against the PIT.
+pub const TSC_HZ: u64 = 1_000_000_000;
+/// Leaf 0x15 crystal clock (25 MHz) and TSC/crystal ratio (40/1).
+const CRYSTAL_HZ: u32 = 25_000_000;
+const TSC_RATIO: (u32, u32) = (40, 1);
+const _: () = assert!(CRYSTAL_HZ as u64 * TSC_RATIO.0 as u64 / TSC_RATIO.1 as u64 == TSC_HZ);
+
+/// Leaf 6 EAX bit 2: the APIC timer runs in every C-state (ARAT).
+const LEAF6_ARAT: u32 = 1 << 2;
+/// Leaf 0x8000_0007 EDX bit 8: invariant TSC.
+const EXT7_INVARIANT_TSC: u32 = 1 << 8;
 
 /// Leaf 7 EBX / ECX.
 pub const LEAF7_EBX: u32 = 0;
@@ -154,12 +171,25 @@ pub fn cpuid(cpu: &Cpu, leaf: u32, subleaf: u32) -> [u32; 4] {
         1 => {
             // EBX: CLFLUSH line size 8 × 8 bytes, one logical processor, initial APIC id.
             let ebx = (8 << 8) | (1 << 16) | ((cpu.index & 0xff) << 24);
-            [SIGNATURE, ebx, LEAF1_ECX, LEAF1_EDX]
+            let osxsave = if cpu.cr4 & cr::CR4_OSXSAVE != 0 {
+                ecx1::OSXSAVE
+            } else {
+                0
+            };
+            [SIGNATURE, ebx, LEAF1_ECX | osxsave, LEAF1_EDX]
         }
+        6 if leaf <= max_basic => [LEAF6_ARAT, 0, 0, 0],
         // One iteration, no cache or TLB descriptors.
         2 => [1, 0, 0, 0],
         7 if leaf <= max_basic && subleaf == 0 => [0, LEAF7_EBX, LEAF7_ECX, 0],
+        0x15 if leaf <= max_basic => [TSC_RATIO.1, TSC_RATIO.0, CRYSTAL_HZ, 0],
+        // Base, maximum and bus frequency in MHz.
+        0x16 if leaf <= max_basic => {
+            let mhz = (TSC_HZ / 1_000_000) as u32;
+            [mhz, mhz, 100, 0]
+        }
         0x8000_0000 => [MAX_EXTENDED, 0, 0, 0],
+        0x8000_0007 => [0, 0, 0, EXT7_INVARIANT_TSC],
         0x8000_0001 => [0, 0, EXT1_ECX, EXT1_EDX],
         0x8000_0002..=0x8000_0004 => {
             let base = (leaf - 0x8000_0002) as usize * 16;

@@ -41,6 +41,8 @@ pub mod index {
     pub const GS_BASE: u32 = 0xc000_0101;
     pub const KERNEL_GS_BASE: u32 = 0xc000_0102;
     pub const TSC_AUX: u32 = 0xc000_0103;
+    /// Local APIC TSC-deadline timer (answered by the machine's APIC).
+    pub const TSC_DEADLINE: u32 = 0x6e0;
 }
 
 /// IA32_MTRRCAP: 8 variable ranges, fixed ranges, write-combining.

@@ -5,38 +5,56 @@
 //! |----------------|----------------------------------|-----|
 //! | 0x20–0x21      | master i8259 PIC                 |     |
 //! | 0x40–0x43      | i8254 PIT                        | 0   |
+//! | 0x60, 0x64     | i8042 keyboard controller        | 1, 12 |
 //! | 0x61           | system control port B (PIT ch 2) |     |
+//! | 0x70–0x71      | CMOS RAM and MC146818 RTC        | 8   |
 //! | 0x80           | POST code port (writes ignored)  |     |
 //! | 0xA0–0xA1      | slave i8259 PIC                  |     |
 //! | 0xE9           | debug console                    |     |
 //! | 0xF4           | isa-debug-exit                   |     |
 //! | 0x3F8–0x3FF    | COM1 16550A UART                 | 4   |
 //! | 0x4D0–0x4D1    | PIC edge/level control (ELCR)    |     |
+//! | 0xCF8–0xCFF    | PCI configuration mechanism #1, reset control 0xCF9 | |
 //!
 //! Unclaimed ports read as all ones and ignore writes (an empty ISA bus).
-//! Devices are byte-wide: a 16- or 32-bit access is split into byte accesses
-//! at consecutive ports, as the ISA bus does, except for debug-exit, which
-//! takes the whole value (QEMU's `iosize`).
+//! ISA devices are byte-wide: a 16- or 32-bit access is split into byte
+//! accesses at consecutive ports, as the ISA bus does; debug-exit and the
+//! PCI ports take the whole access (QEMU's `iosize`).
 //!
-//! MMIO: the legacy VGA window reads as all ones; nothing else is claimed
-//! yet (the LAPIC and IOAPIC windows are reserved in [`crate::layout`]).
+//! MMIO: the legacy VGA window reads as all ones; the I/O APIC answers at
+//! 0xFEC00000 and each vCPU sees its own local APIC at 0xFEE00000.
 //!
 //! Interrupt lines are levels. [`PcDevices::update_irq_lines`] samples the
-//! UART's and the PIT's outputs and drives a PIC input only when its level
-//! changes, so re-initialising the PIC (which resets its edge detector)
-//! needs a real low-to-high transition before it latches a new request, as
-//! the 8259A datasheet says.
+//! device outputs and drives a PIC input, and the I/O APIC input the MADT
+//! and MP table name for it (ISA IRQ n on pin n, except IRQ 0 on pin 2),
+//! only when its level changes, so re-initialising the PIC (which resets
+//! its edge detector) needs a real low-to-high transition before it latches
+//! a new request, as the 8259A datasheet says.
 
 use hindsight_devices::{
-    DebugExit, Debugcon, DualPic, Pit, Uart16550, COM1_BASE, COM1_IRQ, DEBUGCON_PORT,
-    DEBUG_EXIT_PORT, PIC_ELCR_MASTER, PIC_MASTER_CMD, PIC_SLAVE_CMD, PIT_BASE, PIT_IRQ, PORT61,
+    CmosRtc, DebugExit, Debugcon, DualPic, PciHost, Pit, Uart16550, CMOS_INDEX_PORT, COM1_BASE,
+    COM1_IRQ, DEBUGCON_PORT, DEBUG_EXIT_PORT, I8042, I8042_AUX_IRQ, I8042_COMMAND_PORT,
+    I8042_DATA_PORT, I8042_KBD_IRQ, PCI_CONFIG_ADDRESS_PORT, PIC_ELCR_MASTER, PIC_MASTER_CMD,
+    PIC_SLAVE_CMD, PIT_BASE, PIT_IRQ, PORT61, RTC_IRQ,
 };
 
+use crate::apic::ApicBus;
 use crate::bus::{MmioBus, PortBus, PORT_SPACE};
-use crate::layout::{VGA_END, VGA_START};
+use crate::layout::{IOAPIC_SIZE, IOAPIC_START, LAPIC_SIZE, LAPIC_START, VGA_END, VGA_START};
 
 /// The POST code port: BIOSes write progress codes here; ignored.
 pub const POST_CODE_PORT: u16 = 0x80;
+
+/// The I/O APIC input an ISA IRQ drives: identity, except that the PIT's
+/// IRQ 0 arrives on pin 2 (the interrupt source override in the MADT and
+/// the MP table).
+pub const fn ioapic_pin(irq: u8) -> u8 {
+    if irq == 0 {
+        2
+    } else {
+        irq
+    }
+}
 
 /// A device reachable through the I/O port bus.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +73,12 @@ pub enum PortDevice {
     Debugcon,
     /// Port 0x80: writes ignored, reads all ones.
     PostCode,
+    /// CMOS/RTC index and data ports (offset 0..=1).
+    Cmos,
+    /// i8042 data (0x60) and command/status (0x64) ports.
+    I8042,
+    /// PCI configuration address/data and reset control (offset from 0xCF8).
+    Pci,
 }
 
 /// A device reachable through the MMIO bus.
@@ -62,6 +86,10 @@ pub enum PortDevice {
 pub enum MmioDevice {
     /// The legacy VGA window with no adapter behind it: all ones, writes ignored.
     VgaWindow,
+    /// The I/O APIC register window.
+    Ioapic,
+    /// The local APIC page (each vCPU reaches its own).
+    Lapic,
 }
 
 /// A host callback receiving console output as the guest produces it.
@@ -88,7 +116,31 @@ impl Console {
     }
 }
 
-/// The legacy PC devices, their port and MMIO maps, and their interrupt wiring.
+/// What the devices need to know about the machine they sit in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceConfig {
+    /// Number of vCPUs (one local APIC each).
+    pub cpus: usize,
+    /// Wall-clock time at boot, Unix seconds (an input of the run).
+    pub rtc_unix_secs: i64,
+    /// RAM below 4 GiB, for the CMOS memory-size bytes.
+    pub ram_below_4g: u64,
+    /// RAM above 4 GiB.
+    pub ram_above_4g: u64,
+}
+
+impl Default for DeviceConfig {
+    fn default() -> Self {
+        DeviceConfig {
+            cpus: 1,
+            rtc_unix_secs: 0,
+            ram_below_4g: 0,
+            ram_above_4g: 0,
+        }
+    }
+}
+
+/// The PC devices, their port and MMIO maps, and their interrupt wiring.
 pub struct PcDevices {
     ports: PortBus<PortDevice>,
     /// Dense copy of `ports` for the hot path: for each port, 1 + the index
@@ -107,6 +159,14 @@ pub struct PcDevices {
     pub debug_exit: DebugExit,
     /// The debug console at 0xE9.
     pub debugcon: Debugcon,
+    /// CMOS RAM and the real-time clock.
+    pub cmos: CmosRtc,
+    /// The keyboard controller.
+    pub i8042: I8042,
+    /// The PCI host bridge (configuration space, reset control).
+    pub pci: PciHost,
+    /// Local APICs and the I/O APIC.
+    pub apic: ApicBus,
     /// Levels currently driven into the PIC inputs (bit n = IRQ n).
     lines: u16,
     /// Bumped on every PIT access, so cached timer deadlines are recomputed.
@@ -115,24 +175,28 @@ pub struct PcDevices {
 
 impl Default for PcDevices {
     fn default() -> Self {
-        Self::new()
+        Self::new(&DeviceConfig::default())
     }
 }
 
 impl PcDevices {
     /// The devices in their power-on state, wired as in the module table.
-    pub fn new() -> PcDevices {
+    pub fn new(cfg: &DeviceConfig) -> PcDevices {
         let mut ports = PortBus::new(PORT_SPACE);
-        let map: [(u16, u64, PortDevice); 9] = [
+        let map: [(u16, u64, PortDevice); 13] = [
             (PIC_MASTER_CMD, 2, PortDevice::Pic),
             (PIT_BASE, 4, PortDevice::Pit),
+            (I8042_DATA_PORT, 1, PortDevice::I8042),
             (PORT61, 1, PortDevice::Port61),
+            (I8042_COMMAND_PORT, 1, PortDevice::I8042),
+            (CMOS_INDEX_PORT, 2, PortDevice::Cmos),
             (POST_CODE_PORT, 1, PortDevice::PostCode),
             (PIC_SLAVE_CMD, 2, PortDevice::Pic),
             (DEBUGCON_PORT, 1, PortDevice::Debugcon),
             (DEBUG_EXIT_PORT, 1, PortDevice::DebugExit),
             (COM1_BASE, 8, PortDevice::Com1),
             (PIC_ELCR_MASTER, 2, PortDevice::Pic),
+            (PCI_CONFIG_ADDRESS_PORT, 8, PortDevice::Pci),
         ];
         for (base, len, dev) in map {
             ports
@@ -140,9 +204,17 @@ impl PcDevices {
                 .expect("the fixed PC port map has no overlaps (tested)");
         }
         let mut mmio = MmioBus::new(u64::MAX);
-        mmio.insert(VGA_START, VGA_END - VGA_START, MmioDevice::VgaWindow)
-            .expect("the fixed PC MMIO map has no overlaps (tested)");
+        for (base, len, dev) in [
+            (VGA_START, VGA_END - VGA_START, MmioDevice::VgaWindow),
+            (IOAPIC_START, IOAPIC_SIZE, MmioDevice::Ioapic),
+            (LAPIC_START, LAPIC_SIZE, MmioDevice::Lapic),
+        ] {
+            mmio.insert(base, len, dev)
+                .expect("the fixed PC MMIO map has no overlaps (tested)");
+        }
         let (port_table, port_ranges) = dense_port_table(&ports);
+        let cpus = cfg.cpus.max(1);
+        let ioapic_id = hindsight_firmware::mptable::ioapic_id(cpus);
         let mut d = PcDevices {
             ports,
             port_table,
@@ -153,6 +225,10 @@ impl PcDevices {
             pit: Pit::new(),
             debug_exit: DebugExit::new(),
             debugcon: Debugcon::new(),
+            cmos: CmosRtc::with_config(cfg.rtc_unix_secs, cfg.ram_below_4g, cfg.ram_above_4g),
+            i8042: I8042::new(),
+            pci: PciHost::new(),
+            apic: ApicBus::new(cpus, ioapic_id),
             lines: 0,
             timer_epoch: 0,
         };
@@ -180,8 +256,10 @@ impl PcDevices {
         if size == 1 {
             return u32::from(self.read8(port, now));
         }
-        if let Some((_, PortDevice::DebugExit)) = self.port(port) {
-            return self.debug_exit.read();
+        match self.port(port) {
+            Some((_, PortDevice::DebugExit)) => return self.debug_exit.read(),
+            Some((off, PortDevice::Pci)) => return self.pci.read(off, size),
+            _ => {}
         }
         let mut v = 0u32;
         for i in 0..size.min(4) {
@@ -205,9 +283,16 @@ impl PcDevices {
         } else {
             value & ((1u32 << (8 * size)) - 1)
         };
-        if let Some((_, PortDevice::DebugExit)) = self.port(port) {
-            self.debug_exit.write(value);
-            return;
+        match self.port(port) {
+            Some((_, PortDevice::DebugExit)) => {
+                self.debug_exit.write(value);
+                return;
+            }
+            Some((off, PortDevice::Pci)) => {
+                self.pci.write(off, size, value);
+                return;
+            }
+            _ => {}
         }
         for i in 0..size.min(4) {
             let p = port.wrapping_add(u16::from(i));
@@ -230,6 +315,9 @@ impl PcDevices {
             PortDevice::DebugExit => self.debug_exit.read() as u8,
             PortDevice::Debugcon => self.debugcon.read(),
             PortDevice::PostCode => 0xFF,
+            PortDevice::Cmos => self.cmos.read(now, off),
+            PortDevice::I8042 => self.i8042.read(now, (port - I8042_DATA_PORT) as u8),
+            PortDevice::Pci => self.pci.read(off, 1) as u8,
         }
     }
 
@@ -257,31 +345,50 @@ impl PcDevices {
                 console.emit(&self.debugcon.take_output());
             }
             PortDevice::PostCode => {}
+            PortDevice::Cmos => self.cmos.write(now, off, value),
+            PortDevice::I8042 => self.i8042.write(now, (port - I8042_DATA_PORT) as u8, value),
+            PortDevice::Pci => self.pci.write(off, 1, u32::from(value)),
         }
     }
 
-    /// A read of `size` bytes from guest-physical `addr` that is not RAM.
-    pub fn mmio_read(&mut self, addr: u64, size: u8) -> u64 {
+    /// A read of `size` bytes from guest-physical `addr` that is not RAM,
+    /// by vCPU `cpu` at virtual time `now`.
+    pub fn mmio_read(&mut self, addr: u64, size: u8, cpu: usize, now: u64) -> u64 {
         let ones = if size >= 8 {
             u64::MAX
         } else {
             (1u64 << (8 * size)) - 1
         };
         match self.mmio.find(addr) {
+            Some((off, MmioDevice::Ioapic)) => {
+                let v = self.apic.ioapic.read((off & !3) as u32);
+                u64::from(v >> (8 * (off & 3))) & ones
+            }
+            Some((off, MmioDevice::Lapic)) => match self.apic.lapics.get_mut(cpu) {
+                Some(l) => u64::from(l.read(now, (off & !3) as u32) >> (8 * (off & 3))) & ones,
+                None => ones,
+            },
             Some((_, MmioDevice::VgaWindow)) | None => ones,
         }
     }
 
     /// A write to guest-physical `addr` that is not writable RAM (MMIO, ROM,
-    /// unmapped): ignored by everything that exists so far.
-    pub fn mmio_write(&mut self, addr: u64, _size: u8, _value: u64) {
+    /// unmapped) by vCPU `cpu` at virtual time `now`. The APICs take
+    /// aligned 32-bit writes (a wider write reaches the low register).
+    pub fn mmio_write(&mut self, addr: u64, size: u8, value: u64, cpu: usize, now: u64) {
         match self.mmio.find(addr) {
-            Some((_, MmioDevice::VgaWindow)) | None => {}
+            Some((off, MmioDevice::Ioapic)) if size >= 4 && off & 3 == 0 => {
+                self.apic.ioapic_write(off as u32, value as u32);
+            }
+            Some((off, MmioDevice::Lapic)) if size >= 4 && off & 3 == 0 => {
+                self.apic.lapic_write(cpu, now, off as u32, value as u32);
+            }
+            _ => {}
         }
     }
 
-    /// Samples the device outputs at virtual time `now` and drives the PIC
-    /// inputs whose level changed.
+    /// Samples the device outputs at virtual time `now` and drives the
+    /// interrupt inputs whose level changed.
     pub fn update_irq_lines(&mut self, now: u64) {
         self.update_irq_lines_at(now, true);
     }
@@ -292,12 +399,19 @@ impl PcDevices {
     /// reached or the PIT was accessed.
     #[inline]
     pub(crate) fn update_irq_lines_at(&mut self, now: u64, sample_pit: bool) {
+        self.apic.advance(now);
         let uart = self.uart.irq_level();
         self.drive(COM1_IRQ, uart);
         if sample_pit {
             let pit = self.pit.irq0_level(now);
             self.drive(PIT_IRQ, pit);
         }
+        let rtc = self.cmos.irq_level(now);
+        self.drive(RTC_IRQ, rtc);
+        let kbd = self.i8042.irq1_level(now);
+        self.drive(I8042_KBD_IRQ, kbd);
+        let aux = self.i8042.irq12_level(now);
+        self.drive(I8042_AUX_IRQ, aux);
     }
 
     #[inline]
@@ -306,18 +420,43 @@ impl PcDevices {
         if (self.lines & bit != 0) != level {
             self.lines ^= bit;
             self.pic.set_irq(irq, level);
+            self.apic.set_ioapic_pin(ioapic_pin(irq), level);
         }
     }
 
-    /// Whether the next edge of the PIT's output could raise the CPU's
-    /// interrupt line, given the PIC's current masks and in-service bits.
-    /// With the CPU halted nothing else changes the PIC, so if this is false
-    /// the timer can never wake it.
+    /// Whether the next edge of the PIT's output could raise an interrupt:
+    /// through the PIC (given its masks and in-service bits) or through an
+    /// unmasked I/O APIC pin. With every CPU halted nothing else changes the
+    /// interrupt controllers, so if this is false the PIT can never wake one.
     pub fn timer_edge_would_interrupt(&self) -> bool {
         let mut pic = self.pic.clone();
         pic.set_irq(PIT_IRQ, false);
         pic.set_irq(PIT_IRQ, true);
         pic.has_interrupt()
+            || self.apic.ioapic.redirection_entry(ioapic_pin(PIT_IRQ)) & (1 << 16) == 0
+    }
+
+    /// Earliest deadline after `now` of the timed devices other than the PIT
+    /// (local APIC timers, RTC, keyboard controller).
+    pub(crate) fn other_deadline(&self, now: u64) -> Option<u64> {
+        [
+            self.apic.next_deadline(now),
+            self.cmos.next_deadline(now),
+            self.i8042.next_deadline(now),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// The guest asked to power off (ACPI S5).
+    pub fn poweroff_requested(&self) -> bool {
+        false
+    }
+
+    /// The guest asked for a reset (i8042 command 0xFE or port 0xCF9).
+    pub fn reset_requested(&self) -> bool {
+        self.i8042.reset_requested() || self.pci.reset_requested()
     }
 }
 
@@ -343,7 +482,7 @@ mod tests {
 
     #[test]
     fn port_map_routes_and_floats() {
-        let d = PcDevices::new();
+        let d = PcDevices::default();
         let p = d.ports();
         assert_eq!(p.find(0x3F8), Some((0, &PortDevice::Com1)));
         assert_eq!(p.find(0x3FF), Some((7, &PortDevice::Com1)));
@@ -357,21 +496,26 @@ mod tests {
         assert_eq!(p.find(0xE9), Some((0, &PortDevice::Debugcon)));
         assert_eq!(p.find(0xF4), Some((0, &PortDevice::DebugExit)));
         assert_eq!(p.find(0x80), Some((0, &PortDevice::PostCode)));
-        assert_eq!(p.iter().count(), 9);
-        let mut d = PcDevices::new();
+        assert_eq!(p.find(0x70), Some((0, &PortDevice::Cmos)));
+        assert_eq!(p.find(0x64), Some((0, &PortDevice::I8042)));
+        assert_eq!(p.find(0xCFC), Some((4, &PortDevice::Pci)));
+        assert_eq!(p.iter().count(), 13);
+        let mut d = PcDevices::default();
         assert_eq!(d.io_read(0x1234, 1, 0), 0xFF);
         assert_eq!(d.io_read(0x1234, 2, 0), 0xFFFF);
         assert_eq!(d.io_read(0x1234, 4, 0), 0xFFFF_FFFF);
         assert_eq!(d.io_read(0x80, 1, 0), 0xFF);
         assert_eq!(d.io_read(0xE9, 1, 0), 0xE9);
         assert_eq!(d.io_read(0xF4, 4, 0), 0);
-        assert_eq!(d.mmio_read(VGA_START, 4), 0xFFFF_FFFF);
-        assert_eq!(d.mmio_read(0xFEE0_0000, 8), u64::MAX);
+        assert_eq!(d.mmio_read(VGA_START, 4, 0, 0), 0xFFFF_FFFF);
+        // The local APIC answers: its version register.
+        assert_eq!(d.mmio_read(0xFEE0_0030, 4, 0, 0), 0x0005_0014);
+        assert_eq!(d.mmio_read(0xFED0_0000, 8, 0, 0), u64::MAX);
     }
 
     #[test]
     fn dense_table_agrees_with_the_bus() {
-        let d = PcDevices::new();
+        let d = PcDevices::default();
         for port in 0..=u16::MAX {
             let via_bus = d
                 .ports()
@@ -383,7 +527,7 @@ mod tests {
 
     #[test]
     fn console_bytes_in_order() {
-        let mut d = PcDevices::new();
+        let mut d = PcDevices::default();
         let mut c = buffer();
         d.io_write(0x3F8, 1, u32::from(b'a'), 0, &mut c);
         d.io_write(0xE9, 1, u32::from(b'b'), 0, &mut c);
@@ -396,14 +540,14 @@ mod tests {
 
     #[test]
     fn debug_exit_takes_the_whole_value() {
-        let mut d = PcDevices::new();
+        let mut d = PcDevices::default();
         d.io_write(0xF4, 2, 0x1_0102, 0, &mut buffer());
         assert_eq!(d.debug_exit.exit_status(), Some(0x205));
     }
 
     #[test]
     fn pit_drives_irq0_through_the_pic() {
-        let mut d = PcDevices::new();
+        let mut d = PcDevices::default();
         let mut c = buffer();
         // PIC: ICW1..4, vectors 0x20/0x28, unmask IRQ0 only.
         for (port, v) in [
@@ -440,7 +584,7 @@ mod tests {
 
     #[test]
     fn uart_interrupt_reaches_irq4() {
-        let mut d = PcDevices::new();
+        let mut d = PcDevices::default();
         let mut c = buffer();
         for (port, v) in [
             (0x20, 0x11),

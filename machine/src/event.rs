@@ -51,7 +51,7 @@ mod tests {
 
     #[test]
     fn cache_follows_accesses_and_time() {
-        let mut d = PcDevices::new();
+        let mut d = PcDevices::default();
         let mut q = EventQueue::default();
         // Power-on: channel 0 in mode 3 with count 65536 toggles every 32768 ticks.
         let (first, changed) = q.next_deadline(0, &d);

@@ -6,6 +6,7 @@
 //! | [`layout`]  | the guest-physical address map, one doc-commented const per magic address |
 //! | [`memory`]  | guest RAM as one anonymous mapping, the dirty-page bitmap, [`hindsight_firmware::GuestMemory`] |
 //! | [`bus`]     | port and MMIO buses (ranges, overlaps refused) and [`bus::VcpuBus`], the CPU's [`hindsight_cpu::Bus`] |
+//! | [`apic`]    | local APICs, the I/O APIC and interrupt-message routing |
 //! | [`devices`] | the legacy PC devices, their ports and IRQ wiring, the console |
 //! | `event`     | the next deadline on virtual time |
 //! | `sched`     | the seeded round-robin schedule of several vCPUs |
@@ -36,6 +37,7 @@
 //! virtual time of the instruction that touched it.
 #![deny(missing_docs)]
 
+pub mod apic;
 pub mod bus;
 pub mod devices;
 mod event;
@@ -46,8 +48,8 @@ mod sched;
 
 pub use devices::ConsoleSink;
 pub use machine::{
-    Exit, Machine, MachineConfig, MachineError, DEFAULT_SEED, ENTRY_CODE_SELECTOR,
-    ENTRY_DATA_SELECTOR, MAX_CPUS,
+    Exit, Machine, MachineConfig, MachineError, DEFAULT_RTC_UNIX_SECS, DEFAULT_SEED,
+    ENTRY_CODE_SELECTOR, ENTRY_DATA_SELECTOR, MAX_CPUS,
 };
 pub use memory::{GuestRam, MemoryError};
 pub use sched::{QUANTUM_MAX, QUANTUM_MIN};

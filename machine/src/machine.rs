@@ -26,10 +26,11 @@ use std::fmt;
 
 use hindsight_cpu::state::{attr, cr, reg, SegReg, Segment, TableReg};
 use hindsight_cpu::{flags, CodeCache, Cpu, Ctx, RunExit, Stop};
-use hindsight_firmware::{EntryMode, EntryState, LoadError, Module};
+use hindsight_firmware::{EntryMode, EntryState, LinuxEntry, LoadError, Module};
 
+use crate::apic::CpuSignal;
 use crate::bus::VcpuBus;
-use crate::devices::{Console, ConsoleSink, PcDevices};
+use crate::devices::{Console, ConsoleSink, DeviceConfig, PcDevices};
 use crate::event::EventQueue;
 use crate::layout::PAGE_SIZE;
 use crate::memory::{GuestRam, MemoryError};
@@ -56,7 +57,14 @@ pub struct MachineConfig {
     pub max_insns: Option<u64>,
     /// Seed of the deterministic vCPU schedule (quantum lengths).
     pub seed: u64,
+    /// Wall-clock time the RTC shows at boot, Unix seconds: an input of the
+    /// run (default [`DEFAULT_RTC_UNIX_SECS`], so runs are reproducible
+    /// unless the caller passes the host's time).
+    pub rtc_unix_secs: i64,
 }
+
+/// The RTC's time at boot unless configured: 2026-01-01 00:00:00 UTC.
+pub const DEFAULT_RTC_UNIX_SECS: i64 = 1_767_225_600;
 
 impl Default for MachineConfig {
     fn default() -> Self {
@@ -65,6 +73,7 @@ impl Default for MachineConfig {
             cpus: 1,
             max_insns: None,
             seed: DEFAULT_SEED,
+            rtc_unix_secs: DEFAULT_RTC_UNIX_SECS,
         }
     }
 }
@@ -80,6 +89,11 @@ pub enum Exit {
     Stopped(Stop),
     /// `max_insns` or the requested instruction count was reached.
     InsnLimit,
+    /// The guest powered the machine off (ACPI S5).
+    PowerOff,
+    /// The guest asked for a system reset (i8042 command 0xFE, port 0xCF9).
+    /// Resetting is not modelled: the machine stops here.
+    Reset,
     /// Every vCPU is halted and nothing can ever wake one: interrupts are
     /// disabled, or no interrupt source can fire (no timer deadline, or its
     /// IRQ masked at the PIC) and none is pending. Console input could still
@@ -97,6 +111,12 @@ impl fmt::Display for Exit {
             Exit::DebugExit(s) => write!(f, "debug exit with status {s}"),
             Exit::Stopped(stop) => write!(f, "{stop}"),
             Exit::InsnLimit => write!(f, "instruction limit reached"),
+            Exit::PowerOff => write!(f, "the guest powered the machine off"),
+            Exit::Reset => write!(
+                f,
+                "the guest requested a system reset (keyboard controller or port 0xCF9); \
+                 hindsight stops instead of rebooting"
+            ),
             Exit::Deadlock { icount } => write!(
                 f,
                 "deadlock at icount {icount}: every vCPU is halted and no interrupt can wake one"
@@ -157,6 +177,8 @@ pub struct Machine {
     max_insns: Option<u64>,
     /// The report of a stop, returned again by later runs.
     stopped: Option<Stop>,
+    /// vCPUs in wait-for-SIPI state (after INIT; the APs at power-on).
+    waiting_sipi: Vec<bool>,
 }
 
 impl fmt::Debug for Machine {
@@ -177,6 +199,13 @@ impl Machine {
             return Err(MachineError::BadCpuCount(cfg.cpus));
         }
         let ram = GuestRam::new(cfg.memory)?;
+        let (low_end, high_end) = crate::layout::ram_ranges(cfg.memory);
+        let dev_cfg = DeviceConfig {
+            cpus: cfg.cpus as usize,
+            rtc_unix_secs: cfg.rtc_unix_secs,
+            ram_below_4g: low_end,
+            ram_above_4g: high_end - crate::layout::HIGH_RAM_START,
+        };
         let vcpus = (0..cfg.cpus)
             .map(|i| {
                 let mut cpu = Cpu::new(i);
@@ -187,7 +216,8 @@ impl Machine {
             .collect();
         Ok(Machine {
             ram,
-            devices: PcDevices::new(),
+            devices: PcDevices::new(&dev_cfg),
+            waiting_sipi: (0..cfg.cpus).map(|i| i > 0).collect(),
             vcpus,
             code: CodeCache::new(),
             console: Console::Buffer(Vec::new()),
@@ -221,6 +251,66 @@ impl Machine {
         self.memory_replaced();
         self.enter(&entry?);
         Ok(())
+    }
+
+    /// Loads a 64-bit Linux bzImage with its command line and initrd
+    /// (Linux boot protocol), writes the MP table and ACPI tables that
+    /// describe the CPUs and interrupt controllers, and starts vCPU 0 at
+    /// the kernel's 64-bit entry point.
+    pub fn load_linux(
+        &mut self,
+        kernel: &[u8],
+        cmdline: &str,
+        initrd: Option<&[u8]>,
+    ) -> Result<(), LoadError> {
+        let entry = hindsight_firmware::load_linux(&mut self.ram, kernel, cmdline, initrd)?;
+        let cpus = self.vcpus.len();
+        hindsight_firmware::write_mptable(&mut self.ram, cpus)?;
+        hindsight_firmware::write_acpi_tables(&mut self.ram, cpus)?;
+        self.memory_replaced();
+        self.enter_linux(&entry);
+        Ok(())
+    }
+
+    /// Puts vCPU 0 in the state the 64-bit Linux boot protocol asks for
+    /// (see [`LinuxEntry`]).
+    fn enter_linux(&mut self, e: &LinuxEntry) {
+        use hindsight_firmware::linux::{ENTRY_CR0_SET, ENTRY_CR4_SET, ENTRY_EFER_SET};
+        let cpu = &mut self.vcpus[0];
+        let (index, icount) = (cpu.index, cpu.icount);
+        *cpu = Cpu::new(index);
+        cpu.icount = icount;
+        cpu.cr0 = (cpu.cr0 & !(cr::CR0_CD | cr::CR0_NW)) | ENTRY_CR0_SET;
+        cpu.cr4 |= ENTRY_CR4_SET;
+        cpu.efer |= ENTRY_EFER_SET;
+        cpu.cr3 = e.cr3;
+        cpu.gdtr = TableReg {
+            base: e.gdt_base,
+            limit: e.gdt_limit,
+        };
+        cpu.idtr = TableReg { base: 0, limit: 0 };
+        let data = Segment {
+            selector: e.ds,
+            base: 0,
+            limit: 0xFFFF_FFFF,
+            attr: attr::DATA_RW | attr::DB | attr::GRAN,
+        };
+        for s in SegReg::ALL {
+            cpu.seg[s as usize] = data;
+        }
+        cpu.seg[SegReg::Cs as usize] = Segment {
+            selector: e.cs,
+            base: 0,
+            limit: 0xFFFF_FFFF,
+            attr: attr::CODE_RX | attr::LONG | attr::GRAN,
+        };
+        cpu.gpr[reg::RSI] = e.rsi;
+        cpu.gpr[reg::RSP] = e.rsp;
+        cpu.rip = e.rip;
+        cpu.rflags = flags::FIXED;
+        cpu.update_mode();
+        cpu.end_block = false;
+        self.stopped = None;
     }
 
     /// Guest memory was written behind the CPUs' backs: drop decoded code
@@ -324,13 +414,22 @@ impl Machine {
             if let Some(status) = self.devices.debug_exit.exit_status() {
                 return Exit::DebugExit(status);
             }
+            if self.devices.poweroff_requested() {
+                return Exit::PowerOff;
+            }
+            if self.devices.reset_requested() {
+                return Exit::Reset;
+            }
             if !self.input.is_empty() {
                 self.pump_input();
             }
-            let (deadline, timers_moved) = self.events.next_deadline(self.now, &self.devices);
+            let (pit_deadline, timers_moved) = self.events.next_deadline(self.now, &self.devices);
             self.devices.update_irq_lines_at(self.now, timers_moved);
+            self.apply_cpu_signals();
+            let other_deadline = self.devices.other_deadline(self.now);
+            let deadline = min_opt(pit_deadline, other_deadline);
             if self.now < stop {
-                if let Err(s) = self.deliver_interrupt() {
+                if let Err(s) = self.deliver_interrupts() {
                     self.stopped = Some(s.clone());
                     return Exit::Stopped(s);
                 }
@@ -341,7 +440,7 @@ impl Machine {
             let until = deadline.map_or(stop, |d| d.min(stop));
             match self.sched.pick(&self.vcpus) {
                 Some((i, quantum)) => {
-                    let quantum = if i == 0 && self.interrupt_held_by_shadow() {
+                    let quantum = if self.interrupt_held_by_shadow(i) {
                         1
                     } else {
                         quantum
@@ -353,12 +452,14 @@ impl Machine {
                     }
                 }
                 None => {
-                    if !self.can_wake(deadline) {
+                    let pit_wakes =
+                        pit_deadline.filter(|_| self.devices.timer_edge_would_interrupt());
+                    if !self.can_wake(min_opt(pit_wakes, other_deadline)) {
                         return Exit::Deadlock { icount: self.now };
                     }
                     // A pending interrupt is held back only by the shadow
                     // (one instruction); otherwise sleep to the deadline.
-                    let target = if self.devices.pic.has_interrupt() {
+                    let target = if (0..self.vcpus.len()).any(|i| self.interrupt_pending(i)) {
                         self.now + 1
                     } else {
                         until
@@ -385,31 +486,99 @@ impl Machine {
         }
     }
 
-    /// The PIC raises INTR and vCPU 0 has IF set but sits in an interrupt
-    /// shadow: it must run exactly one instruction before taking it.
-    fn interrupt_held_by_shadow(&self) -> bool {
-        let cpu = &self.vcpus[0];
-        cpu.rflags & flags::IF != 0
-            && cpu.icount == cpu.shadow_at
-            && self.devices.pic.has_interrupt()
-    }
-
-    /// Delivers the PIC's interrupt to vCPU 0 if it can take it now.
-    fn deliver_interrupt(&mut self) -> Result<(), Stop> {
-        if !self.devices.pic.has_interrupt() || !self.vcpus[0].interrupts_enabled() {
-            return Ok(());
+    /// Applies the INIT and start-up IPIs sent since the last look.
+    fn apply_cpu_signals(&mut self) {
+        if self.devices.apic.cpu_signals.is_empty() {
+            return;
         }
-        let vector = self.devices.pic.acknowledge();
-        self.with_ctx(0, |ctx| ctx.interrupt(vector)).0
+        for (i, signal) in std::mem::take(&mut self.devices.apic.cpu_signals) {
+            let Some(cpu) = self.vcpus.get_mut(i) else {
+                continue;
+            };
+            match signal {
+                CpuSignal::Init => {
+                    let icount = cpu.icount;
+                    *cpu = Cpu::new(i as u32);
+                    cpu.icount = icount;
+                    cpu.halted = true;
+                    self.waiting_sipi[i] = true;
+                }
+                CpuSignal::StartUp(vector) if self.waiting_sipi[i] => {
+                    let selector = u16::from(vector) << 8;
+                    cpu.seg[SegReg::Cs as usize] = Segment::real(selector, attr::CODE_RX);
+                    cpu.rip = 0;
+                    cpu.halted = false;
+                    cpu.update_mode();
+                    self.waiting_sipi[i] = false;
+                }
+                CpuSignal::StartUp(_) => {}
+            }
+        }
     }
 
-    /// Whether anything can ever wake vCPU 0 when every vCPU is halted.
-    fn can_wake(&self, deadline: Option<u64>) -> bool {
-        if self.vcpus[0].rflags & flags::IF == 0 {
+    /// Whether the PIC's INTR reaches vCPU 0: its local APIC passes LINT0
+    /// through (virtual-wire mode) or is software-disabled, as after reset.
+    fn pic_reaches_cpu0(&self) -> bool {
+        self.devices
+            .apic
+            .lapics
+            .first()
+            .is_none_or(|l| !l.software_enabled() || l.lint0_extint_enabled())
+    }
+
+    /// Whether an interrupt waits for vCPU `i` (whatever its IF).
+    fn interrupt_pending(&self, i: usize) -> bool {
+        if self.waiting_sipi[i] {
             return false;
         }
-        self.devices.pic.has_interrupt()
-            || (deadline.is_some() && self.devices.timer_edge_would_interrupt())
+        self.devices
+            .apic
+            .lapics
+            .get(i)
+            .is_some_and(|l| l.pending_vector().is_some())
+            || (i == 0 && self.devices.pic.has_interrupt() && self.pic_reaches_cpu0())
+    }
+
+    /// An interrupt waits for vCPU `i`, which has IF set but sits in an
+    /// interrupt shadow: it must run exactly one instruction before taking it.
+    fn interrupt_held_by_shadow(&self, i: usize) -> bool {
+        let cpu = &self.vcpus[i];
+        cpu.rflags & flags::IF != 0 && cpu.icount == cpu.shadow_at && self.interrupt_pending(i)
+    }
+
+    /// Delivers to each vCPU that can take one now the interrupt waiting
+    /// for it: its local APIC's first, else (vCPU 0) the PIC's.
+    fn deliver_interrupts(&mut self) -> Result<(), Stop> {
+        for i in 0..self.vcpus.len() {
+            if self.waiting_sipi[i] || !self.vcpus[i].interrupts_enabled() {
+                continue;
+            }
+            let vector = match self
+                .devices
+                .apic
+                .lapics
+                .get_mut(i)
+                .and_then(|l| l.acknowledge())
+            {
+                Some(v) => v,
+                None if i == 0 && self.devices.pic.has_interrupt() && self.pic_reaches_cpu0() => {
+                    self.devices.pic.acknowledge()
+                }
+                None => continue,
+            };
+            self.with_ctx(i, |ctx| ctx.interrupt(vector)).0?;
+        }
+        Ok(())
+    }
+
+    /// Whether anything can ever wake a vCPU when every vCPU is halted,
+    /// given the earliest deadline that can raise an interrupt.
+    fn can_wake(&self, deadline: Option<u64>) -> bool {
+        (0..self.vcpus.len()).any(|i| {
+            !self.waiting_sipi[i]
+                && self.vcpus[i].rflags & flags::IF != 0
+                && (deadline.is_some() || self.interrupt_pending(i))
+        })
     }
 
     /// Runs vCPU `i` for at most `budget` instructions.
@@ -437,6 +606,7 @@ impl Machine {
             devices: &mut self.devices,
             console: &mut self.console,
             time_offset: self.now.wrapping_sub(before),
+            cpu: i,
         };
         let r = f(&mut Ctx::new(cpu, &mut bus, &mut self.code));
         let ran = cpu.icount - before;
@@ -492,6 +662,15 @@ impl Machine {
         for cpu in &mut self.vcpus {
             cpu.tlb.flush_writes();
         }
+    }
+}
+
+/// The earlier of two optional instants.
+fn min_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
     }
 }
 

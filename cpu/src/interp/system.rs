@@ -344,7 +344,14 @@ fn rdpmc(ctx: &mut Ctx, _: &Instruction) -> Result<()> {
 
 fn rdmsr(ctx: &mut Ctx, _: &Instruction) -> Result<()> {
     cpl0(ctx)?;
-    let v = msr::read(ctx.cpu, ctx.cpu.gpr[reg::RCX] as u32)?;
+    let i = ctx.cpu.gpr[reg::RCX] as u32;
+    let v = match ctx.bus.msr_read(i, ctx.cpu.icount) {
+        Some(v) if i == msr::index::TSC_DEADLINE && v != 0 => {
+            v.wrapping_add(ctx.cpu.msr.tsc_offset)
+        }
+        Some(v) => v,
+        None => msr::read(ctx.cpu, i)?,
+    };
     set32(ctx, reg::RAX, v);
     set32(ctx, reg::RDX, v >> 32);
     Ok(())
@@ -354,6 +361,16 @@ fn wrmsr(ctx: &mut Ctx, _: &Instruction) -> Result<()> {
     cpl0(ctx)?;
     let i = ctx.cpu.gpr[reg::RCX] as u32;
     let v = (ctx.cpu.gpr[reg::RAX] & 0xffff_ffff) | (ctx.cpu.gpr[reg::RDX] << 32);
+    // IA32_TSC_DEADLINE goes to the local APIC in the instruction-count
+    // domain (0 keeps meaning "disarm").
+    let dev_v = match (i, v) {
+        (msr::index::TSC_DEADLINE, 1..) => v.wrapping_sub(ctx.cpu.msr.tsc_offset).max(1),
+        _ => v,
+    };
+    if ctx.bus.msr_write(i, dev_v, ctx.cpu.icount) {
+        ctx.cpu.exit_request = true;
+        return Ok(());
+    }
     let effect = msr::write(ctx.cpu, i, v)?;
     if effect.flush_tlb {
         ctx.cpu.tlb.flush_all();
@@ -848,7 +865,11 @@ mod tests {
                 |cpu, _| cpu.gpr[reg::RBX] = u64::MAX,
             );
             assert_eq!(v, 0);
-            assert_eq!(cpu.gpr[reg::RSI], 7, "{mode:?}");
+            assert_eq!(
+                cpu.gpr[reg::RSI],
+                u64::from(crate::cpuid::MAX_BASIC),
+                "{mode:?}"
+            );
             assert_eq!(cpu.gpr[reg::RAX], 0x3028);
             assert_eq!(cpu.gpr[reg::RBX], 0, "{mode:?}: zero-extended");
         }
