@@ -9,8 +9,8 @@ use hindsight_machine::{Machine, MachineConfig};
 
 use crate::console::{self, StdinReader};
 use crate::drive::{self, Drive};
-use crate::fetch;
 use crate::{exit_code, BootArgs};
+use crate::{fetch, kernel};
 
 /// Kernel command line unless `--append` gives one.
 pub const DEFAULT_APPEND: &str = "console=ttyS0";
@@ -30,9 +30,18 @@ pub fn run(args: &BootArgs) -> i32 {
                 input: Some(StdinReader::spawn(interactive)),
                 pace: interactive,
             };
+            let start = std::time::Instant::now();
             let end = d.run(&mut m);
             drop(_raw);
-            drive::report(&end, args.max_insns)
+            if args.stats {
+                let secs = start.elapsed().as_secs_f64();
+                eprintln!(
+                    "hindsight: stats insns={} wall_s={secs:.3} mips={:.1}",
+                    m.icount(),
+                    drive::mips(m.icount(), secs)
+                );
+            }
+            drive::report_machine(&end, args.max_insns, &m)
         }
         Err(code) => code,
     }
@@ -99,7 +108,15 @@ fn prepare(args: &BootArgs) -> Result<Machine, i32> {
         eprintln!("hindsight: {e}");
         exit_code::USAGE
     })?;
-    m.load_linux(&kernel, append, initrd.as_deref())
+    let cache = fetch::cache_dir(args.cache_dir.as_deref()).map_err(|e| {
+        eprintln!("hindsight: {e}");
+        exit_code::USAGE
+    })?;
+    let vmlinux = match args.guest_decompress {
+        true => None,
+        false => kernel::decompressed(&kernel, &cache),
+    };
+    m.load_linux(&kernel, vmlinux.as_deref(), append, initrd.as_deref())
         .map_err(|e| {
             eprintln!("hindsight: {}: {e}", kernel_path.display());
             exit_code::USAGE

@@ -10,7 +10,7 @@ pub fn run(args: &FetchArgs) -> i32 {
         force: args.force,
     };
     let result = fetch::fetch(&opts).and_then(|img| {
-        let initramfs = img.initramfs(None)?;
+        let initramfs = img.initramfs(args.run.as_deref())?;
         Ok((img, initramfs))
     });
     match result {
@@ -28,10 +28,11 @@ pub fn run(args: &FetchArgs) -> i32 {
                 fetch::BUSYBOX_PACKAGE,
                 img.busybox_version
             );
-            println!(
-                "initramfs: {} (/init starts a shell on the console)",
-                initramfs.display()
-            );
+            let what = match &args.run {
+                Some(_) => "/init runs the --run command, then powers off",
+                None => "/init starts a shell on the console",
+            };
+            println!("initramfs: {} ({what})", initramfs.display());
             exit_code::OK
         }
         Err(e) => {

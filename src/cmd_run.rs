@@ -57,7 +57,7 @@ pub fn run(args: &RunArgs) -> i32 {
                 pace: std::io::stdin().is_terminal(),
             };
             let end = d.run(&mut m);
-            drive::report(&end, args.max_insns)
+            drive::report_machine(&end, args.max_insns, &m)
         }
         Err(code) => code,
     }

@@ -103,6 +103,24 @@ fn pace(start: Instant, guest_ns: u64) {
 
 /// Reports how the run ended on stderr and returns the process exit status.
 pub fn report(end: &End, max_insns: Option<u64>) -> i32 {
+    report_at(end, max_insns, None)
+}
+
+/// Like [`report`], naming where vCPU 0 was when the run stopped.
+pub fn report_machine(end: &End, max_insns: Option<u64>, m: &Machine) -> i32 {
+    let cpu = &m.cpus()[0];
+    let at = format!(
+        "vCPU 0 at {:04x}:{:x} in {} (icount {})",
+        cpu.seg[hindsight_cpu::SegReg::Cs as usize].selector,
+        cpu.rip,
+        cpu.mode.name(),
+        m.icount()
+    );
+    report_at(end, max_insns, Some(&at))
+}
+
+fn report_at(end: &End, max_insns: Option<u64>, at: Option<&str>) -> i32 {
+    let at = at.map(|a| format!("; {a}")).unwrap_or_default();
     let exit = match end {
         End::Quit => {
             eprintln!("hindsight: quit (Ctrl-A x)");
@@ -124,14 +142,14 @@ pub fn report(end: &End, max_insns: Option<u64>) -> i32 {
         Exit::Deadlock { icount } => {
             eprintln!(
                 "hindsight: deadlock at icount {icount}: every vCPU is halted and no interrupt \
-                 can wake one (interrupts disabled, or every source masked)"
+                 can wake one (interrupts disabled, or every source masked){at}"
             );
             exit_code::DEADLOCK
         }
         Exit::InsnLimit => {
             match max_insns {
-                Some(n) => eprintln!("hindsight: instruction limit {n} reached"),
-                None => eprintln!("hindsight: instruction limit reached"),
+                Some(n) => eprintln!("hindsight: instruction limit {n} reached{at}"),
+                None => eprintln!("hindsight: instruction limit reached{at}"),
             }
             exit_code::INSN_LIMIT
         }

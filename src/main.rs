@@ -14,6 +14,7 @@ mod drive;
 mod exit_code;
 mod fetch;
 mod guest;
+mod kernel;
 mod size;
 
 use std::path::PathBuf;
@@ -171,6 +172,13 @@ pub struct BootArgs {
     /// Guest image cache [default: $XDG_CACHE_HOME/hindsight]
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Run the kernel's own decompressor in the guest instead of
+    /// decompressing the kernel on the host (slower; KASLR applies)
+    #[arg(long)]
+    pub guest_decompress: bool,
+    /// At the end, print "hindsight: stats insns=N wall_s=S mips=M" on stderr
+    #[arg(long)]
+    pub stats: bool,
 }
 
 #[derive(Args, Debug)]
@@ -218,6 +226,10 @@ pub struct FetchArgs {
     /// Download, verify and extract again even if the cache is up to date.
     #[arg(long)]
     pub force: bool,
+    /// Build the initramfs for this --run command (as `hindsight boot --run`
+    /// would) and print its path
+    #[arg(long, value_name = "CMD")]
+    pub run: Option<String>,
 }
 
 /// A positive, finite number of seconds.

@@ -166,9 +166,10 @@ fn typed_input_reaches_the_shell() {
     let err = BufReader::new(child.stderr.take().expect("stderr"));
     let err_lines =
         std::thread::spawn(move || err.lines().map_while(Result::ok).collect::<Vec<_>>());
-    // The busybox shell's prompt.
+    // The /init banner, then the busybox shell's prompt ("/ # ").
     let limit = Duration::from_secs(600);
-    let at = out.wait_for("~ # ", 0, limit);
+    let at = out.wait_for("stops the machine", 0, limit);
+    let at = out.wait_for("# ", at, limit);
     stdin.write_all(b"echo hi\n").expect("type");
     stdin.flush().expect("flush");
     // The echo of the typed line, then the command's output on its own line.

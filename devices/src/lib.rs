@@ -24,6 +24,7 @@
 
 #![deny(missing_docs)]
 
+pub mod acpi_pm;
 pub mod cmos_rtc;
 pub mod debug_exit;
 pub mod debugcon;
@@ -35,6 +36,7 @@ pub mod pic8259;
 pub mod pit8254;
 pub mod uart16550;
 
+pub use acpi_pm::{AcpiPm, AcpiPmState, ACPI_PM_BASE, ACPI_PM_LEN, SCI_IRQ, SLP_TYP_S5};
 pub use cmos_rtc::{CmosRtc, CmosRtcState, CMOS_DATA_PORT, CMOS_INDEX_PORT, CMOS_SIZE, RTC_IRQ};
 pub use debug_exit::{DebugExit, DebugExitState, DEBUG_EXIT_PORT};
 pub use debugcon::{Debugcon, DebugconState, DEBUGCON_PORT};

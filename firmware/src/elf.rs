@@ -258,9 +258,17 @@ pub(crate) fn parse(image: &[u8], limit: u64) -> Result<ElfImage, LoadError> {
     if segments.is_empty() {
         return Err(LoadError::NoLoadableSegments);
     }
+    // A Linux vmlinux gives its entry as a physical address (phys_startup_64).
+    let entry = entry.or_else(|| {
+        segments
+            .iter()
+            .find(|s| s.paddr <= e_entry && e_entry - s.paddr < s.memsz)
+            .map(|_| e_entry)
+    });
     let entry = entry.ok_or_else(|| LoadError::BadEntry {
         entry: e_entry,
-        problem: "(ELF e_entry) is not inside any PT_LOAD segment's p_vaddr range".into(),
+        problem: "(ELF e_entry) is not inside any PT_LOAD segment's p_vaddr or p_paddr range"
+            .into(),
     })?;
     Ok(ElfImage { entry, segments })
 }

@@ -87,7 +87,7 @@ pub use acpi::write_acpi_tables;
 pub use entry::{EntryMode, EntryState};
 pub use error::LoadError;
 pub use flat::load_flat;
-pub use linux::{load_linux, LinuxEntry};
+pub use linux::{load_linux, load_linux_decompressed, LinuxEntry};
 pub use mptable::write_mptable;
 pub use multiboot::{load_multiboot, Module};
 

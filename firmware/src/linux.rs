@@ -460,6 +460,59 @@ pub fn load_linux(
     cmdline: &str,
     initrd: Option<&[u8]>,
 ) -> Result<LinuxEntry, LoadError> {
+    load(mem, image, None, cmdline, initrd)
+}
+
+/// Like [`load_linux`], but with the kernel proper already decompressed:
+/// `vmlinux` is the ELF image the bzImage's payload decompresses to (see
+/// [`payload`]). Its PT_LOAD segments go to their physical addresses, which
+/// must lie in the range the bzImage asks for (its preferred address and
+/// `init_size`), and the CPU enters `startup_64` directly (ELF `e_entry`),
+/// as the in-guest decompressor would after unpacking the kernel at its
+/// link address (no KASLR). boot_params are the same as for [`load_linux`].
+pub fn load_linux_decompressed(
+    mem: &mut dyn GuestMemory,
+    image: &[u8],
+    vmlinux: &[u8],
+    cmdline: &str,
+    initrd: Option<&[u8]>,
+) -> Result<LinuxEntry, LoadError> {
+    load(mem, image, Some(vmlinux), cmdline, initrd)
+}
+
+/// The compressed kernel inside a bzImage (`payload_offset`,
+/// `payload_length`) and its format, named by its magic bytes: "xz",
+/// "gzip", "zstd", "lz4", "lzo", "lzma", "bzip2", or "unknown".
+pub fn payload(image: &[u8]) -> Result<(&'static str, &[u8]), LoadError> {
+    let hdr = parse_setup_header(image)?;
+    let offset = u64::from(le_u32(image, 0x248).unwrap_or(0));
+    let len = u64::from(le_u32(image, 0x24C).unwrap_or(0));
+    let data = slice(image, hdr.kernel_offset + offset, len).ok_or(LoadError::PastEndOfFile {
+        what: "compressed kernel (payload_offset, payload_length)".into(),
+        offset: hdr.kernel_offset + offset,
+        len,
+        file_len: image.len() as u64,
+    })?;
+    let format = match data {
+        [0xFD, b'7', b'z', b'X', b'Z', 0, ..] => "xz",
+        [0x1F, 0x8B, ..] => "gzip",
+        [0x28, 0xB5, 0x2F, 0xFD, ..] => "zstd",
+        [0x02, 0x21, 0x4C, 0x18, ..] => "lz4",
+        [0x89, b'L', b'Z', b'O', ..] => "lzo",
+        [0x5D, 0, 0, ..] => "lzma",
+        [b'B', b'Z', b'h', ..] => "bzip2",
+        _ => "unknown",
+    };
+    Ok((format, data))
+}
+
+fn load(
+    mem: &mut dyn GuestMemory,
+    image: &[u8],
+    vmlinux: Option<&[u8]>,
+    cmdline: &str,
+    initrd: Option<&[u8]>,
+) -> Result<LinuxEntry, LoadError> {
     let hdr = parse_setup_header(image)?;
     if let Some(position) = cmdline.bytes().position(|b| b == 0) {
         return Err(LoadError::InteriorNul {
@@ -502,6 +555,27 @@ pub fn load_linux(
     // The kernel.
     let (kernel_addr, kernel_len) = place_kernel(&ram, &hdr)?;
     let kernel_end = kernel_addr + kernel_len; // place_kernel checked <= 4 GiB
+    let elf = match vmlinux {
+        None => None,
+        Some(v) => {
+            let elf = crate::elf::parse(v, FOUR_GIB)?;
+            for seg in &elf.segments {
+                let end = seg.end().unwrap_or(u64::MAX);
+                if seg.paddr < kernel_addr || end > kernel_end {
+                    return Err(LoadError::DoesNotFitInRam {
+                        what: format!(
+                            "decompressed kernel {} (it must lie where the bzImage asks to be \
+                             loaded)",
+                            seg.what
+                        ),
+                        start: seg.paddr,
+                        end,
+                    });
+                }
+            }
+            Some((elf, v))
+        }
+    };
 
     // The initrd.
     let initrd = initrd.filter(|d| !d.is_empty());
@@ -546,14 +620,27 @@ pub fn load_linux(
     cmd.extend_from_slice(cmdline.as_bytes());
     cmd.push(0);
     mem.write(CMDLINE_ADDR, &cmd)?;
-    mem.write(kernel_addr, payload)?;
+    let rip = match &elf {
+        None => {
+            mem.write(kernel_addr, payload)?;
+            kernel_addr + ENTRY_64_OFFSET
+        }
+        Some((elf, vmlinux)) => {
+            for seg in &elf.segments {
+                let data = slice(vmlinux, seg.file_offset, seg.filesz).unwrap_or_default();
+                mem.write(seg.paddr, data)?;
+                mem.fill(seg.paddr + seg.filesz, seg.memsz - seg.filesz, 0)?;
+            }
+            elf.entry
+        }
+    };
     if let (Some(data), Some((addr, _))) = (initrd, initrd_at) {
         mem.write(addr, data)?;
     }
     mem.write(BOOT_PARAMS_ADDR, &params)?;
 
     Ok(LinuxEntry {
-        rip: kernel_addr + ENTRY_64_OFFSET,
+        rip,
         rsi: BOOT_PARAMS_ADDR,
         rsp: BOOT_STACK_TOP,
         cr3: PML4_ADDR,

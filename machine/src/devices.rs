@@ -14,6 +14,7 @@
 //! | 0xF4           | isa-debug-exit                   |     |
 //! | 0x3F8–0x3FF    | COM1 16550A UART                 | 4   |
 //! | 0x4D0–0x4D1    | PIC edge/level control (ELCR)    |     |
+//! | 0x600–0x60B    | ACPI PM1 event/control, PM timer | 9 (SCI) |
 //! | 0xCF8–0xCFF    | PCI configuration mechanism #1, reset control 0xCF9 | |
 //!
 //! Unclaimed ports read as all ones and ignore writes (an empty ISA bus).
@@ -32,15 +33,26 @@
 //! a new request, as the 8259A datasheet says.
 
 use hindsight_devices::{
-    CmosRtc, DebugExit, Debugcon, DualPic, PciHost, Pit, Uart16550, CMOS_INDEX_PORT, COM1_BASE,
-    COM1_IRQ, DEBUGCON_PORT, DEBUG_EXIT_PORT, I8042, I8042_AUX_IRQ, I8042_COMMAND_PORT,
-    I8042_DATA_PORT, I8042_KBD_IRQ, PCI_CONFIG_ADDRESS_PORT, PIC_ELCR_MASTER, PIC_MASTER_CMD,
-    PIC_SLAVE_CMD, PIT_BASE, PIT_IRQ, PORT61, RTC_IRQ,
+    AcpiPm, CmosRtc, DebugExit, Debugcon, DualPic, PciHost, Pit, Uart16550, ACPI_PM_BASE,
+    ACPI_PM_LEN, CMOS_INDEX_PORT, COM1_BASE, COM1_IRQ, DEBUGCON_PORT, DEBUG_EXIT_PORT, I8042,
+    I8042_AUX_IRQ, I8042_COMMAND_PORT, I8042_DATA_PORT, I8042_KBD_IRQ, PCI_CONFIG_ADDRESS_PORT,
+    PIC_ELCR_MASTER, PIC_MASTER_CMD, PIC_SLAVE_CMD, PIT_BASE, PIT_IRQ, PORT61, RTC_IRQ, SCI_IRQ,
 };
 
 use crate::apic::ApicBus;
 use crate::bus::{MmioBus, PortBus, PORT_SPACE};
 use crate::layout::{IOAPIC_SIZE, IOAPIC_START, LAPIC_SIZE, LAPIC_START, VGA_END, VGA_START};
+
+// The ACPI tables describe the devices wired here.
+const _: () = {
+    use hindsight_firmware::acpi;
+    assert!(acpi::PM1A_EVT_BLK == ACPI_PM_BASE);
+    assert!(acpi::PM1A_CNT_BLK == ACPI_PM_BASE + 4);
+    assert!(acpi::PM_TMR_BLK == ACPI_PM_BASE + 8);
+    assert!(acpi::SCI_IRQ == SCI_IRQ);
+    assert!(acpi::SLP_TYP_S5 == hindsight_devices::SLP_TYP_S5);
+    assert!(acpi::RESET_PORT == PCI_CONFIG_ADDRESS_PORT + 1);
+};
 
 /// The POST code port: BIOSes write progress codes here; ignored.
 pub const POST_CODE_PORT: u16 = 0x80;
@@ -79,6 +91,8 @@ pub enum PortDevice {
     I8042,
     /// PCI configuration address/data and reset control (offset from 0xCF8).
     Pci,
+    /// ACPI power-management registers (offset from 0x600).
+    AcpiPm,
 }
 
 /// A device reachable through the MMIO bus.
@@ -165,6 +179,8 @@ pub struct PcDevices {
     pub i8042: I8042,
     /// The PCI host bridge (configuration space, reset control).
     pub pci: PciHost,
+    /// ACPI power management: PM1 registers, PM timer, S5 power-off.
+    pub acpi_pm: AcpiPm,
     /// Local APICs and the I/O APIC.
     pub apic: ApicBus,
     /// Levels currently driven into the PIC inputs (bit n = IRQ n).
@@ -183,7 +199,7 @@ impl PcDevices {
     /// The devices in their power-on state, wired as in the module table.
     pub fn new(cfg: &DeviceConfig) -> PcDevices {
         let mut ports = PortBus::new(PORT_SPACE);
-        let map: [(u16, u64, PortDevice); 13] = [
+        let map: [(u16, u64, PortDevice); 14] = [
             (PIC_MASTER_CMD, 2, PortDevice::Pic),
             (PIT_BASE, 4, PortDevice::Pit),
             (I8042_DATA_PORT, 1, PortDevice::I8042),
@@ -196,6 +212,7 @@ impl PcDevices {
             (DEBUG_EXIT_PORT, 1, PortDevice::DebugExit),
             (COM1_BASE, 8, PortDevice::Com1),
             (PIC_ELCR_MASTER, 2, PortDevice::Pic),
+            (ACPI_PM_BASE, u64::from(ACPI_PM_LEN), PortDevice::AcpiPm),
             (PCI_CONFIG_ADDRESS_PORT, 8, PortDevice::Pci),
         ];
         for (base, len, dev) in map {
@@ -228,6 +245,7 @@ impl PcDevices {
             cmos: CmosRtc::with_config(cfg.rtc_unix_secs, cfg.ram_below_4g, cfg.ram_above_4g),
             i8042: I8042::new(),
             pci: PciHost::new(),
+            acpi_pm: AcpiPm::new(),
             apic: ApicBus::new(cpus, ioapic_id),
             lines: 0,
             timer_epoch: 0,
@@ -318,6 +336,7 @@ impl PcDevices {
             PortDevice::Cmos => self.cmos.read(now, off),
             PortDevice::I8042 => self.i8042.read(now, (port - I8042_DATA_PORT) as u8),
             PortDevice::Pci => self.pci.read(off, 1) as u8,
+            PortDevice::AcpiPm => self.acpi_pm.read(now, off),
         }
     }
 
@@ -348,6 +367,7 @@ impl PcDevices {
             PortDevice::Cmos => self.cmos.write(now, off, value),
             PortDevice::I8042 => self.i8042.write(now, (port - I8042_DATA_PORT) as u8, value),
             PortDevice::Pci => self.pci.write(off, 1, u32::from(value)),
+            PortDevice::AcpiPm => self.acpi_pm.write(now, off, value),
         }
     }
 
@@ -412,6 +432,8 @@ impl PcDevices {
         self.drive(I8042_KBD_IRQ, kbd);
         let aux = self.i8042.irq12_level(now);
         self.drive(I8042_AUX_IRQ, aux);
+        let sci = self.acpi_pm.sci_level(now);
+        self.drive(SCI_IRQ, sci);
     }
 
     #[inline]
@@ -443,6 +465,7 @@ impl PcDevices {
             self.apic.next_deadline(now),
             self.cmos.next_deadline(now),
             self.i8042.next_deadline(now),
+            self.acpi_pm.next_deadline(now),
         ]
         .into_iter()
         .flatten()
@@ -451,7 +474,7 @@ impl PcDevices {
 
     /// The guest asked to power off (ACPI S5).
     pub fn poweroff_requested(&self) -> bool {
-        false
+        self.acpi_pm.poweroff_requested()
     }
 
     /// The guest asked for a reset (i8042 command 0xFE or port 0xCF9).
@@ -499,7 +522,8 @@ mod tests {
         assert_eq!(p.find(0x70), Some((0, &PortDevice::Cmos)));
         assert_eq!(p.find(0x64), Some((0, &PortDevice::I8042)));
         assert_eq!(p.find(0xCFC), Some((4, &PortDevice::Pci)));
-        assert_eq!(p.iter().count(), 13);
+        assert_eq!(p.find(0x604), Some((4, &PortDevice::AcpiPm)));
+        assert_eq!(p.iter().count(), 14);
         let mut d = PcDevices::default();
         assert_eq!(d.io_read(0x1234, 1, 0), 0xFF);
         assert_eq!(d.io_read(0x1234, 2, 0), 0xFFFF);

@@ -256,14 +256,27 @@ impl Machine {
     /// Loads a 64-bit Linux bzImage with its command line and initrd
     /// (Linux boot protocol), writes the MP table and ACPI tables that
     /// describe the CPUs and interrupt controllers, and starts vCPU 0 at
-    /// the kernel's 64-bit entry point.
+    /// the kernel's 64-bit entry point. With `vmlinux` (the bzImage's
+    /// payload, decompressed by the host), the kernel proper is loaded at
+    /// its link address and entered directly, skipping the in-guest
+    /// decompressor.
     pub fn load_linux(
         &mut self,
         kernel: &[u8],
+        vmlinux: Option<&[u8]>,
         cmdline: &str,
         initrd: Option<&[u8]>,
     ) -> Result<(), LoadError> {
-        let entry = hindsight_firmware::load_linux(&mut self.ram, kernel, cmdline, initrd)?;
+        let entry = match vmlinux {
+            Some(v) => hindsight_firmware::load_linux_decompressed(
+                &mut self.ram,
+                kernel,
+                v,
+                cmdline,
+                initrd,
+            ),
+            None => hindsight_firmware::load_linux(&mut self.ram, kernel, cmdline, initrd),
+        }?;
         let cpus = self.vcpus.len();
         hindsight_firmware::write_mptable(&mut self.ram, cpus)?;
         hindsight_firmware::write_acpi_tables(&mut self.ram, cpus)?;
