@@ -35,10 +35,12 @@ pub fn run(args: &BootArgs) -> i32 {
             drop(_raw);
             if args.stats {
                 let secs = start.elapsed().as_secs_f64();
+                let executed = m.icount() - m.idle_time();
                 eprintln!(
-                    "hindsight: stats insns={} wall_s={secs:.3} mips={:.1}",
-                    m.icount(),
-                    drive::mips(m.icount(), secs)
+                    "hindsight: stats insns={} idle_ns={} wall_s={secs:.3} mips={:.1}",
+                    executed,
+                    m.idle_time(),
+                    drive::mips(executed, secs)
                 );
             }
             drive::report_machine(&end, args.max_insns, &m)

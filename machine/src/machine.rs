@@ -179,6 +179,8 @@ pub struct Machine {
     stopped: Option<Stop>,
     /// vCPUs in wait-for-SIPI state (after INIT; the APs at power-on).
     waiting_sipi: Vec<bool>,
+    /// Virtual time skipped with every vCPU halted.
+    idle: u64,
 }
 
 impl fmt::Debug for Machine {
@@ -218,6 +220,7 @@ impl Machine {
             ram,
             devices: PcDevices::new(&dev_cfg),
             waiting_sipi: (0..cfg.cpus).map(|i| i > 0).collect(),
+            idle: 0,
             vcpus,
             code: CodeCache::new(),
             console: Console::Buffer(Vec::new()),
@@ -482,6 +485,7 @@ impl Machine {
                         cpu.icount += delta;
                     }
                     self.now = target;
+                    self.idle += delta;
                     self.sched.end_turn();
                 }
             }
@@ -631,6 +635,11 @@ impl Machine {
     /// idle time) of the machine. One instruction is one nanosecond.
     pub fn icount(&self) -> u64 {
         self.now
+    }
+
+    /// Virtual time spent with every vCPU halted (skipped, not executed).
+    pub fn idle_time(&self) -> u64 {
+        self.idle
     }
 
     /// The vCPUs (read-only view for reports and tests).
