@@ -138,6 +138,28 @@ const EXT7_INVARIANT_TSC: u32 = 1 << 8;
 /// Leaf 7 EBX / ECX.
 pub const LEAF7_EBX: u32 = 0;
 pub const LEAF7_ECX: u32 = leaf7::UMIP;
+/// Leaf 7 EDX bit 29: IA32_ARCH_CAPABILITIES exists.
+pub const LEAF7_EDX_ARCH_CAPABILITIES: u32 = 1 << 29;
+pub const LEAF7_EDX: u32 = LEAF7_EDX_ARCH_CAPABILITIES;
+
+/// IA32_ARCH_CAPABILITIES: an emulated CPU does not speculate, so it is
+/// immune to the speculative-execution and buffer-sampling flaws the OS
+/// would otherwise mitigate (page-table isolation, buffer clearing):
+/// RDCL_NO (0), SKIP_L1DFL_VMENTRY (3), SSB_NO (4), MDS_NO (5),
+/// IF_PSCHANGE_MC_NO (6), TAA_NO (8), SBDR_SSDP_NO (13), FBSDP_NO (14),
+/// PSDP_NO (15), BHI_NO (20), GDS_NO (26), RFDS_NO (27).
+pub const ARCH_CAPABILITIES: u64 = (1 << 0)
+    | (1 << 3)
+    | (1 << 4)
+    | (1 << 5)
+    | (1 << 6)
+    | (1 << 8)
+    | (1 << 13)
+    | (1 << 14)
+    | (1 << 15)
+    | (1 << 20)
+    | (1 << 26)
+    | (1 << 27);
 
 /// Leaf 0x8000_0001 ECX / EDX.
 pub const EXT1_ECX: u32 = ext1::LAHF_LM | ext1::ABM;
@@ -181,7 +203,7 @@ pub fn cpuid(cpu: &Cpu, leaf: u32, subleaf: u32) -> [u32; 4] {
         6 if leaf <= max_basic => [LEAF6_ARAT, 0, 0, 0],
         // One iteration, no cache or TLB descriptors.
         2 => [1, 0, 0, 0],
-        7 if leaf <= max_basic && subleaf == 0 => [0, LEAF7_EBX, LEAF7_ECX, 0],
+        7 if leaf <= max_basic && subleaf == 0 => [0, LEAF7_EBX, LEAF7_ECX, LEAF7_EDX],
         0x15 if leaf <= max_basic => [TSC_RATIO.1, TSC_RATIO.0, CRYSTAL_HZ, 0],
         // Base, maximum and bus frequency in MHz.
         0x16 if leaf <= max_basic => {

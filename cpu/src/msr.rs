@@ -41,6 +41,8 @@ pub mod index {
     pub const GS_BASE: u32 = 0xc000_0101;
     pub const KERNEL_GS_BASE: u32 = 0xc000_0102;
     pub const TSC_AUX: u32 = 0xc000_0103;
+    /// IA32_ARCH_CAPABILITIES (read-only).
+    pub const ARCH_CAPABILITIES: u32 = 0x10a;
     /// Local APIC TSC-deadline timer (answered by the machine's APIC).
     pub const TSC_DEADLINE: u32 = 0x6e0;
 }
@@ -111,6 +113,7 @@ pub fn read(cpu: &Cpu, i: u32) -> Result<u64> {
         index::GS_BASE => cpu.seg[SegReg::Gs as usize].base,
         index::KERNEL_GS_BASE => m.kernel_gs_base,
         index::TSC_AUX => m.tsc_aux,
+        index::ARCH_CAPABILITIES => cpuid::ARCH_CAPABILITIES,
         _ => match fixed_slot(i) {
             Some(s) => m.mtrr_fixed[s],
             None => return Err(Fault::gp(0)),

@@ -40,6 +40,9 @@ use crate::sched::Scheduler;
 pub const ENTRY_CODE_SELECTOR: u16 = 0x08;
 /// Selector conventionally given to the flat data segments at entry.
 pub const ENTRY_DATA_SELECTOR: u16 = 0x10;
+/// IA32_MTRR_DEF_TYPE as firmware leaves it for Linux: MTRRs enabled (bit
+/// 11), default type write-back (6), fixed ranges off.
+const MTRR_ENABLED_WRITE_BACK: u64 = (1 << 11) | 6;
 /// Most vCPUs a machine may have.
 pub const MAX_CPUS: u32 = 64;
 /// Seed of the vCPU schedule when the configuration does not choose one.
@@ -324,6 +327,8 @@ impl Machine {
         cpu.gpr[reg::RSP] = e.rsp;
         cpu.rip = e.rip;
         cpu.rflags = flags::FIXED;
+        // What a PC BIOS leaves: MTRRs enabled, memory write-back by default.
+        cpu.msr.mtrr_def_type = MTRR_ENABLED_WRITE_BACK;
         cpu.update_mode();
         cpu.end_block = false;
         self.stopped = None;
