@@ -104,6 +104,9 @@ fn prepare(args: &BootArgs) -> Result<Machine, i32> {
         cpus: args.cpus,
         max_insns: args.max_insns,
         rtc_unix_secs,
+        // Linux clears COM1's FIFO when the shell opens the console: keep
+        // early (piped) input until then.
+        hold_input_until_rx_interrupts: true,
         ..MachineConfig::default()
     };
     let mut m = Machine::new(&cfg).map_err(|e| {

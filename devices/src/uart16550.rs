@@ -334,6 +334,13 @@ impl Uart16550 {
         self.rx_capacity().saturating_sub(self.state.rx_fifo.len())
     }
 
+    /// Whether the guest drives the receiver by interrupt: IER's
+    /// received-data interrupt and MCR.OUT2 are both on, as an OS driver
+    /// sets them when a program opens the port.
+    pub fn receive_interrupts_enabled(&self) -> bool {
+        self.state.ier & IER_RDI != 0 && self.state.mcr & MCR_OUT2 != 0
+    }
+
     /// Takes the bytes transmitted since the last call (host-side buffer).
     pub fn take_output(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.output)

@@ -64,6 +64,12 @@ pub struct MachineConfig {
     /// run (default [`DEFAULT_RTC_UNIX_SECS`], so runs are reproducible
     /// unless the caller passes the host's time).
     pub rtc_unix_secs: i64,
+    /// Hold console input until the guest enables COM1's receive
+    /// interrupts (default false: input enters as soon as the FIFO has
+    /// room). An OS driver clears the receive FIFO when it opens the port,
+    /// so input queued before then (typed or piped ahead of a Linux shell)
+    /// would be lost; a guest that polls the UART needs it false.
+    pub hold_input_until_rx_interrupts: bool,
 }
 
 /// The RTC's time at boot unless configured: 2026-01-01 00:00:00 UTC.
@@ -77,6 +83,7 @@ impl Default for MachineConfig {
             max_insns: None,
             seed: DEFAULT_SEED,
             rtc_unix_secs: DEFAULT_RTC_UNIX_SECS,
+            hold_input_until_rx_interrupts: false,
         }
     }
 }
@@ -184,6 +191,8 @@ pub struct Machine {
     waiting_sipi: Vec<bool>,
     /// Virtual time skipped with every vCPU halted.
     idle: u64,
+    /// See [`MachineConfig::hold_input_until_rx_interrupts`].
+    hold_input: bool,
 }
 
 impl fmt::Debug for Machine {
@@ -224,6 +233,7 @@ impl Machine {
             devices: PcDevices::new(&dev_cfg),
             waiting_sipi: (0..cfg.cpus).map(|i| i > 0).collect(),
             idle: 0,
+            hold_input: cfg.hold_input_until_rx_interrupts,
             vcpus,
             code: CodeCache::new(),
             console: Console::Buffer(Vec::new()),
@@ -500,6 +510,9 @@ impl Machine {
     /// Moves queued console input into the UART's receive FIFO.
     fn pump_input(&mut self) {
         let uart = &mut self.devices.uart;
+        if self.hold_input && !uart.receive_interrupts_enabled() {
+            return;
+        }
         for _ in 0..uart.rx_room() {
             match self.input.pop_front() {
                 Some(b) => uart.push_input(b),

@@ -2,8 +2,9 @@
 //! FPU state never influences a result).
 //!
 //! Only the masked exception responses are modelled: the returned flags
-//! are the ones the hardware sets with every exception masked. With an
-//! exception unmasked the hardware leaves the destination unwritten and
+//! are the ones the hardware sets with every exception masked, except
+//! that with UE unmasked every tiny result (exact or not) raises UE. With
+//! an exception unmasked the hardware leaves the destination unwritten and
 //! raises #XM; that is the caller's business.
 
 /// The MXCSR register.
@@ -194,6 +195,13 @@ fn round_pack(f: Fmt, sign: bool, e: i32, sig: u128, mx: Mxcsr, flags: &mut u32)
     let tiny = !(be == 0 && q2 == 1 << p);
     let shift = 128 - p + (1 - be) as u32;
     let (q, inex) = rnd(sig, shift, sign, rc);
+    if tiny && mx.0 & (Mxcsr::UE << 7) == 0 {
+        // UE unmasked: every tiny result signals underflow, exact or not,
+        // and FTZ does not apply (SDM vol. 1 11.5.2.5). The instruction
+        // then faults without writing, so the value does not matter.
+        *flags |= Mxcsr::UE | if inex { Mxcsr::PE } else { 0 };
+        return f.zero(sign) | q as u64;
+    }
     if mx.ftz() && tiny {
         *flags |= Mxcsr::UE | Mxcsr::PE;
         return f.zero(sign);

@@ -30,13 +30,61 @@ fn sx(x: u64, bits: u32) -> i64 {
 }
 
 /// Applies `f` lane-wise to two vectors of `bits`-wide lanes.
-#[inline]
+#[inline(always)]
 fn map2(a: u128, b: u128, bits: u32, f: impl Fn(u64, u64) -> u64) -> u128 {
-    let mut r = 0u128;
-    for i in 0..128 / bits {
-        r = set_lane(r, bits, i, f(lane(a, bits, i), lane(b, bits, i)));
+    match bits {
+        8 => {
+            let (x, y) = (a.to_le_bytes(), b.to_le_bytes());
+            let mut r = [0u8; 16];
+            for i in 0..16 {
+                r[i] = f(x[i] as u64, y[i] as u64) as u8;
+            }
+            u128::from_le_bytes(r)
+        }
+        16 => {
+            let (x, y) = (words(a), words(b));
+            let mut r = [0u16; 8];
+            for i in 0..8 {
+                r[i] = f(x[i] as u64, y[i] as u64) as u16;
+            }
+            from_words(r)
+        }
+        32 => {
+            let (x, y) = (dwords(a), dwords(b));
+            let mut r = [0u32; 4];
+            for i in 0..4 {
+                r[i] = f(x[i] as u64, y[i] as u64) as u32;
+            }
+            from_dwords(r)
+        }
+        _ => f(a as u64, b as u64) as u128 | (f((a >> 64) as u64, (b >> 64) as u64) as u128) << 64,
     }
-    r
+}
+
+// Lane arrays: fixed-count loops over these compile to vector code (the
+// lane shifts of `lane`/`set_lane` on u128 are several times slower).
+#[inline(always)]
+fn words(v: u128) -> [u16; 8] {
+    std::array::from_fn(|i| (v >> (16 * i)) as u16)
+}
+
+#[inline(always)]
+fn from_words(w: [u16; 8]) -> u128 {
+    w.iter()
+        .enumerate()
+        .fold(0, |r, (i, &x)| r | (x as u128) << (16 * i))
+}
+
+#[inline(always)]
+fn dwords(v: u128) -> [u32; 4] {
+    std::array::from_fn(|i| (v >> (32 * i)) as u32)
+}
+
+#[inline(always)]
+fn from_dwords(w: [u32; 4]) -> u128 {
+    w.iter()
+        .enumerate()
+        .fold(0, |r, (i, &x)| r | (x as u128) << (32 * i))
 }
 
 fn sat_s(x: i64, bits: u32) -> u64 {
@@ -49,57 +97,118 @@ fn sat_u(x: i64, bits: u32) -> u64 {
     x.clamp(0, (1i64 << bits) - 1) as u64
 }
 
+/// The top bit of every `bits`-wide lane.
+#[inline(always)]
+fn high_bits(bits: u32) -> u128 {
+    const fn h(bits: u32) -> u128 {
+        (u128::MAX / (u128::MAX >> (128 - bits))) << (bits - 1)
+    }
+    match bits {
+        8 => const { h(8) },
+        16 => const { h(16) },
+        32 => const { h(32) },
+        _ => const { h(64) },
+    }
+}
+
+/// Spreads the top bit of each `bits`-wide lane of `m` (only top bits
+/// set) over the whole lane.
+#[inline(always)]
+fn spread(m: u128, bits: u32) -> u128 {
+    m | (m - (m >> (bits - 1)))
+}
+
 /// PADDB/PADDW/PADDD/PADDQ (`bits` = lane width).
+#[inline]
 pub fn padd(a: u128, b: u128, bits: u32) -> u128 {
-    map2(a, b, bits, |x, y| x.wrapping_add(y))
+    // SWAR: add the low bits of each lane (no carry leaves a lane), then
+    // fix the top bits.
+    let h = high_bits(bits);
+    (a & !h).wrapping_add(b & !h) ^ ((a ^ b) & h)
 }
 
 /// PSUBB/PSUBW/PSUBD/PSUBQ.
+#[inline]
 pub fn psub(a: u128, b: u128, bits: u32) -> u128 {
-    map2(a, b, bits, |x, y| x.wrapping_sub(y))
+    // SWAR: the top bit of each lane set in the minuend so that no borrow
+    // leaves a lane, then fixed.
+    let h = high_bits(bits);
+    (a | h).wrapping_sub(b & !h) ^ ((a ^ !b) & h)
 }
 
 /// PADDSB/PADDSW (`bits` 8 or 16).
+#[inline]
 pub fn padds(a: u128, b: u128, bits: u32) -> u128 {
-    map2(a, b, bits, |x, y| sat_s(sx(x, bits) + sx(y, bits), bits))
+    // Signed overflow: both operands' signs differ from the sum's; the
+    // result then saturates toward `a`'s sign.
+    let h = high_bits(bits);
+    let sum = padd(a, b, bits);
+    let ov = spread((a ^ sum) & (b ^ sum) & h, bits);
+    (sum & !ov) | (signed_limit(a, bits) & ov)
 }
 
 /// PSUBSB/PSUBSW.
+#[inline]
 pub fn psubs(a: u128, b: u128, bits: u32) -> u128 {
-    map2(a, b, bits, |x, y| sat_s(sx(x, bits) - sx(y, bits), bits))
+    let h = high_bits(bits);
+    let diff = psub(a, b, bits);
+    let ov = spread((a ^ b) & (a ^ diff) & h, bits);
+    (diff & !ov) | (signed_limit(a, bits) & ov)
+}
+
+/// Per lane, the signed saturation limit on `a`'s side: the minimum for a
+/// negative lane, the maximum otherwise.
+#[inline(always)]
+fn signed_limit(a: u128, bits: u32) -> u128 {
+    let h = high_bits(bits);
+    !h ^ spread(a & h, bits)
 }
 
 /// PADDUSB/PADDUSW.
+#[inline]
 pub fn paddus(a: u128, b: u128, bits: u32) -> u128 {
-    map2(a, b, bits, |x, y| sat_u(x as i64 + y as i64, bits))
+    // Carry out of a lane: both top bits, or one of them without the sum's.
+    let h = high_bits(bits);
+    let sum = padd(a, b, bits);
+    sum | spread(((a & b) | ((a | b) & !sum)) & h, bits)
 }
 
 /// PSUBUSB/PSUBUSW.
+#[inline]
 pub fn psubus(a: u128, b: u128, bits: u32) -> u128 {
-    map2(a, b, bits, |x, y| sat_u(x as i64 - y as i64, bits))
+    // Borrow out of a lane: `b`'s top bit without `a`'s, or equal top bits
+    // and the difference's set.
+    let h = high_bits(bits);
+    let diff = psub(a, b, bits);
+    diff & !spread(((!a & b) | (!(a ^ b) & diff)) & h, bits)
 }
 
 /// PMULLW.
+#[inline]
 pub fn pmullw(a: u128, b: u128) -> u128 {
     map2(a, b, 16, |x, y| x.wrapping_mul(y))
 }
 
 /// PMULHW.
+#[inline]
 pub fn pmulhw(a: u128, b: u128) -> u128 {
     map2(a, b, 16, |x, y| ((sx(x, 16) * sx(y, 16)) >> 16) as u64)
 }
 
 /// PMULHUW.
+#[inline]
 pub fn pmulhuw(a: u128, b: u128) -> u128 {
     map2(a, b, 16, |x, y| (x * y) >> 16)
 }
 
 /// PMULUDQ: low dwords of each quadword, full 64-bit products.
+#[inline]
 pub fn pmuludq(a: u128, b: u128) -> u128 {
     map2(a, b, 64, |x, y| (x & 0xffff_ffff) * (y & 0xffff_ffff))
 }
 
 /// PMADDWD.
+#[inline]
 pub fn pmaddwd(a: u128, b: u128) -> u128 {
     let mut r = 0;
     for i in 0..4 {
@@ -111,31 +220,53 @@ pub fn pmaddwd(a: u128, b: u128) -> u128 {
 }
 
 /// PAVGB/PAVGW (`bits` 8 or 16): rounded-up unsigned average.
+#[inline]
 pub fn pavg(a: u128, b: u128, bits: u32) -> u128 {
-    map2(a, b, bits, |x, y| (x + y + 1) >> 1)
+    // (a + b + 1) >> 1 == (a | b) - ((a ^ b) >> 1), never borrowing across
+    // lanes (the shift is masked to stay within each lane).
+    let h = high_bits(bits);
+    (a | b).wrapping_sub(((a ^ b) >> 1) & !h)
 }
 
 /// PMINUB.
+#[inline]
 pub fn pminub(a: u128, b: u128) -> u128 {
-    map2(a, b, 8, |x, y| x.min(y))
+    let ge = ge_u8(a, b);
+    (b & ge) | (a & !ge)
 }
 
 /// PMAXUB.
+#[inline]
 pub fn pmaxub(a: u128, b: u128) -> u128 {
-    map2(a, b, 8, |x, y| x.max(y))
+    let ge = ge_u8(a, b);
+    (a & ge) | (b & !ge)
+}
+
+/// All ones in each byte where `a >= b` (unsigned), SWAR: with equal top
+/// bits the comparison of the low seven bits decides (the top bit of
+/// `(a | H) - (b & !H)`), otherwise `a`'s top bit.
+#[inline(always)]
+fn ge_u8(a: u128, b: u128) -> u128 {
+    let h = high_bits(8);
+    let low_ge = (a | h).wrapping_sub(b & !h);
+    let ge = ((a & !b) | (!(a ^ b) & low_ge)) & h;
+    spread(ge, 8)
 }
 
 /// PMINSW.
+#[inline]
 pub fn pminsw(a: u128, b: u128) -> u128 {
     map2(a, b, 16, |x, y| sx(x, 16).min(sx(y, 16)) as u64)
 }
 
 /// PMAXSW.
+#[inline]
 pub fn pmaxsw(a: u128, b: u128) -> u128 {
     map2(a, b, 16, |x, y| sx(x, 16).max(sx(y, 16)) as u64)
 }
 
 /// PSADBW: sums of absolute byte differences per quadword.
+#[inline]
 pub fn psadbw(a: u128, b: u128) -> u128 {
     let mut r = 0;
     for q in 0..2 {
@@ -151,45 +282,52 @@ pub fn psadbw(a: u128, b: u128) -> u128 {
 }
 
 /// PAND.
+#[inline]
 pub fn pand(a: u128, b: u128) -> u128 {
     a & b
 }
 
 /// PANDN: `!a & b`.
+#[inline]
 pub fn pandn(a: u128, b: u128) -> u128 {
     !a & b
 }
 
 /// POR.
+#[inline]
 pub fn por(a: u128, b: u128) -> u128 {
     a | b
 }
 
 /// PXOR.
+#[inline]
 pub fn pxor(a: u128, b: u128) -> u128 {
     a ^ b
 }
 
-fn mask_of(c: bool, bits: u32) -> u64 {
-    if c {
-        u64::MAX >> (64 - bits)
-    } else {
-        0
-    }
-}
-
 /// PCMPEQB/W/D.
+#[inline]
 pub fn pcmpeq(a: u128, b: u128, bits: u32) -> u128 {
-    map2(a, b, bits, |x, y| mask_of(x == y, bits))
+    // SWAR: a lane of `a ^ b` is non-zero when its top bit or (carried
+    // into the top bit) any low bit is set.
+    let h = high_bits(bits);
+    let d = a ^ b;
+    let nonzero = (((d & !h).wrapping_add(!h)) | d) & h;
+    spread(nonzero ^ h, bits)
 }
 
 /// PCMPGTB/W/D (signed).
+#[inline]
 pub fn pcmpgt(a: u128, b: u128, bits: u32) -> u128 {
-    map2(a, b, bits, |x, y| mask_of(sx(x, bits) > sx(y, bits), bits))
+    // a > b  <=>  b - a is negative, unless that subtraction overflowed.
+    let h = high_bits(bits);
+    let diff = psub(b, a, bits);
+    spread((diff ^ ((a ^ b) & (b ^ diff))) & h, bits)
 }
 
 /// PSLLW/D/Q by `count` (the full 64-bit count, or the imm8): counts at
 /// or above the lane width give zero.
+#[inline]
 pub fn psll(a: u128, count: u64, bits: u32) -> u128 {
     if count >= bits as u64 {
         return 0;
@@ -198,6 +336,7 @@ pub fn psll(a: u128, count: u64, bits: u32) -> u128 {
 }
 
 /// PSRLW/D/Q.
+#[inline]
 pub fn psrl(a: u128, count: u64, bits: u32) -> u128 {
     if count >= bits as u64 {
         return 0;
@@ -206,12 +345,14 @@ pub fn psrl(a: u128, count: u64, bits: u32) -> u128 {
 }
 
 /// PSRAW/D: counts at or above the width fill with the sign.
+#[inline]
 pub fn psra(a: u128, count: u64, bits: u32) -> u128 {
     let c = count.min(bits as u64 - 1);
     map2(a, 0, bits, |x, _| (sx(x, bits) >> c) as u64)
 }
 
 /// PSLLDQ (byte shift by imm8; 16 or more gives zero).
+#[inline]
 pub fn pslldq(a: u128, imm: u8) -> u128 {
     if imm >= 16 {
         0
@@ -221,6 +362,7 @@ pub fn pslldq(a: u128, imm: u8) -> u128 {
 }
 
 /// PSRLDQ.
+#[inline]
 pub fn psrldq(a: u128, imm: u8) -> u128 {
     if imm >= 16 {
         0
@@ -241,21 +383,25 @@ fn pack(a: u128, b: u128, from: u32, sat: impl Fn(i64) -> u64) -> u128 {
 }
 
 /// PACKSSWB.
+#[inline]
 pub fn packsswb(a: u128, b: u128) -> u128 {
     pack(a, b, 16, |x| sat_s(x, 8))
 }
 
 /// PACKSSDW.
+#[inline]
 pub fn packssdw(a: u128, b: u128) -> u128 {
     pack(a, b, 32, |x| sat_s(x, 16))
 }
 
 /// PACKUSWB.
+#[inline]
 pub fn packuswb(a: u128, b: u128) -> u128 {
     pack(a, b, 16, |x| sat_u(x, 8))
 }
 
 /// PUNPCKLBW/WD/DQ/QDQ (`bits` 8..64): interleaves the low halves.
+#[inline]
 pub fn punpckl(a: u128, b: u128, bits: u32) -> u128 {
     let mut r = 0;
     for i in 0..64 / bits {
@@ -266,11 +412,13 @@ pub fn punpckl(a: u128, b: u128, bits: u32) -> u128 {
 }
 
 /// PUNPCKHBW/WD/DQ/QDQ: interleaves the high halves.
+#[inline]
 pub fn punpckh(a: u128, b: u128, bits: u32) -> u128 {
     punpckl(a >> 64, b >> 64, bits)
 }
 
 /// PSHUFD.
+#[inline]
 pub fn pshufd(a: u128, imm: u8) -> u128 {
     let mut r = 0;
     for i in 0..4 {
@@ -280,6 +428,7 @@ pub fn pshufd(a: u128, imm: u8) -> u128 {
 }
 
 /// PSHUFLW: shuffles the low four words, keeps the high quadword.
+#[inline]
 pub fn pshuflw(a: u128, imm: u8) -> u128 {
     let mut r = a;
     for i in 0..4 {
@@ -289,6 +438,7 @@ pub fn pshuflw(a: u128, imm: u8) -> u128 {
 }
 
 /// PSHUFHW: shuffles the high four words, keeps the low quadword.
+#[inline]
 pub fn pshufhw(a: u128, imm: u8) -> u128 {
     let mut r = a;
     for i in 0..4 {
@@ -298,21 +448,28 @@ pub fn pshufhw(a: u128, imm: u8) -> u128 {
 }
 
 /// PMOVMSKB: the byte sign bits.
+#[inline]
 pub fn pmovmskb(a: u128) -> u32 {
-    (0..16).fold(0, |m, i| m | ((lane(a, 8, i) as u32 >> 7) << i))
+    // The byte sign bits, gathered into the top byte by one multiplication
+    // per quadword (the partial products never overlap).
+    let g = |q: u64| ((q & 0x8080_8080_8080_8080).wrapping_mul(0x0002_0408_1020_4081) >> 56) as u32;
+    g(a as u64) | g((a >> 64) as u64) << 8
 }
 
 /// PEXTRW: word `imm & 7`, zero-extended.
+#[inline]
 pub fn pextrw(a: u128, imm: u8) -> u32 {
     lane(a, 16, imm as u32 & 7) as u32
 }
 
 /// PINSRW: replaces word `imm & 7` with the low word of `x`.
+#[inline]
 pub fn pinsrw(a: u128, x: u32, imm: u8) -> u128 {
     set_lane(a, 16, imm as u32 & 7, x as u64)
 }
 
 /// SHUFPS: the low two dwords from `a`, the high two from `b`.
+#[inline]
 pub fn shufps(a: u128, b: u128, imm: u8) -> u128 {
     let s = |i: u32| (imm as u32 >> (2 * i)) & 3;
     let mut r = 0;
@@ -323,6 +480,7 @@ pub fn shufps(a: u128, b: u128, imm: u8) -> u128 {
 }
 
 /// SHUFPD.
+#[inline]
 pub fn shufpd(a: u128, b: u128, imm: u8) -> u128 {
     let lo = lane(a, 64, imm as u32 & 1);
     let hi = lane(b, 64, (imm as u32 >> 1) & 1);
@@ -330,31 +488,37 @@ pub fn shufpd(a: u128, b: u128, imm: u8) -> u128 {
 }
 
 /// UNPCKLPS.
+#[inline]
 pub fn unpcklps(a: u128, b: u128) -> u128 {
     punpckl(a, b, 32)
 }
 
 /// UNPCKHPS.
+#[inline]
 pub fn unpckhps(a: u128, b: u128) -> u128 {
     punpckh(a, b, 32)
 }
 
 /// UNPCKLPD.
+#[inline]
 pub fn unpcklpd(a: u128, b: u128) -> u128 {
     punpckl(a, b, 64)
 }
 
 /// UNPCKHPD.
+#[inline]
 pub fn unpckhpd(a: u128, b: u128) -> u128 {
     punpckh(a, b, 64)
 }
 
 /// MOVMSKPS: the dword sign bits.
+#[inline]
 pub fn movmskps(a: u128) -> u32 {
     (0..4).fold(0, |m, i| m | ((lane(a, 32, i) >> 31) as u32) << i)
 }
 
 /// MOVMSKPD: the qword sign bits.
+#[inline]
 pub fn movmskpd(a: u128) -> u32 {
     (0..2).fold(0, |m, i| m | ((lane(a, 64, i) >> 63) as u32) << i)
 }

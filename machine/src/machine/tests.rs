@@ -168,6 +168,50 @@ fn console_input_reaches_the_uart() {
 }
 
 #[test]
+fn held_input_waits_for_receive_interrupts() {
+    let cfg = MachineConfig {
+        hold_input_until_rx_interrupts: true,
+        ..small()
+    };
+    // Poll LSR a while with receive interrupts off, then turn them on
+    // (IER.RDI, MCR.OUT2) and echo input until a newline.
+    let mut m = protected_mode(cfg, &mut |a| {
+        a.mov(ecx, 1000u32)?;
+        let mut idle = a.create_label();
+        a.set_label(&mut idle)?;
+        a.mov(dx, 0x3FDu32)?;
+        a.in_(al, dx)?;
+        a.dec(ecx)?;
+        a.jnz(idle)?;
+        a.mov(dx, 0x3F8u32)?;
+        a.out(0x80u32, al)?; // a port exit: the machine looks at its input
+        a.mov(al, 1u32)?;
+        a.mov(dx, 0x3F9u32)?;
+        a.out(dx, al)?; // IER: received data
+        a.mov(al, 8u32)?;
+        a.mov(dx, 0x3FCu32)?;
+        a.out(dx, al)?; // MCR: OUT2
+        let mut wait = a.create_label();
+        a.set_label(&mut wait)?;
+        a.mov(dx, 0x3FDu32)?;
+        a.in_(al, dx)?;
+        a.test(al, 1u32)?;
+        a.jz(wait)?;
+        a.mov(dx, 0x3F8u32)?;
+        a.in_(al, dx)?;
+        a.out(0xE9u32, al)?;
+        a.cmp(al, b'\n' as u32)?;
+        a.jne(wait)?;
+        debug_exit(a, 0)
+    });
+    m.console_input(b"early\n");
+    assert_eq!(m.run_until(500), Exit::InsnLimit);
+    assert_eq!(m.pending_console_input(), 6, "held while interrupts are off");
+    assert_eq!(m.run(), Exit::DebugExit(1));
+    assert_eq!(m.take_console_output(), b"early\n");
+}
+
+#[test]
 fn run_until_stops_at_exact_counts() {
     let build: Build = &mut |a| {
         let mut top = a.create_label();
