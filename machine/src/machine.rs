@@ -43,6 +43,9 @@ pub const ENTRY_DATA_SELECTOR: u16 = 0x10;
 /// IA32_MTRR_DEF_TYPE as firmware leaves it for Linux: MTRRs enabled (bit
 /// 11), default type write-back (6), fixed ranges off.
 const MTRR_ENABLED_WRITE_BACK: u64 = (1 << 11) | 6;
+/// How long COM1's receive interrupts must have been on before held console
+/// input enters (10 ms of virtual time).
+pub const INPUT_SETTLE_NS: u64 = 10_000_000;
 /// Most vCPUs a machine may have.
 pub const MAX_CPUS: u32 = 64;
 /// Seed of the vCPU schedule when the configuration does not choose one.
@@ -193,6 +196,8 @@ pub struct Machine {
     idle: u64,
     /// See [`MachineConfig::hold_input_until_rx_interrupts`].
     hold_input: bool,
+    /// Since when COM1's receive interrupts have been on (held input only).
+    rx_on_since: Option<u64>,
 }
 
 impl fmt::Debug for Machine {
@@ -234,6 +239,7 @@ impl Machine {
             waiting_sipi: (0..cfg.cpus).map(|i| i > 0).collect(),
             idle: 0,
             hold_input: cfg.hold_input_until_rx_interrupts,
+            rx_on_since: None,
             vcpus,
             code: CodeCache::new(),
             console: Console::Buffer(Vec::new()),
@@ -457,7 +463,8 @@ impl Machine {
             let (pit_deadline, timers_moved) = self.events.next_deadline(self.now, &self.devices);
             self.devices.update_irq_lines_at(self.now, timers_moved);
             self.apply_cpu_signals();
-            let other_deadline = self.devices.other_deadline(self.now);
+            let other_deadline =
+                min_opt(self.devices.other_deadline(self.now), self.input_deadline());
             let deadline = min_opt(pit_deadline, other_deadline);
             if self.now < stop {
                 if let Err(s) = self.deliver_interrupts() {
@@ -509,15 +516,42 @@ impl Machine {
 
     /// Moves queued console input into the UART's receive FIFO.
     fn pump_input(&mut self) {
-        let uart = &mut self.devices.uart;
-        if self.hold_input && !uart.receive_interrupts_enabled() {
+        if self.input_held() {
             return;
         }
+        let uart = &mut self.devices.uart;
         for _ in 0..uart.rx_room() {
             match self.input.pop_front() {
                 Some(b) => uart.push_input(b),
                 None => break,
             }
+        }
+    }
+
+    /// Whether queued input must wait (see
+    /// [`MachineConfig::hold_input_until_rx_interrupts`]): until receive
+    /// interrupts have been on for [`INPUT_SETTLE_NS`], so the driver has
+    /// finished opening the port (it drains the receiver once more after
+    /// enabling them).
+    fn input_held(&mut self) -> bool {
+        if !self.hold_input {
+            return false;
+        }
+        if !self.devices.uart.receive_interrupts_enabled() {
+            self.rx_on_since = None;
+            return true;
+        }
+        let since = *self.rx_on_since.get_or_insert(self.now);
+        self.now < since + INPUT_SETTLE_NS
+    }
+
+    /// When held input may enter, if it is waiting only for the settle time.
+    fn input_deadline(&self) -> Option<u64> {
+        match self.rx_on_since {
+            Some(since) if self.hold_input && !self.input.is_empty() => {
+                Some(since + INPUT_SETTLE_NS).filter(|&t| t > self.now)
+            }
+            _ => None,
         }
     }
 
