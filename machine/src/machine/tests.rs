@@ -168,6 +168,62 @@ fn console_input_reaches_the_uart() {
 }
 
 #[test]
+fn keyboard_controller_reset_stops_the_machine() {
+    let mut m = protected_mode(small(), &mut |a| {
+        a.mov(al, 0xFEu32)?;
+        a.out(0x64u32, al)?;
+        a.hlt()
+    });
+    assert_eq!(m.run(), Exit::Reset);
+    assert!(Exit::Reset.to_string().contains("reset"));
+}
+
+#[test]
+fn acpi_s5_powers_off() {
+    // SLP_TYP = 7 (S5) with SLP_EN, as Linux writes PM1a_CNT.
+    let mut m = protected_mode(small(), &mut |a| {
+        a.mov(dx, 0x604u32)?;
+        a.mov(ax, (7u32 << 10) | (1 << 13))?;
+        a.out(dx, ax)?;
+        a.hlt()
+    });
+    assert_eq!(m.run(), Exit::PowerOff);
+}
+
+#[test]
+fn tsc_deadline_timer_raises_its_vector_in_the_local_apic() {
+    // Enable the local APIC (SVR), LVT timer in TSC-deadline mode with
+    // vector 0x40, arm IA32_TSC_DEADLINE 1000 ticks ahead; with IF clear,
+    // read IRR bits 32-63 (offset 0x220) before and after the deadline.
+    let mut m = protected_mode(small(), &mut |a| {
+        a.mov(eax, 0x1FFu32)?;
+        a.mov(dword_ptr(0xFEE0_00F0u32), eax)?; // SVR: enabled
+        a.mov(eax, 0x40u32 | (2 << 17))?;
+        a.mov(dword_ptr(0xFEE0_0320u32), eax)?; // LVT timer: TSC deadline
+        a.rdtsc()?;
+        a.add(eax, 1000u32)?;
+        a.adc(edx, 0u32)?;
+        a.mov(ecx, 0x6E0u32)?;
+        a.wrmsr()?;
+        a.mov(eax, dword_ptr(0xFEE0_0220u32))?;
+        a.out(0xE9u32, al)?; // 0: not yet
+        a.mov(ecx, 1000u32)?;
+        let mut spin = a.create_label();
+        a.set_label(&mut spin)?;
+        a.dec(ecx)?;
+        a.jnz(spin)?;
+        a.mov(eax, dword_ptr(0xFEE0_0220u32))?;
+        a.out(0xE9u32, al)?; // 1: vector 0x40 requested
+        a.mov(ecx, 0x6E0u32)?;
+        a.rdmsr()?;
+        a.out(0xE9u32, al)?; // 0: the deadline fired and disarmed
+        debug_exit(a, 0)
+    });
+    assert_eq!(m.run(), Exit::DebugExit(1));
+    assert_eq!(m.take_console_output(), [0, 1, 0]);
+}
+
+#[test]
 fn held_input_waits_for_receive_interrupts() {
     let cfg = MachineConfig {
         hold_input_until_rx_interrupts: true,
@@ -206,7 +262,11 @@ fn held_input_waits_for_receive_interrupts() {
     });
     m.console_input(b"early\n");
     assert_eq!(m.run_until(500), Exit::InsnLimit);
-    assert_eq!(m.pending_console_input(), 6, "held while interrupts are off");
+    assert_eq!(
+        m.pending_console_input(),
+        6,
+        "held while interrupts are off"
+    );
     assert_eq!(m.run(), Exit::DebugExit(1));
     assert_eq!(m.take_console_output(), b"early\n");
 }
