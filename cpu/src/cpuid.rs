@@ -21,8 +21,8 @@ pub const BRAND: &str = "hindsight virtual CPU";
 pub const SIGNATURE: u32 = (6 << 8) | (15 << 4) | 11;
 
 /// Whether the x87 FPU, MMX, FXSAVE and SSE/SSE2 are advertised (and
-/// CR4.OSFXSR/OSXMMEXCPT accepted). Off until those instructions exist.
-pub const FPU_SSE: bool = false;
+/// CR4.OSFXSR/OSXMMEXCPT accepted).
+pub const FPU_SSE: bool = true;
 
 /// Highest basic leaf (0x16: processor frequency).
 pub const MAX_BASIC: u32 = 0x16;
@@ -119,7 +119,21 @@ pub const LEAF1_EDX: u32 = edx1::DE
     | if FPU_SSE { FPU_SSE_EDX } else { 0 };
 
 /// Leaf 1 ECX.
-pub const LEAF1_ECX: u32 = ecx1::CX16 | ecx1::MOVBE | ecx1::POPCNT | ecx1::TSC_DEADLINE;
+pub const LEAF1_ECX: u32 = ecx1::SSE3
+    | ecx1::SSSE3
+    | ecx1::SSE41
+    | ecx1::SSE42
+    | ecx1::CX16
+    | ecx1::MOVBE
+    | ecx1::POPCNT
+    | ecx1::TSC_DEADLINE
+    | ecx1::XSAVE;
+
+/// XSAVE state components (XCR0 bits) this model supports: x87 and SSE.
+pub const XCR0_SUPPORTED: u32 = 0b11;
+/// Size of an XSAVE area holding x87 and SSE state: the 512-byte legacy
+/// region and the 64-byte header.
+pub const XSAVE_AREA_SIZE: u32 = 576;
 
 /// The TSC frequency: one tick per instruction, as virtual time counts
 /// nanoseconds (1 GHz). Leaves 0x15/0x16 report it, so guests need not
@@ -201,6 +215,12 @@ pub fn cpuid(cpu: &Cpu, leaf: u32, subleaf: u32) -> [u32; 4] {
             [SIGNATURE, ebx, LEAF1_ECX | osxsave, LEAF1_EDX]
         }
         6 if leaf <= max_basic => [LEAF6_ARAT, 0, 0, 0],
+        // XSAVE: sub-leaf 0 lists the components and area sizes; sub-leaf 1
+        // says XGETBV with ECX = 1 works (EAX bit 2) and nothing else.
+        0xd if leaf <= max_basic && subleaf == 0 => {
+            [XCR0_SUPPORTED, XSAVE_AREA_SIZE, XSAVE_AREA_SIZE, 0]
+        }
+        0xd if leaf <= max_basic && subleaf == 1 => [1 << 2, 0, 0, 0],
         // One iteration, no cache or TLB descriptors.
         2 => [1, 0, 0, 0],
         7 if leaf <= max_basic && subleaf == 0 => [0, LEAF7_EBX, LEAF7_ECX, LEAF7_EDX],
@@ -321,7 +341,9 @@ mod tests {
         let l1 = cpuid(&cpu, 1, 0);
         assert_eq!(l1[0], 0x6fb);
         assert_eq!(l1[1] >> 24, 3, "initial APIC id");
-        assert_eq!(l1[3] & edx1::FPU, 0);
+        assert_ne!(l1[3] & edx1::FPU, 0);
+        assert_ne!(l1[2] & ecx1::SSE42, 0);
+        assert_eq!(cpuid(&cpu, 0xd, 0), [3, 576, 576, 0]);
         assert_ne!(l1[3] & edx1::PAE, 0);
         assert_ne!(l1[2] & ecx1::CX16, 0);
         assert_eq!(cpuid(&cpu, 7, 0)[2], leaf7::UMIP);

@@ -25,7 +25,7 @@
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use iced_x86::{CpuidFeature, Decoder, DecoderOptions, Instruction};
+use iced_x86::{Decoder, DecoderOptions};
 
 use crate::block::CodeCache;
 use crate::cpuid;
@@ -726,9 +726,6 @@ impl Gen<'_> {
             if insn.is_invalid() {
                 continue;
             }
-            if later_issue(&insn) && !self.r.one_in(20) {
-                continue;
-            }
             self.emit(&bytes[..insn.len()]);
             return;
         }
@@ -1274,28 +1271,6 @@ impl Gen<'_> {
     }
 }
 
-/// Instructions the later x87/MMX/SSE issue owns: they stop the machine as
-/// Unimplemented for now. Everything else that is valid must be implemented
-/// or raise #UD (features this CPU model does not advertise).
-fn later_issue(insn: &Instruction) -> bool {
-    insn.cpuid_features().iter().any(|f| {
-        matches!(
-            f,
-            CpuidFeature::FPU
-                | CpuidFeature::FPU287
-                | CpuidFeature::FPU387
-                | CpuidFeature::MMX
-                | CpuidFeature::SSE
-                | CpuidFeature::SSE2
-                | CpuidFeature::SSE3
-                | CpuidFeature::SSSE3
-                | CpuidFeature::SSE4_1
-                | CpuidFeature::SSE4_2
-                | CpuidFeature::FXSR
-        )
-    })
-}
-
 /// What a fresh [`Cpu::update_mode`] computes from CR0, EFER, RFLAGS.VM and
 /// CS (on a copy without the TLB, which is large to clone).
 fn fresh_mode(cpu: &Cpu) -> (Mode, u32) {
@@ -1443,17 +1418,12 @@ fn check_stop(stop: &crate::Stop, cpu: &Cpu, tally: &mut Tally) -> Result<(), St
     match &stop.kind {
         StopKind::TripleFault { .. } => Ok(()),
         StopKind::Unimplemented { mnemonic } => {
-            let mut d = Decoder::with_ip(cpu.bitness, &stop.bytes, cpu.rip, DecoderOptions::NONE);
-            let insn = d.decode();
             let e = tally
                 .unimplemented
                 .entry(format!("{mnemonic} ({} bit)", cpu.bitness))
                 .or_insert((0, text.clone()));
             e.0 += 1;
-            if insn.is_invalid() || !later_issue(&insn) {
-                return Err(format!("unimplemented general-purpose instruction: {text}"));
-            }
-            Ok(())
+            Err(format!("unimplemented instruction: {text}"))
         }
         StopKind::Unsupported(what) => {
             *tally.unsupported.entry(what.clone()).or_default() += 1;

@@ -5,10 +5,10 @@
 //! - the hint-NOP spaces (0F 0D, 0F 18-0F 1F: prefetch variants, reserved
 //!   NOPs, CLDEMOTE, RDSSP) execute as NOPs, as on processors without the
 //!   feature that gave them a meaning;
-//! - x87, MMX, SSE…SSE4.2 and FXSAVE/FXRSTOR belong to a later issue: they
-//!   raise the #NM/#UD their CR0.EM/TS/MP and CR4.OSFXSR checks call for
-//!   (SDM vol. 3 table 2-2 and 13.1), and otherwise stop the machine as
-//!   unimplemented; WAIT/FWAIT is complete (no x87 exception can be pending);
+//! - x87, MMX, SSE…SSE4.2, FXSAVE/XSAVE and WAIT are claimed by the `x87`,
+//!   `sse` and `sse4` groups; any form they might leave unclaimed still
+//!   raises the #NM/#UD its CR0.EM/TS/MP and CR4.OSFXSR checks call for
+//!   (SDM vol. 3 table 2-2 and 13.1) before stopping as unimplemented;
 //! - anything needing a feature this CPU model does not advertise
 //!   ([`crate::cpuid`]): AVX, BMI, ADX, VMX, SVM, SMX, RTM, XSAVE, RDRAND,
 //!   MONITOR, CET, SMAP, RSM outside SMM … raises #UD, as real hardware does;
@@ -21,7 +21,6 @@ use crate::block::Handler;
 use crate::cpuid::{self, ecx1, edx1, ext1, leaf7};
 use crate::fault::{Fault, Result, StopKind};
 use crate::interp::Ctx;
-use crate::state::cr;
 
 /// The handler for `insn`: the first instruction group that claims it, else
 /// the handler its feature class calls for (see the module comment).
@@ -61,8 +60,6 @@ const GROUPS: [fn(&Instruction) -> Option<Handler>; 17] = [
 enum Unclaimed {
     /// A hint that is a NOP on this model.
     Nop,
-    /// WAIT/FWAIT.
-    Wait,
     /// The later x87/MMX/SSE issue, by family.
     Fp(FpClass),
     /// A feature this model does not advertise: #UD.
@@ -74,9 +71,6 @@ enum Unclaimed {
 fn classify(insn: &Instruction) -> Unclaimed {
     if hint_nop(insn.mnemonic()) {
         return Unclaimed::Nop;
-    }
-    if insn.mnemonic() == Mnemonic::Wait {
-        return Unclaimed::Wait;
     }
     match fp_class(insn) {
         FpClass::None => {}
@@ -93,7 +87,6 @@ fn classify(insn: &Instruction) -> Unclaimed {
 fn unclaimed(insn: &Instruction) -> Handler {
     match classify(insn) {
         Unclaimed::Nop => nop,
-        Unclaimed::Wait => wait,
         Unclaimed::Fp(FpClass::X87 | FpClass::Fxsr) => x87,
         Unclaimed::Fp(FpClass::Mmx) => mmx,
         Unclaimed::Fp(FpClass::Sse) => sse,
@@ -234,17 +227,6 @@ fn unimplemented(_: &mut Ctx, insn: &Instruction) -> Result<()> {
     }))
 }
 
-/// WAIT/FWAIT: #NM when CR0.MP and CR0.TS are both set; otherwise it would
-/// deliver pending unmasked x87 exceptions, and without an x87 none can be
-/// pending, so it does nothing.
-fn wait(ctx: &mut Ctx, _: &Instruction) -> Result<()> {
-    let mp_ts = cr::CR0_MP | cr::CR0_TS;
-    if ctx.cpu.cr0 & mp_ts == mp_ts {
-        return Err(Fault::nm());
-    }
-    Ok(())
-}
-
 /// x87 and FXSAVE/FXRSTOR not yet implemented: the device checks, then a stop.
 fn x87(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
     super::fp::check_x87(ctx.cpu)?;
@@ -268,6 +250,7 @@ mod tests {
     use super::*;
     use crate::fault::vector;
     use crate::interp::RunExit;
+    use crate::state::cr;
     use crate::testutil::{fault_of, install_fault_handlers, run, TestMode};
 
     /// Runs `bytes` then HLT; returns the exception taken (if any) or the stop.
@@ -280,10 +263,6 @@ mod tests {
             install_fault_handlers(cpu, bus);
         });
         (fault_of(&cpu, &bus).map(|f| f.0), exit)
-    }
-
-    fn is_unimplemented(exit: &RunExit) -> bool {
-        matches!(exit, RunExit::Stop(s) if matches!(s.kind, StopKind::Unimplemented { .. }))
     }
 
     /// Decodes the legacy opcode maps (one-byte, 0F, 0F 38, 0F 3A) with
@@ -333,7 +312,7 @@ mod tests {
                                         insn.code()
                                     ));
                                 }
-                                Unclaimed::Fp(FpClass::SseGpr) => {
+                                Unclaimed::Fp(_) => {
                                     later.insert(format!("{:?}", insn.code()));
                                 }
                                 _ => {}
@@ -343,8 +322,11 @@ mod tests {
                 }
             }
         }
-        // Only CRC32 (SSE4.2 on general registers) waits for the SSE issue.
-        assert!(later.iter().all(|c| c.starts_with("Crc32")), "{later:?}");
+        // Every x87/MMX/SSE form is claimed by its group.
+        assert!(
+            later.is_empty(),
+            "unclaimed x87/MMX/SSE instructions: {later:?}"
+        );
         let gaps: BTreeSet<String> = gaps
             .into_iter()
             .map(|g| g.split(' ').next().unwrap_or_default().to_string())
@@ -405,26 +387,26 @@ mod tests {
         let fld1: &[u8] = &[0xd9, 0xe8];
         let paddb: &[u8] = &[0x0f, 0xfc, 0xc1]; // PADDB mm0, mm1
         let addps: &[u8] = &[0x0f, 0x58, 0xc1]; // ADDPS xmm0, xmm1
-        let fxsave: &[u8] = &[0x0f, 0xae, 0x00]; // FXSAVE [eax]
+        let fxsave: &[u8] = &[0x0f, 0xae, 0x03]; // FXSAVE [ebx] (EBX = 0: aligned)
         let (em, ts, mp) = (cr::CR0_EM, cr::CR0_TS, cr::CR0_MP);
         let osfxsr = cr::CR4_OSFXSR;
         let m = TestMode::Protected32;
-        // x87: #NM with EM or TS, else a clear stop.
+        let runs = |r: (Option<u8>, RunExit)| r == (None, RunExit::Halted);
+        // x87: #NM with EM or TS, else it runs.
         assert_eq!(exec(m, fld1, em, 0).0, Some(vector::NM));
         assert_eq!(exec(m, fld1, ts, 0).0, Some(vector::NM));
-        assert!(is_unimplemented(&exec(m, fld1, 0, 0).1));
+        assert!(runs(exec(m, fld1, 0, 0)));
         assert_eq!(exec(m, fxsave, ts, 0).0, Some(vector::NM));
-        assert!(is_unimplemented(&exec(m, fxsave, 0, 0).1));
+        assert!(runs(exec(m, fxsave, 0, 0)));
         // MMX: EM -> #UD, TS -> #NM.
         assert_eq!(exec(m, paddb, em | ts, 0).0, Some(vector::UD));
         assert_eq!(exec(m, paddb, ts, 0).0, Some(vector::NM));
-        assert!(is_unimplemented(&exec(m, paddb, 0, 0).1));
-        // SSE: EM or !OSFXSR -> #UD, TS -> #NM. (The CR4 bit is set
-        // directly: this model does not let software set it yet.)
+        assert!(runs(exec(m, paddb, 0, 0)));
+        // SSE: EM or !OSFXSR -> #UD, TS -> #NM.
         assert_eq!(exec(m, addps, 0, 0).0, Some(vector::UD));
         assert_eq!(exec(m, addps, em, osfxsr).0, Some(vector::UD));
         assert_eq!(exec(m, addps, ts, osfxsr).0, Some(vector::NM));
-        assert!(is_unimplemented(&exec(m, addps, 0, osfxsr).1));
+        assert!(runs(exec(m, addps, 0, osfxsr)));
         // WAIT: #NM only with MP and TS; otherwise nothing to do.
         assert_eq!(exec(m, &[0x9b], mp | ts, 0).0, Some(vector::NM));
         assert_eq!(exec(m, &[0x9b], ts, 0), (None, RunExit::Halted));

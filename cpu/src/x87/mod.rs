@@ -44,6 +44,9 @@
 //!   [`f64_operand`], SNaNs kept signaling) followed by the register
 //!   operation, with flags merged by [`merge_load_flags`].
 //!
+//! The transcendental instructions (`trans.rs`) are deterministic but not
+//! bit-exact with the hardware; see that module for their accuracy.
+//!
 //! The arithmetic is verified bit-for-bit (result and status bits) against
 //! the host FPU by the differential tests in `tests.rs`.
 
@@ -53,11 +56,13 @@ mod fpu;
 mod misc;
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests;
+mod trans;
 
 pub use arith::{add, compare, div, extract, from_i64, mul, round_int, sqrt, sub, Relation};
 pub use conv::*;
 pub use fpu::Fpu;
 pub use misc::{examine, from_bcd, load_const, prem, scale, to_bcd, Const};
+pub use trans::{cos, f2xm1, fpatan, fyl2x, fyl2xp1, sin, sincos, tan};
 
 use serde::{Deserialize, Serialize};
 
