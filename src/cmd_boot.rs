@@ -21,10 +21,10 @@ pub fn run(args: &BootArgs) -> i32 {
         Ok(mut m) => {
             console::to_stdout(&mut m);
             let interactive = std::io::stdin().is_terminal();
-            let _raw = interactive.then(console::RawMode::enter).flatten();
             if interactive {
                 eprintln!("hindsight: console on this terminal; press Ctrl-A x to quit");
             }
+            let _raw = interactive.then(console::RawMode::enter).flatten();
             let mut d = Drive {
                 max_insns: args.max_insns,
                 input: Some(StdinReader::spawn(interactive)),

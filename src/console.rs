@@ -163,9 +163,9 @@ impl RawMode {
                 return None;
             }
             let saved = t;
+            // No output post-processing either: the guest's console sends
+            // its own carriage returns.
             libc::cfmakeraw(&mut t);
-            // Keep output post-processing so "\n" still returns the carriage.
-            t.c_oflag |= libc::OPOST;
             if libc::tcsetattr(0, libc::TCSANOW, &t) != 0 {
                 return None;
             }
