@@ -9,6 +9,7 @@ mod cmd_demo;
 mod cmd_fetch;
 mod cmd_run;
 mod cmd_selftest;
+mod cmd_trace;
 mod console;
 mod drive;
 mod exit_code;
@@ -88,6 +89,23 @@ enum Command {
     /// and extracts them, and builds the initramfs whose /init starts a shell.
     #[command(after_help = FETCH_HELP)]
     Fetch(FetchArgs),
+    /// Inspect a recorded trace (.hsr): header, images, records, integrity.
+    #[command(subcommand)]
+    Trace(TraceCommand),
+}
+
+/// `hindsight trace` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum TraceCommand {
+    /// Print a trace's header, image hashes, record counts and integrity
+    /// (every chunk's checksum and the hash chain). Exit status 0 when the
+    /// trace is whole and intact, 1 when it is truncated or corrupt (the
+    /// chunk is named), 2 when it cannot be read as a trace.
+    #[command(after_help = "Example:\n  hindsight trace info boot.hsr")]
+    Info {
+        /// The trace file
+        file: PathBuf,
+    },
 }
 
 const FETCH_HELP: &str = "\
@@ -249,6 +267,7 @@ fn main() {
         Command::Selftest => cmd_selftest::run(),
         Command::Bench(args) => cmd_bench::run(&args),
         Command::Fetch(args) => cmd_fetch::run(&args),
+        Command::Trace(cmd) => cmd_trace::run(&cmd),
     };
     console::flush();
     std::process::exit(code);
