@@ -11,8 +11,9 @@ use hindsight_cpu::fault::Fault;
 use hindsight_cpu::interp::dispatch::handler_for;
 use hindsight_cpu::state::{attr, cr, Cpu, SegReg, Segment};
 use hindsight_cpu::{Bus, CodeCache, Ctx, WritablePage};
-use iced_x86::Instruction;
+use iced_x86::{Instruction, OpKind, Register};
 
+use crate::fp::FpState;
 use crate::host::{DATA_OFF, DATA_SIZE, REGION};
 
 /// Physical layout: page tables at 0x1000–0x4fff, the region at 0x8000.
@@ -76,6 +77,10 @@ pub enum EmuEnd {
 pub struct EmuOut {
     pub gpr: [u64; 16],
     pub rflags: u64,
+    /// The final x87/MMX/SSE state.
+    pub fp: FpState,
+    /// The memory operands executed: instruction index, linear address, size.
+    pub mem_refs: Vec<(usize, u64, usize)>,
     pub end: EmuEnd,
 }
 
@@ -101,6 +106,13 @@ impl Emu {
         let mut cpu = Cpu::new(0);
         cpu.cr0 |= cr::CR0_PE | cr::CR0_PG;
         cpu.cr4 |= cr::CR4_PAE;
+        // x87 and SSE enabled as under Linux: native x87 errors (#MF), no
+        // emulation, no task-switched trap; FXSAVE/SSE, #XM and XSAVE enabled.
+        cpu.cr0 = (cpu.cr0 | cr::CR0_MP | cr::CR0_NE) & !(cr::CR0_EM | cr::CR0_TS);
+        cpu.cr4 |= cr::CR4_OSFXSR | cr::CR4_OSXMMEXCPT | cr::CR4_OSXSAVE;
+        // XSAVE manages x87 and SSE state (Linux's XCR0 has more; the
+        // generator requests only these two).
+        cpu.xcr0 = 3;
         cpu.cr3 = PML4;
         cpu.efer |= cr::EFER_LME | cr::EFER_LMA | cr::EFER_NXE | cr::EFER_SCE;
         let dpl3 = 3 << attr::DPL_SHIFT;
@@ -165,12 +177,14 @@ impl Emu {
 
     /// Runs `insns` (decoded at consecutive addresses from `start` to `end`)
     /// from the given state; leaves the final scratch data in `data`.
+    #[allow(clippy::too_many_arguments)]
     pub fn run(
         &mut self,
         insns: &[Instruction],
         handlers: &[Handler],
         gpr: &[u64; 16],
         rflags: u64,
+        fp: &FpState,
         data: &mut [u8],
         end: u64,
     ) -> EmuOut {
@@ -178,10 +192,12 @@ impl Emu {
         self.bus.ram[d0..d0 + DATA_SIZE].copy_from_slice(data);
         self.cpu.gpr = *gpr;
         self.cpu.rflags = rflags;
+        fp.load_into(&mut self.cpu);
         self.cpu.rip = insns.first().map_or(end, |i| i.ip());
         self.cpu.halted = false;
         let mut result = EmuEnd::Done;
         let mut steps = 0u64;
+        let mut mem_refs = Vec::new();
         {
             let mut ctx = Ctx::new(&mut self.cpu, &mut self.bus, &mut self.cache);
             while ctx.cpu.rip != end {
@@ -196,6 +212,9 @@ impl Emu {
                     break;
                 }
                 let insn = &insns[k];
+                if let Some(a) = mem_address(ctx.cpu, insn) {
+                    mem_refs.push((k, a, mem_size(ctx.cpu, insn)));
+                }
                 ctx.cpu.rip = insn.next_ip();
                 match handlers[k](&mut ctx, insn) {
                     Ok(()) => ctx.cpu.icount += 1,
@@ -222,7 +241,65 @@ impl Emu {
         EmuOut {
             gpr: self.cpu.gpr,
             rflags: self.cpu.rflags,
+            fp: FpState::from_cpu(&self.cpu),
+            mem_refs,
             end: result,
         }
+    }
+}
+
+/// The linear address of `insn`'s memory operand (if any) in the CPU's current state.
+fn mem_address(cpu: &Cpu, insn: &Instruction) -> Option<u64> {
+    let op = (0..insn.op_count()).find(|&i| {
+        matches!(
+            insn.op_kind(i),
+            OpKind::Memory | OpKind::MemorySegRDI | OpKind::MemorySegEDI
+        )
+    })?;
+    insn.virtual_address(op, 0, |reg, _, _| {
+        if reg.is_segment_register() {
+            let s = match reg {
+                Register::ES => SegReg::Es,
+                Register::CS => SegReg::Cs,
+                Register::SS => SegReg::Ss,
+                Register::FS => SegReg::Fs,
+                Register::GS => SegReg::Gs,
+                _ => SegReg::Ds,
+            };
+            // 64-bit mode ignores the ES/CS/SS/DS bases (all zero here anyway).
+            return Some(cpu.seg[s as usize].base);
+        }
+        if reg.is_gpr() {
+            let v = cpu.gpr[reg.full_register().number()];
+            return Some(match reg.size() {
+                1 if reg.is_gpr8() && (Register::AH..=Register::BH).contains(&reg) => {
+                    (cpu.gpr[reg.number() - 4] >> 8) & 0xff
+                }
+                1 => v & 0xff,
+                2 => v & 0xffff,
+                4 => v & 0xffff_ffff,
+                _ => v,
+            });
+        }
+        None
+    })
+}
+
+/// The size of `insn`'s memory operand. XSAVE/XRSTOR (which iced sizes 0)
+/// count the 576 bytes of the x87+SSE image when EDX:EAX requests no more
+/// (the generator's setups ensure it), else an impossible size: on the
+/// host, with its larger XCR0, they would touch far more.
+fn mem_size(cpu: &Cpu, insn: &Instruction) -> usize {
+    use iced_x86::Mnemonic::*;
+    match insn.mnemonic() {
+        Xsave | Xsave64 | Xrstor | Xrstor64 | Xsaveopt | Xsaveopt64 | Xsavec | Xsavec64
+        | Xsaves | Xsaves64 | Xrstors | Xrstors64 => {
+            if cpu.gpr[0] as u32 & !3 == 0 && cpu.gpr[2] as u32 == 0 {
+                576
+            } else {
+                usize::MAX / 2
+            }
+        }
+        _ => insn.memory_size().size(),
     }
 }

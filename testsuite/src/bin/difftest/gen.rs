@@ -10,10 +10,11 @@
 //! registers are loaded by MOVs emitted just before), and random immediates.
 
 use iced_x86::{
-    Code, Decoder, DecoderOptions, Encoder, Instruction, MemoryOperand, Mnemonic, OpKind, Register,
-    RepPrefixKind, RflagsBits,
+    Code, CpuidFeature, Decoder, DecoderOptions, Encoder, EncodingKind, Instruction, MemoryOperand,
+    Mnemonic, OpKind, Register, RepPrefixKind, RflagsBits,
 };
 
+use crate::fp::{self, FpState};
 use crate::host::GPR64;
 use crate::rng::Rng;
 
@@ -29,10 +30,21 @@ pub enum Class {
     String,
     /// AAA AAS AAM AAD DAA DAS, run in compatibility mode (32-bit code).
     Bcd,
+    /// x87 (CPUID FPU), FXSAVE/FXRSTOR (FXSR).
+    X87,
+    /// MMX (CPUID MMX).
+    Mmx,
+    /// SSE (CPUID SSE, including its MMX-register forms), SSE2, SSE3, SSSE3, SSE4.1, SSE4.2.
+    Sse,
+    Sse2,
+    Sse3,
+    Ssse3,
+    Sse41,
+    Sse42,
 }
 
 impl Class {
-    pub const ALL: [Class; 8] = [
+    pub const ALL: [Class; 16] = [
         Class::Alu,
         Class::Atomic,
         Class::Shift,
@@ -41,7 +53,30 @@ impl Class {
         Class::Data,
         Class::String,
         Class::Bcd,
+        Class::X87,
+        Class::Mmx,
+        Class::Sse,
+        Class::Sse2,
+        Class::Sse3,
+        Class::Ssse3,
+        Class::Sse41,
+        Class::Sse42,
     ];
+
+    /// The x87/MMX/SSE classes.
+    pub fn is_fp(self) -> bool {
+        matches!(
+            self,
+            Class::X87
+                | Class::Mmx
+                | Class::Sse
+                | Class::Sse2
+                | Class::Sse3
+                | Class::Ssse3
+                | Class::Sse41
+                | Class::Sse42
+        )
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -53,8 +88,155 @@ impl Class {
             Class::Data => "data",
             Class::String => "string",
             Class::Bcd => "bcd",
+            Class::X87 => "x87",
+            Class::Mmx => "mmx",
+            Class::Sse => "sse",
+            Class::Sse2 => "sse2",
+            Class::Sse3 => "sse3",
+            Class::Ssse3 => "ssse3",
+            Class::Sse41 => "sse41",
+            Class::Sse42 => "sse42",
         }
     }
+
+    /// The host feature an FP class needs (checked with `is_x86_feature_detected!`).
+    pub fn host_feature(self) -> Option<&'static str> {
+        Some(match self {
+            Class::X87 => "fxsr",
+            Class::Mmx => "mmx",
+            Class::Sse => "sse",
+            Class::Sse2 => "sse2",
+            Class::Sse3 => "sse3",
+            Class::Ssse3 => "ssse3",
+            Class::Sse41 => "sse4.1",
+            Class::Sse42 => "sse4.2",
+            _ => return None,
+        })
+    }
+
+    /// Whether this host runs the class.
+    pub fn host_has(self) -> bool {
+        match self {
+            Class::X87 => is_x86_feature_detected!("fxsr"),
+            Class::Mmx => is_x86_feature_detected!("mmx"),
+            Class::Sse => is_x86_feature_detected!("sse"),
+            Class::Sse2 => is_x86_feature_detected!("sse2"),
+            Class::Sse3 => is_x86_feature_detected!("sse3"),
+            Class::Ssse3 => is_x86_feature_detected!("ssse3"),
+            Class::Sse41 => is_x86_feature_detected!("sse4.1"),
+            Class::Sse42 => is_x86_feature_detected!("sse4.2"),
+            _ => true,
+        }
+    }
+}
+
+/// The FP class of an instruction form by its CPUID features (x87 first, so
+/// FISTTP, which needs FPU and SSE3, is x87; SSE forms on MMX registers are SSE).
+fn fp_class_of(feats: &[CpuidFeature]) -> Option<Class> {
+    use CpuidFeature::*;
+    let has = |f: CpuidFeature| feats.contains(&f);
+    if has(FPU) || has(FPU287) || has(FPU387) || has(FPU287XL_ONLY) || has(FPU387SL_ONLY) {
+        return Some(Class::X87);
+    }
+    if has(FXSR) || has(XSAVE) {
+        return Some(Class::X87);
+    }
+    // Only the families covered here; anything with another feature too
+    // (AVX, AES, PCLMULQDQ, ...) is out.
+    let ok = feats
+        .iter()
+        .all(|f| matches!(f, MMX | SSE | SSE2 | SSE3 | SSSE3 | SSE4_1 | SSE4_2));
+    if !ok {
+        return None;
+    }
+    [
+        (SSE4_2, Class::Sse42),
+        (SSE4_1, Class::Sse41),
+        (SSSE3, Class::Ssse3),
+        (SSE3, Class::Sse3),
+        (SSE2, Class::Sse2),
+        (SSE, Class::Sse),
+        (MMX, Class::Mmx),
+    ]
+    .iter()
+    .find(|(f, _)| has(*f))
+    .map(|(_, c)| *c)
+}
+
+/// Whether `insn` is an x87/MMX/SSE instruction.
+pub fn is_fp_insn(insn: &Instruction) -> bool {
+    fp_class_of(insn.cpuid_features()).is_some()
+}
+
+/// The excluded FP mnemonics with the reasons, for `--list`.
+pub fn fp_exclusions() -> Vec<(String, &'static str)> {
+    let mut v: Vec<(String, &'static str)> = Vec::new();
+    for code in Code::values() {
+        let mut i = Instruction::default();
+        i.set_code(code);
+        if i.encoding() != EncodingKind::Legacy || fp_class_of(i.cpuid_features()).is_none() {
+            continue;
+        }
+        if let Some(why) = fp_excluded(i.mnemonic()) {
+            let m = format!("{:?}", i.mnemonic()).to_uppercase();
+            if !v.iter().any(|(n, _)| *n == m) {
+                v.push((m, why));
+            }
+        }
+    }
+    v
+}
+
+/// Whether the host supports every CPUID feature of an FP form (the x87
+/// forms of the 287XL/387SL, which every later CPU rejects with #UD, count
+/// as supported: both sides must raise #UD).
+fn host_supports(feats: &[CpuidFeature]) -> bool {
+    use CpuidFeature::*;
+    feats.iter().all(|f| match f {
+        FPU | FPU287 | FPU387 | FPU287XL_ONLY | FPU387SL_ONLY => true,
+        FXSR => is_x86_feature_detected!("fxsr"),
+        XSAVE => is_x86_feature_detected!("xsave"),
+        MMX => is_x86_feature_detected!("mmx"),
+        SSE => is_x86_feature_detected!("sse"),
+        SSE2 => is_x86_feature_detected!("sse2"),
+        SSE3 => is_x86_feature_detected!("sse3"),
+        SSSE3 => is_x86_feature_detected!("ssse3"),
+        SSE4_1 => is_x86_feature_detected!("sse4.1"),
+        SSE4_2 => is_x86_feature_detected!("sse4.2"),
+        _ => false,
+    })
+}
+
+/// FP forms left out, and why. Everything else of the legacy (non-VEX)
+/// x87, FXSR, MMX and SSE–SSE4.2 encodings in iced's Code list is covered.
+pub fn fp_excluded(m: Mnemonic) -> Option<&'static str> {
+    use Mnemonic::*;
+    Some(match m {
+        // Not bit-exact by design: Intel specifies these only to within an
+        // error bound (about 1 ulp of the 64-bit significand, SDM vol. 1
+        // 8.3.10), and the low bits differ between microarchitectures.
+        Fsin | Fcos | Fsincos | Fptan | Fpatan | F2xm1 | Fyl2x | Fyl2xp1 => {
+            "x87 transcendental: accurate only to a documented error bound, not bit-exact"
+        }
+        // Approximations with relative error <= 1.5 * 2^-12 whose exact bits
+        // are a table lookup that differs between CPU generations.
+        Rcpps | Rcpss | Rsqrtps | Rsqrtss => {
+            "approximate reciprocal (sqrt): implementation-specific table, not bit-exact"
+        }
+        // Not advertised by the emulator's CPUID (leaf 0xD sub-leaf 1 has
+        // only XGETBV-with-ECX=1), so #UD there; XSAVES/XRSTORS are
+        // privileged anyway.
+        Xsaveopt | Xsaveopt64 | Xsavec | Xsavec64 | Xsaves | Xsaves64 | Xrstors | Xrstors64 => {
+            "XSAVEOPT/XSAVEC/XSAVES/XRSTORS: not advertised by the emulator (#UD there)"
+        }
+        // XGETBV reads the host's XCR0 (x87|SSE|AVX|AVX-512...) and XINUSE,
+        // which the harness cannot set (the emulator models XCR0 = x87|SSE);
+        // XSETBV is privileged.
+        Xgetbv | Xsetbv => {
+            "XGETBV/XSETBV: the host's XCR0 is not the emulator's; XSETBV is privileged"
+        }
+        _ => return None,
+    })
 }
 
 /// The class of a mnemonic, if covered.
@@ -126,6 +308,19 @@ enum Tok {
     Imm,
     Fixed(Register),
     One,
+    /// XMM register; XMM register or memory of the given size.
+    Xmm,
+    XmmRm(u16),
+    /// MMX register; MMX register or memory of the given size.
+    Mm,
+    MmRm(u16),
+    /// ST(0); ST(i).
+    St0,
+    Sti,
+    /// Memory only, of the given size (up to the 512 bytes of FXSAVE).
+    Mx(u16),
+    /// General register of the first size or memory of the second (`r32m16`).
+    RegM(u8, u16),
 }
 
 /// String instruction kinds.
@@ -194,7 +389,8 @@ fn parse(code: Code) -> Option<Vec<Tok>> {
 }
 
 /// Builds every template for the covered classes that this host supports.
-pub fn templates(features: &Features) -> Vec<Template> {
+/// `with_excluded`: also the FP forms [`fp_excluded`] leaves out (to measure them).
+pub fn templates(features: &Features, with_excluded: bool) -> Vec<Template> {
     let mut out = Vec::new();
     for code in Code::values() {
         // (Instruction::with debug-asserts an operand-less code.)
@@ -218,6 +414,7 @@ pub fn templates(features: &Features) -> Vec<Template> {
             string: None,
         });
     }
+    out.extend(fp_templates(with_excluded));
     for kind in [Str::Movs, Str::Stos, Str::Lods, Str::Cmps, Str::Scas] {
         for size in [1u8, 2, 4, 8] {
             for asz in [64u32, 32] {
@@ -244,6 +441,105 @@ pub fn templates(features: &Features) -> Vec<Template> {
             }
         }
     }
+    out
+}
+
+/// The operand tokens of an x87/MMX/SSE code's name.
+fn parse_fp(code: Code) -> Option<Vec<Tok>> {
+    let name = format!("{code:?}");
+    let mut toks = Vec::new();
+    for p in name.split('_').skip(1) {
+        toks.push(match p {
+            "xmm" => Tok::Xmm,
+            "xmmm128" => Tok::XmmRm(16),
+            "xmmm64" => Tok::XmmRm(8),
+            "xmmm32" => Tok::XmmRm(4),
+            "xmmm16" => Tok::XmmRm(2),
+            "mm" => Tok::Mm,
+            "mmm64" => Tok::MmRm(8),
+            "mmm32" => Tok::MmRm(4),
+            "st0" => Tok::St0,
+            "sti" => Tok::Sti,
+            "m8" => Tok::Mx(1),
+            "m16" | "m16int" | "m2byte" => Tok::Mx(2),
+            "m32" | "m32fp" | "m32int" => Tok::Mx(4),
+            "m64" | "m64fp" | "m64int" => Tok::Mx(8),
+            "m80fp" | "m80bcd" => Tok::Mx(10),
+            "m128" => Tok::Mx(16),
+            "m14byte" => Tok::Mx(14),
+            "m28byte" => Tok::Mx(28),
+            "m94byte" => Tok::Mx(94),
+            "m108byte" => Tok::Mx(108),
+            "m512byte" => Tok::Mx(512),
+            // XSAVE/XRSTOR: the legacy region and the header (x87 and SSE only).
+            "mem" => Tok::Mx(576),
+            "r32" => Tok::R(4),
+            "r64" => Tok::R(8),
+            "rm8" => Tok::Rm(1),
+            "rm16" => Tok::Rm(2),
+            "rm32" => Tok::Rm(4),
+            "rm64" => Tok::Rm(8),
+            "r32m8" => Tok::RegM(4, 1),
+            "r64m8" => Tok::RegM(8, 1),
+            "r32m16" => Tok::RegM(4, 2),
+            "r64m16" => Tok::RegM(8, 2),
+            "r64m32" => Tok::RegM(8, 4),
+            "imm8" => Tok::Imm,
+            "AX" => Tok::Fixed(Register::AX),
+            // MASKMOVQ/MASKMOVDQU's implicit [RDI]: built by `maskmov_instance`.
+            "rDI" => continue,
+            // Alternative encodings (`Fcom_st0_sti_DCD0`, `Lfence_E9`, ...).
+            p if (p.len() == 2 || p.len() == 4)
+                && p.chars()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_lowercase()) =>
+            {
+                continue
+            }
+            _ => return None,
+        });
+    }
+    Some(toks)
+}
+
+/// Every legacy-encoded x87, FXSR, MMX and SSE–SSE4.2 form this host
+/// supports, less [`fp_excluded`].
+fn fp_templates(with_excluded: bool) -> Vec<Template> {
+    let mut out = Vec::new();
+    for code in Code::values() {
+        let mut probe = Instruction::default();
+        probe.set_code(code);
+        if probe.encoding() != EncodingKind::Legacy {
+            continue;
+        }
+        let feats = probe.cpuid_features();
+        let Some(class) = fp_class_of(feats) else {
+            continue;
+        };
+        let m = probe.mnemonic();
+        if (fp_excluded(m).is_some() && !with_excluded) || !host_supports(feats) {
+            continue;
+        }
+        let Some(toks) = parse_fp(code) else {
+            eprintln!("difftest: cannot parse the operands of {code:?}; left out");
+            continue;
+        };
+        out.push(Template {
+            code,
+            mnemonic: m,
+            class,
+            toks,
+            string: None,
+        });
+    }
+    // WAIT/FWAIT on its own (not an x87 feature in iced's tables): raises
+    // #MF for a pending unmasked x87 exception.
+    out.push(Template {
+        code: Code::Wait,
+        mnemonic: Mnemonic::Wait,
+        class: Class::X87,
+        toks: Vec::new(),
+        string: None,
+    });
     out
 }
 
@@ -346,10 +642,37 @@ pub fn poison_after(poison: u64, insn: &Instruction) -> u64 {
     }
 }
 
+/// An FCW value for FLDCW/FLDENV/FRSTOR/FXRSTOR: exceptions masked, random
+/// precision and rounding control and reserved bits; now and then some
+/// exceptions unmasked.
+fn fcw_value(rng: &mut Rng) -> u16 {
+    let mut v = rng.next() as u16 | 0x3f;
+    if rng.chance(4) {
+        v &= !(rng.next() as u16 & 0x3f);
+    }
+    v
+}
+
+/// An FSW value for FLDENV/FRSTOR/FXRSTOR: random TOP, condition codes and
+/// flags, with ES and B set exactly when an unmasked flag (under `cw`) is.
+fn fsw_value(rng: &mut Rng, cw: u16) -> u16 {
+    let mut v = rng.next() as u16 & 0x7f7f;
+    if rng.chance(50) {
+        v &= !0x7f;
+    }
+    if v & !cw & 0x3f != 0 {
+        v |= 0x8080;
+    }
+    v
+}
+
 /// A generated test case.
+#[derive(Clone)]
 pub struct Case {
     pub gpr: [u64; 16],
     pub rflags: u64,
+    /// The x87/MMX/SSE state.
+    pub fp: FpState,
     pub data: Vec<u8>,
     pub code: Vec<u8>,
     pub insns: Vec<Instruction>,
@@ -464,6 +787,8 @@ pub struct Generator {
     w32: bool,
     enc: Encoder,
     enc32: Encoder,
+    /// The host's MXCSR_MASK (MXCSR values must stay inside it).
+    pub mxcsr_mask: u32,
 }
 
 impl Generator {
@@ -488,6 +813,7 @@ impl Generator {
             w32: false,
             enc: Encoder::new(64),
             enc32: Encoder::new(32),
+            mxcsr_mask: 0xffbf,
         };
         // Which forms exist in 32-bit code: try to encode a few instances.
         let mut rng = Rng::new(0x3232);
@@ -598,8 +924,8 @@ impl Generator {
     fn mem(
         &self,
         rng: &mut Rng,
-        size: u8,
-        align16: bool,
+        size: u16,
+        align: u64,
         avoid: &[usize],
         setup: &mut Vec<Instruction>,
     ) -> (MemoryOperand, Vec<usize>) {
@@ -609,8 +935,8 @@ impl Generator {
         if size > 1 && rng.chance(50) {
             a &= !(size.min(8) as u64 - 1);
         }
-        if align16 && rng.chance(90) {
-            a &= !15;
+        if align > 1 && rng.chance(90) {
+            a &= !(align - 1);
         }
         let disp: i64 = match rng.below(3) {
             0 => 0,
@@ -756,6 +1082,9 @@ impl Generator {
         if let Some((kind, size, asz, rep)) = t.string {
             return self.string_instance(rng, kind, size, asz, rep);
         }
+        if t.class.is_fp() {
+            return self.fp_instance(rng, t);
+        }
         use Mnemonic::*;
         let m = t.mnemonic;
         let mut value_setup = Vec::new();
@@ -781,7 +1110,8 @@ impl Generator {
                 Tok::M(s) | Tok::Rm(s) => s,
                 _ => 0,
             };
-            let (mo, u) = self.mem(rng, size, m == Cmpxchg16b, &avoid, &mut addr_setup);
+            let align = if m == Cmpxchg16b { 16 } else { 0 };
+            let (mo, u) = self.mem(rng, size as u16, align, &avoid, &mut addr_setup);
             mem = Some(mo);
             used = u;
         }
@@ -813,6 +1143,8 @@ impl Generator {
                 Tok::Imm => Op::Imm(0),
                 Tok::One => Op::Imm(1),
                 Tok::Fixed(r) => Op::Reg(r),
+                // FP operands: only in FP templates (`fp_instance`).
+                _ => return None,
             });
         }
         let mut insn = build(t.code, &ops)?;
@@ -911,6 +1243,239 @@ impl Generator {
         out.extend(post_setup);
         out.push(insn);
         Some(out)
+    }
+
+    /// A random XMM register (XMM0–7 in 32-bit code; half the time XMM0–3,
+    /// so that instructions of a sequence feed each other).
+    fn xmm(&self, rng: &mut Rng) -> Register {
+        let n = if rng.chance(50) {
+            4
+        } else if self.w32 {
+            8
+        } else {
+            16
+        };
+        Register::XMM0 + rng.below(n) as u32
+    }
+
+    fn mm(&self, rng: &mut Rng) -> Register {
+        Register::MM0 + rng.below(8) as u32
+    }
+
+    /// `mov size ptr [mo + off], v` (size 2 or 4).
+    fn mov_mem(mo: MemoryOperand, off: i64, size: u8, v: u32) -> Option<Instruction> {
+        let mut m = mo;
+        m.displacement = m.displacement.wrapping_add(off);
+        let code = if size == 2 {
+            Code::Mov_rm16_imm16
+        } else {
+            Code::Mov_rm32_imm32
+        };
+        build(code, &[Op::Mem(m), Op::Imm(v as i32)])
+    }
+
+    /// One instance of an x87/MMX/SSE template.
+    fn fp_instance(&self, rng: &mut Rng, t: &Template) -> Option<Vec<Instruction>> {
+        use Mnemonic::*;
+        let m = t.mnemonic;
+        if matches!(m, Maskmovq | Maskmovdqu) {
+            return self.maskmov_instance(rng, t);
+        }
+        let mut value_setup = Vec::new();
+        let mut addr_setup = Vec::new();
+        let mut post_setup = Vec::new();
+        let mut after = Vec::new();
+        // PCMPESTRx read EAX/EDX (the string lengths), XSAVE/XRSTOR the
+        // requested-feature bitmap: not for addressing.
+        let avoid: Vec<usize> = match m {
+            Pcmpestri | Pcmpestri64 | Pcmpestrm | Pcmpestrm64 | Xsave | Xsave64 | Xrstor
+            | Xrstor64 => vec![0, 2],
+            _ => vec![],
+        };
+        let mem_slot = t
+            .toks
+            .iter()
+            .position(|k| matches!(k, Tok::Mx(_)))
+            .or_else(|| {
+                let p = t.toks.iter().position(|k| {
+                    matches!(k, Tok::XmmRm(_) | Tok::MmRm(_) | Tok::Rm(_) | Tok::RegM(..))
+                })?;
+                rng.chance(45).then_some(p)
+            });
+        let mut mem = None;
+        if let Some(p) = mem_slot {
+            let size = match t.toks[p] {
+                Tok::Mx(s) | Tok::XmmRm(s) | Tok::MmRm(s) | Tok::RegM(_, s) => s,
+                Tok::Rm(s) => s as u16,
+                _ => 0,
+            };
+            // 16-byte operands and FXSAVE areas: aligned 90 % of the time
+            // (misaligned ones #GP on both sides unless the form allows
+            // them); 80-bit and BCD operands: where the special values are.
+            let align = match size {
+                16 | 512 | 10 => 16,
+                576 => 64,
+                _ => 0,
+            };
+            let (mo, _) = self.mem(rng, size, align, &avoid, &mut addr_setup);
+            mem = Some(mo);
+        }
+        let mut ops = Vec::new();
+        for (i, k) in t.toks.iter().enumerate() {
+            let is_mem = Some(i) == mem_slot;
+            ops.push(match *k {
+                Tok::Mx(_) => Op::Mem(mem?),
+                Tok::XmmRm(_) | Tok::MmRm(_) | Tok::Rm(_) | Tok::RegM(..) if is_mem => {
+                    Op::Mem(mem?)
+                }
+                Tok::Xmm | Tok::XmmRm(_) => Op::Reg(self.xmm(rng)),
+                Tok::Mm | Tok::MmRm(_) => Op::Reg(self.mm(rng)),
+                Tok::St0 => Op::Reg(Register::ST0),
+                Tok::Sti => Op::Reg(Register::ST0 + rng.below(8) as u32),
+                Tok::R(s) | Tok::Rm(s) | Tok::RegM(s, _) => Op::Reg(self.reg(rng, s, &[])),
+                Tok::Imm => Op::Imm(0),
+                Tok::Fixed(r) => Op::Reg(r),
+                Tok::M(_) | Tok::One => return None,
+            });
+        }
+        let mut insn = build(t.code, &ops)?;
+        let shift_like = matches!(
+            m,
+            Psrlw | Psraw | Psllw | Psrld | Psrad | Pslld | Psrlq | Psllq | Psrldq | Pslldq
+        );
+        self.immediates(rng, &mut insn, shift_like);
+        // LOCK is never valid here: #UD on both sides.
+        if rng.chance(1) {
+            insn.set_has_lock_prefix(true);
+        }
+        // Images the instruction loads: control values the harness chooses
+        // (exceptions masked, nearly always), written just before it.
+        if let Some(mo) = mem {
+            let size = match t.toks[mem_slot?] {
+                Tok::Mx(s) => s,
+                _ => 0,
+            };
+            match m {
+                Fldcw => post_setup.push(Self::mov_mem(mo, 0, 2, fcw_value(rng) as u32)?),
+                Ldmxcsr => {
+                    post_setup.push(Self::mov_mem(mo, 0, 4, self.mxcsr_value(rng))?);
+                }
+                Fldenv | Frstor => {
+                    // 32-bit format (28/108 bytes): FCW, FSW, FTW at 0, 4, 8;
+                    // 16-bit format (14/94 bytes): at 0, 2, 4.
+                    let step = if size == 28 || size == 108 { 4 } else { 2 };
+                    let cw = fcw_value(rng);
+                    post_setup.push(Self::mov_mem(mo, 0, 2, cw as u32)?);
+                    post_setup.push(Self::mov_mem(mo, step, 2, fsw_value(rng, cw) as u32)?);
+                    post_setup.push(Self::mov_mem(mo, 2 * step, 2, rng.next() as u32 & 0xffff)?);
+                }
+                Fxrstor | Fxrstor64 | Xrstor | Xrstor64 => {
+                    let cw = fcw_value(rng);
+                    let sw = fsw_value(rng, cw) as u32;
+                    post_setup.push(Self::mov_mem(mo, 0, 4, cw as u32 | sw << 16)?);
+                    // The abridged tag (byte 4; byte 5 reserved) from the random data.
+                    post_setup.push(Self::mov_mem(mo, 24, 4, self.mxcsr_value(rng))?);
+                    if matches!(m, Xrstor | Xrstor64) {
+                        // The header: XSTATE_BV within x87|SSE, XCOMP_BV and
+                        // the reserved bytes zero (now and then not: #GP).
+                        let bv = rng.below(4) as u32;
+                        post_setup.push(Self::mov_mem(mo, 512, 4, bv)?);
+                        for off in (516..576).step_by(4) {
+                            if !rng.chance(1) {
+                                post_setup.push(Self::mov_mem(mo, off, 4, 0)?);
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+            // Images the instruction stores: the x87 instruction and data
+            // pointers and the last opcode (FIP, FCS, FOP, FDP, FDS) are not
+            // deterministic here (this CPU updates FOP/FDP only on unmasked
+            // exceptions and stores FCS/FDS as zero); overwrite them with
+            // zeros right after (the instruction changes no GPR, so the
+            // addressing registers still hold).
+            match m {
+                Fnstenv | Fstenv | Fnsave | Fsave => {
+                    if size == 28 || size == 108 {
+                        for off in [12, 16, 20, 24] {
+                            after.push(Self::mov_mem(mo, off, 4, 0)?);
+                        }
+                    } else {
+                        for off in [6, 8, 10, 12] {
+                            after.push(Self::mov_mem(mo, off, 2, 0)?);
+                        }
+                    }
+                }
+                Fxsave | Fxsave64 | Xsave | Xsave64 => {
+                    after.push(Self::mov_mem(mo, 6, 2, 0)?);
+                    for off in [8, 12, 16, 20] {
+                        after.push(Self::mov_mem(mo, off, 4, 0)?);
+                    }
+                    if matches!(m, Xsave | Xsave64) {
+                        // XSTATE_BV bits 0–1 are XINUSE, which the host
+                        // tracks (init optimization) and the model does not.
+                        after.push(Self::mov_mem(mo, 512, 4, 0)?);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if matches!(m, Xsave | Xsave64 | Xrstor | Xrstor64) {
+            // EDX:EAX: x87 and/or SSE only (the host's XCR0 has more
+            // components than the model's); random upper halves.
+            value_setup.push(self.mov_imm(0, rng.below(4) | rng.next() << 32));
+            value_setup.push(self.mov_imm(2, rng.next() << 32));
+        }
+        if matches!(m, Pcmpestri | Pcmpestri64 | Pcmpestrm | Pcmpestrm64) {
+            // Lengths: mostly in or near the valid range (saturating otherwise).
+            for r in [0usize, 2] {
+                if rng.chance(70) {
+                    let v = (rng.below(41) as i64 - 20) as u64;
+                    value_setup.push(self.mov_imm(r, v));
+                }
+            }
+        }
+        let mut out = value_setup;
+        out.extend(addr_setup);
+        out.extend(post_setup);
+        out.push(insn);
+        out.extend(after);
+        Some(out)
+    }
+
+    /// MASKMOVQ/MASKMOVDQU: the destination is DS:[RDI] (or [EDI] with a
+    /// 67 prefix), loaded just before.
+    fn maskmov_instance(&self, rng: &mut Rng, t: &Template) -> Option<Vec<Instruction>> {
+        let lo = self.data_base + 0x1000;
+        let a = lo + rng.below(self.data_size - 0x2000);
+        let asz = if self.w32 || rng.chance(20) { 32 } else { 64 };
+        let mut out = vec![self.mov_imm(7, a)];
+        let insn = if t.mnemonic == Mnemonic::Maskmovq {
+            Instruction::with_maskmovq(asz, self.mm(rng), self.mm(rng), Register::None).ok()?
+        } else {
+            Instruction::with_maskmovdqu(asz, self.xmm(rng), self.xmm(rng), Register::None).ok()?
+        };
+        out.push(insn);
+        Some(out)
+    }
+
+    /// An MXCSR value for LDMXCSR/FXRSTOR: exceptions masked, random
+    /// rounding, FTZ, DAZ and flags; now and then some exceptions unmasked
+    /// (#XM on both sides) or a reserved bit set (#GP on both sides).
+    fn mxcsr_value(&self, rng: &mut Rng) -> u32 {
+        let mut v = 0x1f80 | (rng.next() as u32 & 0xe07f);
+        if rng.chance(50) {
+            v &= !0x3f;
+        }
+        if rng.chance(4) {
+            v &= !((rng.next() as u32 & 0x3f) << 7);
+        }
+        v &= self.mxcsr_mask;
+        if rng.chance(3) {
+            v |= 1 << (16 + rng.below(16));
+        }
+        v
     }
 
     fn string_instance(
@@ -1012,9 +1577,17 @@ impl Generator {
         let df = if rng.chance(50) { 0x400 } else { 0 };
         let rflags = 0x202 | status | df;
         let mut data = vec![0u8; self.data_size as usize];
-        for c in data.chunks_mut(8) {
-            c.copy_from_slice(&rng.next().to_le_bytes()[..c.len()]);
+        let fp_state;
+        if self.templates.iter().any(|t| t.class.is_fp()) {
+            fp_state = FpState::random(rng, self.mxcsr_mask);
+            fp::fill_data(rng, &mut data);
+        } else {
+            fp_state = FpState::initial();
+            for c in data.chunks_mut(8) {
+                c.copy_from_slice(&rng.next().to_le_bytes()[..c.len()]);
+            }
         }
+
         let n = 1 + rng.below(self.max_len.max(1));
         let mut code = Vec::new();
         let mut poison = 0u64;
@@ -1096,6 +1669,7 @@ impl Generator {
         Case {
             gpr,
             rflags,
+            fp: fp_state,
             data,
             code,
             insns,
@@ -1127,6 +1701,7 @@ impl Generator {
         Some(Case {
             gpr,
             rflags: 0x202,
+            fp: FpState::initial(),
             data: vec![0; self.data_size as usize],
             code,
             poison: vec![0; insns.len()],

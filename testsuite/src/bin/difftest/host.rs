@@ -23,6 +23,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use iced_x86::{Code, Encoder, Instruction, MemoryOperand, Register};
 
+use crate::fp::{FpState, FX_SIZE};
+
 /// Offsets within the mapped region.
 pub const DATA_OFF: u64 = 0;
 pub const DATA_SIZE: usize = 0x4000;
@@ -51,6 +53,11 @@ const S_FAULT_RIP: u64 = 152;
 /// 64-bit process usually runs with null DS/ES, which 32-bit code cannot use).
 const S_USER_DS: u64 = 160;
 const USER_DS: u16 = 0x2b;
+/// FXSAVE64 images (16-byte aligned): the x87/SSE state the generated code
+/// starts from, the state it ends with, and the host's own state around it.
+const S_FX_IN: u64 = 0x400;
+const S_FX_OUT: u64 = 0x600;
+const S_FX_HOST: u64 = 0x800;
 
 static GEN_START: AtomicU64 = AtomicU64::new(0);
 static GEN_END: AtomicU64 = AtomicU64::new(0);
@@ -105,6 +112,8 @@ pub const GPR64: [Register; 16] = [
 pub struct HostOut {
     pub gpr: [u64; 16],
     pub rflags: u64,
+    /// The final x87/MMX/SSE state.
+    pub fp: FpState,
     /// Signal number and faulting RIP, if the code faulted.
     pub fault: Option<(i32, u64)>,
 }
@@ -228,6 +237,15 @@ impl Host {
             Instruction::with2(Code::Mov_rm64_r64, abs(state + S_HOST_RSP), Register::RSP)
                 .map_err(|e| e.to_string())?,
         );
+        // Keep the host's x87/SSE state, load the test's.
+        pro.push(
+            Instruction::with1(Code::Fxsave64_m512byte, abs(state + S_FX_HOST))
+                .map_err(|e| e.to_string())?,
+        );
+        pro.push(
+            Instruction::with1(Code::Fxrstor64_m512byte, abs(state + S_FX_IN))
+                .map_err(|e| e.to_string())?,
+        );
         pro.push(
             Instruction::with1(Code::Push_rm64, abs(state + S_RFLAGS))
                 .map_err(|e| e.to_string())?,
@@ -262,11 +280,17 @@ impl Host {
         );
         let epi1_bytes = encode_all(&epi1, epi)?;
         let recover = epi + epi1_bytes.len() as u64;
-        let mut epi2 =
-            vec![
-                Instruction::with2(Code::Mov_r64_rm64, Register::RSP, abs(state + S_HOST_RSP))
-                    .map_err(|e| e.to_string())?,
-            ];
+        // The recovery point (also reached after a signal, whose return
+        // restored the x87/SSE state of the faulting instruction): store the
+        // final x87/SSE state, reload the host's.
+        let mut epi2 = vec![
+            Instruction::with1(Code::Fxsave64_m512byte, abs(state + S_FX_OUT))
+                .map_err(|e| e.to_string())?,
+            Instruction::with1(Code::Fxrstor64_m512byte, abs(state + S_FX_HOST))
+                .map_err(|e| e.to_string())?,
+            Instruction::with2(Code::Mov_r64_rm64, Register::RSP, abs(state + S_HOST_RSP))
+                .map_err(|e| e.to_string())?,
+        ];
         for r in [
             Register::R15,
             Register::R14,
@@ -395,13 +419,15 @@ impl Host {
         self.base + DATA_OFF
     }
 
-    /// Runs `code` with the given registers (RSP ignored), RFLAGS and scratch
-    /// data; returns the final state and leaves the final data in `data`.
+    /// Runs `code` with the given registers (RSP ignored), RFLAGS, x87/SSE
+    /// state (an FXSAVE64 image) and scratch data; returns the final state
+    /// and leaves the final data in `data`.
     pub fn run(
         &self,
         width: Width,
         gpr: &[u64; 16],
         rflags: u64,
+        fx: &[u8; FX_SIZE],
         code: &[u8],
         data: &mut [u8],
     ) -> Result<HostOut, String> {
@@ -442,6 +468,11 @@ impl Host {
             );
             std::ptr::copy_nonoverlapping(code.as_ptr(), gen as *mut u8, code.len());
             std::ptr::copy_nonoverlapping(jmp_bytes.as_ptr(), end as *mut u8, jmp_bytes.len());
+            std::ptr::copy_nonoverlapping(
+                fx.as_ptr(),
+                (self.base + STATE_OFF + S_FX_IN) as *mut u8,
+                FX_SIZE,
+            );
             for (i, v) in gpr.iter().enumerate() {
                 st.add(i).write_volatile(*v);
             }
@@ -451,9 +482,14 @@ impl Host {
             let f: extern "C" fn() = std::mem::transmute(entry as usize);
             f();
             std::sync::atomic::compiler_fence(Ordering::SeqCst);
+            let fx_out = std::slice::from_raw_parts(
+                (self.base + STATE_OFF + S_FX_OUT) as *const u8,
+                FX_SIZE,
+            );
             let mut out = HostOut {
                 gpr: [0; 16],
                 rflags: st.add(S_RFLAGS as usize / 8).read_volatile(),
+                fp: FpState::from_fxsave(fx_out),
                 fault: None,
             };
             for (i, g) in out.gpr.iter_mut().enumerate() {
@@ -476,8 +512,9 @@ impl Host {
     /// segment): runs an empty compatibility-mode sequence.
     pub fn compat_works(&self) -> bool {
         let mut data = vec![0; DATA_SIZE];
+        let fx = FpState::initial().to_fxsave(0);
         matches!(
-            self.run(Width::W32, &[0; 16], 0x202, &[], &mut data),
+            self.run(Width::W32, &[0; 16], 0x202, &fx, &[], &mut data),
             Ok(HostOut { fault: None, .. })
         )
     }
@@ -493,6 +530,19 @@ impl Host {
             libc::syscall(libc::SYS_arch_prctl, ARCH_GET_GS, &mut gs as *mut u64);
         }
         (fs, gs)
+    }
+
+    /// This CPU's MXCSR_MASK (the MXCSR bits FXRSTOR and LDMXCSR accept).
+    pub fn mxcsr_mask() -> u32 {
+        #[repr(align(16))]
+        struct Area([u8; FX_SIZE]);
+        let mut a = Area([0; FX_SIZE]);
+        // SAFETY: FXSAVE (baseline on x86-64) stores 512 bytes at a 16-byte aligned buffer.
+        unsafe { std::arch::x86_64::_fxsave64(a.0.as_mut_ptr()) };
+        match u32::from_le_bytes([a.0[28], a.0[29], a.0[30], a.0[31]]) {
+            0 => 0xffbf,
+            m => m,
+        }
     }
 
     /// The RSP the generated code starts with (valid after a run).
