@@ -7,11 +7,13 @@
 //! to apply. NMIs and SMIs are dropped (no NMI source exists yet).
 
 use hindsight_devices::{
-    DeliveryMode, DestShorthand, Ioapic, IoapicDelivery, IpiRequest, Lapic, LapicEvent,
+    DeliveryMode, DestShorthand, Ioapic, IoapicDelivery, IoapicState, IpiRequest, Lapic,
+    LapicEvent, LapicState,
 };
+use serde::{Deserialize, Serialize};
 
 /// A change of a vCPU's execution state requested over the APIC bus.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CpuSignal {
     /// INIT: the vCPU resets and waits for a start-up IPI.
     Init,
@@ -30,7 +32,35 @@ pub struct ApicBus {
     pub cpu_signals: Vec<(usize, CpuSignal)>,
 }
 
+/// Saved state of the APIC bus.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApicBusState {
+    /// Each vCPU's local APIC, by vCPU index.
+    pub lapics: Vec<LapicState>,
+    /// The I/O APIC.
+    pub ioapic: IoapicState,
+    /// INIT/SIPI messages not yet applied by the run loop: (vCPU, signal).
+    pub cpu_signals: Vec<(usize, CpuSignal)>,
+}
+
 impl ApicBus {
+    /// The state to save in a snapshot.
+    pub fn state(&self) -> ApicBusState {
+        ApicBusState {
+            lapics: self.lapics.iter().map(Lapic::state).collect(),
+            ioapic: self.ioapic.state(),
+            cpu_signals: self.cpu_signals.clone(),
+        }
+    }
+
+    /// Replaces every APIC's state with `s` (the caller checked that it
+    /// has one local APIC per vCPU).
+    pub fn restore(&mut self, s: &ApicBusState) {
+        self.lapics = s.lapics.iter().map(Lapic::from_state).collect();
+        self.ioapic = Ioapic::from_state(&s.ioapic);
+        self.cpu_signals = s.cpu_signals.clone();
+    }
+
     /// `cpus` local APICs with IDs 0.., and an I/O APIC with ID `ioapic_id`
     /// (the MP table and MADT give it the first ID after the CPUs).
     pub fn new(cpus: usize, ioapic_id: u8) -> ApicBus {

@@ -33,13 +33,16 @@
 //! a new request, as the 8259A datasheet says.
 
 use hindsight_devices::{
-    AcpiPm, CmosRtc, DebugExit, Debugcon, DualPic, PciHost, Pit, Uart16550, ACPI_PM_BASE,
-    ACPI_PM_LEN, CMOS_INDEX_PORT, COM1_BASE, COM1_IRQ, DEBUGCON_PORT, DEBUG_EXIT_PORT, I8042,
-    I8042_AUX_IRQ, I8042_COMMAND_PORT, I8042_DATA_PORT, I8042_KBD_IRQ, PCI_CONFIG_ADDRESS_PORT,
-    PIC_ELCR_MASTER, PIC_MASTER_CMD, PIC_SLAVE_CMD, PIT_BASE, PIT_IRQ, PORT61, RTC_IRQ, SCI_IRQ,
+    AcpiPm, AcpiPmState, CmosRtc, CmosRtcState, DebugExit, DebugExitState, Debugcon, DebugconState,
+    DualPic, DualPicState, I8042State, PciHost, PciHostState, Pit, PitState, Uart16550,
+    Uart16550State, ACPI_PM_BASE, ACPI_PM_LEN, CMOS_INDEX_PORT, COM1_BASE, COM1_IRQ, DEBUGCON_PORT,
+    DEBUG_EXIT_PORT, I8042, I8042_AUX_IRQ, I8042_COMMAND_PORT, I8042_DATA_PORT, I8042_KBD_IRQ,
+    PCI_CONFIG_ADDRESS_PORT, PIC_ELCR_MASTER, PIC_MASTER_CMD, PIC_SLAVE_CMD, PIT_BASE, PIT_IRQ,
+    PORT61, RTC_IRQ, SCI_IRQ,
 };
+use serde::{Deserialize, Serialize};
 
-use crate::apic::ApicBus;
+use crate::apic::{ApicBus, ApicBusState};
 use crate::bus::{MmioBus, PortBus, PORT_SPACE};
 use crate::layout::{IOAPIC_SIZE, IOAPIC_START, LAPIC_SIZE, LAPIC_START, VGA_END, VGA_START};
 
@@ -189,6 +192,36 @@ pub struct PcDevices {
     pub(crate) timer_epoch: u64,
 }
 
+/// Saved state of [`PcDevices`]: every device's guest-visible state and
+/// the interrupt line levels. The port and MMIO maps are fixed wiring, and
+/// console output buffers belong to the host: neither is saved.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PcDevicesState {
+    /// COM1.
+    pub uart: Uart16550State,
+    /// The master/slave PIC pair.
+    pub pic: DualPicState,
+    /// The PIT and port 0x61.
+    pub pit: PitState,
+    /// isa-debug-exit.
+    pub debug_exit: DebugExitState,
+    /// The 0xE9 debug console.
+    pub debugcon: DebugconState,
+    /// CMOS RAM and the RTC.
+    pub cmos: CmosRtcState,
+    /// The keyboard controller.
+    pub i8042: I8042State,
+    /// The PCI host bridge.
+    pub pci: PciHostState,
+    /// ACPI power management.
+    pub acpi_pm: AcpiPmState,
+    /// The local APICs, the I/O APIC and pending INIT/SIPI signals.
+    pub apic: ApicBusState,
+    /// Levels driven into the PIC inputs (bit n = IRQ n); the I/O APIC
+    /// pins follow the same levels and keep their own copy.
+    pub irq_lines: u16,
+}
+
 impl Default for PcDevices {
     fn default() -> Self {
         Self::new(&DeviceConfig::default())
@@ -254,6 +287,41 @@ impl PcDevices {
         // is high in its reset mode 3), as on a PC coming out of reset.
         d.update_irq_lines(0);
         d
+    }
+
+    /// The state to save in a snapshot.
+    pub fn state(&self) -> PcDevicesState {
+        PcDevicesState {
+            uart: self.uart.state(),
+            pic: self.pic.state(),
+            pit: self.pit.state(),
+            debug_exit: self.debug_exit.state(),
+            debugcon: self.debugcon.state(),
+            cmos: self.cmos.state(),
+            i8042: self.i8042.state(),
+            pci: self.pci.state(),
+            acpi_pm: self.acpi_pm.state(),
+            apic: self.apic.state(),
+            irq_lines: self.lines,
+        }
+    }
+
+    /// Replaces every device's state with `s` (the caller checked that it
+    /// has one local APIC per vCPU). Host-side output buffers are emptied;
+    /// cached timer deadlines must be recomputed (the timer epoch moves).
+    pub fn restore(&mut self, s: &PcDevicesState) {
+        self.uart = Uart16550::from_state(&s.uart);
+        self.pic = DualPic::from_state(&s.pic);
+        self.pit = Pit::from_state(&s.pit);
+        self.debug_exit = DebugExit::from_state(&s.debug_exit);
+        self.debugcon = Debugcon::from_state(&s.debugcon);
+        self.cmos = CmosRtc::from_state(&s.cmos);
+        self.i8042 = I8042::from_state(&s.i8042);
+        self.pci = PciHost::from_state(&s.pci);
+        self.acpi_pm = AcpiPm::from_state(&s.acpi_pm);
+        self.apic.restore(&s.apic);
+        self.lines = s.irq_lines;
+        self.timer_epoch += 1;
     }
 
     /// The device claiming `port` and the offset of `port` into its range.

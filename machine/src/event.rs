@@ -38,7 +38,6 @@ impl EventQueue {
     }
 
     /// Forgets the cache (after device state was replaced wholesale).
-    #[allow(dead_code)] // used by snapshot restore, which comes next
     pub(crate) fn invalidate(&mut self) {
         self.epoch = None;
     }

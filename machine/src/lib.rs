@@ -10,7 +10,11 @@
 //! | [`devices`] | the legacy PC devices, their ports and IRQ wiring, the console |
 //! | `event`     | the next deadline on virtual time |
 //! | `sched`     | the seeded round-robin schedule of several vCPUs |
-//! | `machine`   | [`Machine`]: loading, the run loop, interrupt delivery, exits |
+//! | `machine`   | [`Machine`]: loading, the run loop, interrupt delivery, exits, save/restore |
+//! | [`snapshot`] | [`snapshot::MachineState`]: every vCPU and device, the scheduler, virtual time (all but RAM), versioned |
+//! | [`checkpoint`] | incremental checkpoints: RAM pages dirtied since the previous one, lz4-compressed, and their store |
+//! | [`state_hash`] | the SHA-256 state hash over the state and every non-zero page, with cached page digests |
+//! | [`codec`]   | the stable binary encoding of serde state (snapshots, the state hash) |
 //!
 //! Virtual time is the instruction count: one retired instruction is one
 //! nanosecond of guest time, every device clock derives from it, and a halted
@@ -39,13 +43,18 @@
 
 pub mod apic;
 pub mod bus;
+pub mod checkpoint;
+pub mod codec;
 pub mod devices;
 mod event;
 pub mod layout;
 mod machine;
 pub mod memory;
 mod sched;
+pub mod snapshot;
+pub mod state_hash;
 
+pub use checkpoint::{Checkpoint, CheckpointStore, PageData, RestoreStats};
 pub use devices::ConsoleSink;
 pub use machine::{
     Exit, Machine, MachineConfig, MachineError, DEFAULT_RTC_UNIX_SECS, DEFAULT_SEED,
@@ -53,3 +62,4 @@ pub use machine::{
 };
 pub use memory::{GuestRam, MemoryError};
 pub use sched::{QUANTUM_MAX, QUANTUM_MIN};
+pub use snapshot::{MachineState, SnapshotError, STATE_VERSION};

@@ -21,6 +21,7 @@
 //! `icount` too, so a vCPU's count is its retired instructions plus the idle
 //! time it slept through.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fmt;
 
@@ -35,6 +36,7 @@ use crate::event::EventQueue;
 use crate::layout::PAGE_SIZE;
 use crate::memory::{GuestRam, MemoryError};
 use crate::sched::Scheduler;
+use crate::state_hash::PageDigests;
 
 /// Selector conventionally given to the flat 32-bit code segment at entry.
 pub const ENTRY_CODE_SELECTOR: u16 = 0x08;
@@ -198,6 +200,8 @@ pub struct Machine {
     hold_input: bool,
     /// Since when COM1's receive interrupts have been on (held input only).
     rx_on_since: Option<u64>,
+    /// Cached page digests of the state hash (host-side).
+    digests: RefCell<PageDigests>,
 }
 
 impl fmt::Debug for Machine {
@@ -249,6 +253,7 @@ impl Machine {
             now: 0,
             max_insns: cfg.max_insns,
             stopped: None,
+            digests: RefCell::default(),
         })
     }
 
@@ -730,8 +735,11 @@ impl Machine {
 
     /// Starts a new dirty-tracking epoch: clears the dirty bitmap and drops
     /// every vCPU's write TLB, so the first store to each page is seen again
-    /// (brief invariant 5).
+    /// (brief invariant 5). A [`crate::checkpoint::CheckpointStore`] in use
+    /// owns the epochs: starting one behind its back makes it refuse to
+    /// take a checkpoint until it restores one.
     pub fn start_dirty_epoch(&mut self) {
+        self.digests.get_mut().forget(self.ram.dirty_words());
         self.ram.clear_dirty();
         for cpu in &mut self.vcpus {
             cpu.tlb.flush_writes();
@@ -748,5 +756,19 @@ fn min_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     }
 }
 
+mod snapshot;
+
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod snapshot_tests;
+
+#[cfg(test)]
+mod checkpoint_tests;
+
+#[cfg(test)]
+mod test_guest;
+
+#[cfg(test)]
+mod snapshot_bench;

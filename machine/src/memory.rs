@@ -15,8 +15,15 @@
 //! starting an epoch ([`crate::Machine::start_dirty_epoch`]) clears the
 //! bitmap *and* every vCPU's write TLB: the next store to each page takes
 //! the slow path once, sets the bit, and re-arms the fast path.
+//!
+//! Each epoch has a number ([`GuestRam::dirty_epoch`]), so a checkpoint
+//! store can tell whether the bitmap still covers everything written since
+//! its last checkpoint. Whole-page reads and writes ([`GuestRam::read_page`],
+//! [`GuestRam::write_page`]) serve checkpoints and the state hash; restoring
+//! a page counts as a write (it marks the page dirty).
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use hindsight_cpu::WritablePage;
 use hindsight_firmware::{GuestMemory, LoadError, MemRegion};
@@ -95,7 +102,14 @@ pub struct GuestRam {
     high_end: u64,
     /// One bit per page of the mapping (host page index).
     dirty: Vec<u64>,
+    /// Number of the current dirty epoch (bumped when the bitmap is cleared).
+    epoch: u64,
+    /// Unique among the RAMs of this process (see [`GuestRam::instance`]).
+    instance: u64,
 }
+
+/// Source of [`GuestRam::instance`] numbers.
+static INSTANCES: AtomicU64 = AtomicU64::new(0);
 
 // SAFETY: `base` points into `_map`, which GuestRam owns; nothing else holds
 // the pointer except the TLBs of vCPUs owned by the same machine, which only
@@ -145,6 +159,8 @@ impl GuestRam {
             low_end,
             high_end,
             dirty: vec![0; pages.div_ceil(64)],
+            epoch: 0,
+            instance: INSTANCES.fetch_add(1, Ordering::Relaxed),
         })
     }
 
@@ -318,10 +334,89 @@ impl GuestRam {
         })
     }
 
-    /// Forgets which pages are dirty. Only [`crate::Machine::start_dirty_epoch`]
-    /// may call this, because every vCPU's write TLB must be flushed with it.
+    /// Forgets which pages are dirty and starts the next epoch. Only
+    /// [`crate::Machine::start_dirty_epoch`] may call this, because every
+    /// vCPU's write TLB must be flushed with it.
     pub(crate) fn clear_dirty(&mut self) {
         self.dirty.fill(0);
+        self.epoch += 1;
+    }
+
+    /// Number of the current dirty epoch: 0 at power-on, one more after
+    /// every [`crate::Machine::start_dirty_epoch`]. The dirty pages cover
+    /// every write since that epoch started.
+    pub fn dirty_epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// A number no other RAM of this process has: with
+    /// [`GuestRam::dirty_epoch`], it tells a checkpoint store whether it is
+    /// looking at the RAM and epoch it last saw.
+    pub fn instance(&self) -> u64 {
+        self.instance
+    }
+
+    /// The dirty bitmap by host page index (bit `i % 64` of word `i / 64`).
+    pub(crate) fn dirty_words(&self) -> &[u64] {
+        &self.dirty
+    }
+
+    /// Number of RAM pages (the VGA window included, though it is not RAM:
+    /// host page indices run from 0 to this).
+    pub(crate) fn host_pages(&self) -> u64 {
+        self.size / PAGE_SIZE
+    }
+
+    /// Guest-physical address of host page index `idx`, unless the page is
+    /// the VGA window (which the mapping holds but the guest cannot reach).
+    pub(crate) fn index_gpa(&self, idx: u64) -> Option<u64> {
+        let gpa = self.gpa_of_index(idx);
+        (!(VGA_START..VGA_END).contains(&gpa)).then_some(gpa)
+    }
+
+    /// The page at host index `idx`, which must be below [`Self::host_pages`].
+    pub(crate) fn page_by_index(&self, idx: u64) -> &[u8; PAGE_SIZE as usize] {
+        assert!(idx < self.host_pages());
+        // SAFETY: the page lies inside the mapping (checked above), which
+        // lives as long as `self`; stores through the vCPUs' TLBs need
+        // `&mut Machine`, so nothing writes it while this borrow exists.
+        unsafe { &*(self.base.add((idx * PAGE_SIZE) as usize) as *const [u8; PAGE_SIZE as usize]) }
+    }
+
+    /// Guest-physical addresses of every RAM page (ROM area included, VGA
+    /// window excluded), ascending.
+    pub fn pages(&self) -> impl Iterator<Item = u64> + '_ {
+        (0..self.host_pages()).filter_map(|i| self.index_gpa(i))
+    }
+
+    /// The RAM (or ROM) page at page-aligned `gpa`; `None` if `gpa` is not
+    /// page-aligned or not backed by RAM.
+    pub fn read_page(&self, gpa: u64) -> Option<&[u8; PAGE_SIZE as usize]> {
+        if gpa & (PAGE_SIZE - 1) != 0 {
+            return None;
+        }
+        let off = self.offset(gpa)?;
+        Some(self.page_by_index(off / PAGE_SIZE))
+    }
+
+    /// Overwrites the RAM (or ROM) page at page-aligned `gpa` with `data`,
+    /// or with zeros when `data` is `None`, and marks it dirty (restoring a
+    /// checkpoint). The caller must drop translated code on the page.
+    pub fn write_page(
+        &mut self,
+        gpa: u64,
+        data: Option<&[u8; PAGE_SIZE as usize]>,
+    ) -> Result<(), MemoryError> {
+        if gpa & (PAGE_SIZE - 1) != 0 {
+            return Err(MemoryError::NotRam {
+                gpa,
+                len: PAGE_SIZE,
+            });
+        }
+        match data {
+            Some(d) => self.write(gpa, d),
+            None => self.fill(gpa, PAGE_SIZE, 0),
+        }
     }
 
     /// The guest-physical address map for loaders and the multiboot memory
@@ -346,6 +441,14 @@ impl GuestRam {
         }
         r
     }
+}
+
+/// Whether every byte of `bytes` is zero (vectorised: ORs whole blocks,
+/// stopping at the first block that is not zero).
+pub fn is_zero(bytes: &[u8]) -> bool {
+    bytes
+        .chunks(256)
+        .all(|block| block.iter().fold(0u8, |acc, &b| acc | b) == 0)
 }
 
 impl GuestMemory for GuestRam {
@@ -454,8 +557,42 @@ mod tests {
         );
         ram.page(0x9000).unwrap();
         assert!(!ram.is_dirty(0x9000), "reads do not dirty");
+        let epoch = ram.dirty_epoch();
         ram.clear_dirty();
         assert_eq!(ram.dirty_pages().count(), 0);
+        assert_eq!(ram.dirty_epoch(), epoch + 1);
+    }
+
+    #[test]
+    fn whole_pages_for_checkpoints() {
+        let mut ram = GuestRam::new(4 * MIB).unwrap();
+        let all: Vec<u64> = ram.pages().collect();
+        assert_eq!(
+            all.len() as u64,
+            4 * MIB / PAGE_SIZE - (VGA_END - VGA_START) / PAGE_SIZE
+        );
+        assert!(!all.contains(&VGA_START));
+        assert!(all.contains(&ROM_START));
+        assert!(is_zero(ram.read_page(0x3000).unwrap()));
+        assert!(ram.read_page(0x3001).is_none());
+        assert!(ram.read_page(VGA_START).is_none());
+        assert!(ram.read_page(4 * MIB).is_none());
+        let mut page = [0u8; PAGE_SIZE as usize];
+        page[4095] = 9;
+        ram.write_page(0x3000, Some(&page)).unwrap();
+        assert!(ram.is_dirty(0x3000));
+        assert_eq!(ram.read_page(0x3000).unwrap()[4095], 9);
+        assert!(!is_zero(ram.read_page(0x3000).unwrap()));
+        ram.clear_dirty();
+        ram.write_page(0x3000, None).unwrap();
+        assert!(ram.is_dirty(0x3000));
+        assert!(is_zero(ram.read_page(0x3000).unwrap()));
+        assert!(ram.write_page(0x3008, None).is_err());
+        assert!(ram.write_page(VGA_START, None).is_err());
+        ram.write_page(ROM_START, Some(&page)).unwrap();
+        assert_eq!(ram.read_page(ROM_START).unwrap()[4095], 9);
+        assert!(is_zero(&[]));
+        assert!(!is_zero(&[0, 0, 1]));
     }
 
     #[test]

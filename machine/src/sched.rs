@@ -8,6 +8,7 @@
 //! deadline) continues the same turn. With one vCPU there are no turns.
 
 use hindsight_cpu::Cpu;
+use serde::{Deserialize, Serialize};
 
 /// Shortest quantum, in instructions.
 pub const QUANTUM_MIN: u64 = 1_000;
@@ -23,7 +24,38 @@ pub(crate) struct Scheduler {
     left: u64,
 }
 
+/// Saved state of the scheduler: where the quantum sequence and the
+/// round-robin turn stand.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchedState {
+    /// SplitMix64 state: the next quantum derives from it.
+    pub rng: u64,
+    /// The vCPU whose turn it is (or was last).
+    pub current: usize,
+    /// Instructions left in the current turn (0 = pick the next vCPU).
+    pub left: u64,
+}
+
 impl Scheduler {
+    /// The state to save in a snapshot.
+    pub(crate) fn state(&self) -> SchedState {
+        SchedState {
+            rng: self.rng,
+            current: self.current,
+            left: self.left,
+        }
+    }
+
+    /// Rebuilds a scheduler from saved state (the caller checked that
+    /// `current` names a vCPU).
+    pub(crate) fn from_state(s: &SchedState) -> Scheduler {
+        Scheduler {
+            rng: s.rng,
+            current: s.current,
+            left: s.left,
+        }
+    }
+
     /// A scheduler whose quantum sequence comes from `seed`.
     pub(crate) fn new(seed: u64) -> Scheduler {
         Scheduler {

@@ -13,21 +13,21 @@ use super::*;
 /// Where real-mode guests start (0000:7C00, like a boot sector).
 const REAL_ENTRY: u64 = 0x7C00;
 /// Where 32-bit guests start.
-const PROT_ENTRY: u64 = 0x10_0000;
+pub(super) const PROT_ENTRY: u64 = 0x10_0000;
 
-type Build<'a> = &'a mut dyn FnMut(&mut CodeAssembler) -> Result<(), IcedError>;
+pub(super) type Build<'a> = &'a mut dyn FnMut(&mut CodeAssembler) -> Result<(), IcedError>;
 
-fn asm(bits: u32, ip: u64, build: Build) -> Vec<u8> {
+pub(super) fn asm(bits: u32, ip: u64, build: Build) -> Vec<u8> {
     let mut a = CodeAssembler::new(bits).unwrap();
     build(&mut a).unwrap();
     a.assemble(ip).unwrap()
 }
 
-fn machine_with(cfg: MachineConfig) -> Machine {
+pub(super) fn machine_with(cfg: MachineConfig) -> Machine {
     Machine::new(&cfg).unwrap()
 }
 
-fn small() -> MachineConfig {
+pub(super) fn small() -> MachineConfig {
     MachineConfig {
         memory: 16 << 20,
         ..MachineConfig::default()
@@ -51,7 +51,7 @@ fn real_mode(cfg: MachineConfig, build: Build) -> Machine {
 }
 
 /// A machine running `build` in flat 32-bit protected mode at 1 MiB.
-fn protected_mode(cfg: MachineConfig, build: Build) -> Machine {
+pub(super) fn protected_mode(cfg: MachineConfig, build: Build) -> Machine {
     let code = asm(32, PROT_ENTRY, build);
     let mut m = machine_with(cfg);
     m.load_flat(
@@ -66,7 +66,7 @@ fn protected_mode(cfg: MachineConfig, build: Build) -> Machine {
 }
 
 /// Emits code printing `s` on COM1 (polling LSR.THRE first, as drivers do).
-fn print_com1(a: &mut CodeAssembler, s: &[u8]) -> Result<(), IcedError> {
+pub(super) fn print_com1(a: &mut CodeAssembler, s: &[u8]) -> Result<(), IcedError> {
     for &b in s {
         let mut wait = a.create_label();
         a.set_label(&mut wait)?;
