@@ -1,100 +1,80 @@
 //! `hindsight run`: boot a multiboot kernel with its console on stdio.
 
-use std::io::IsTerminal;
 use std::path::Path;
 
-use hindsight_firmware::Module;
-use hindsight_machine::{Machine, MachineConfig};
+use hindsight_machine::MachineConfig;
 
-use crate::console::{self, StdinReader};
-use crate::drive::{self, Drive};
-use crate::{exit_code, RunArgs};
+use crate::setup::{Guest, Image, Setup};
+use crate::{exit_code, fetch, session, RunArgs};
 
-/// Reads a whole image file, reporting a failure on stderr.
-fn read_file(path: &Path, what: &str) -> Result<Vec<u8>, i32> {
-    std::fs::read(path).map_err(|e| {
-        eprintln!("hindsight: cannot read {what} '{}': {e}", path.display());
-        exit_code::USAGE
-    })
-}
-
-/// A `--module FILE[,ARGS]` argument, read.
-struct ModuleArg {
-    /// The string the kernel sees: "FILE ARGS" or "FILE".
-    string: String,
-    data: Vec<u8>,
-}
-
-fn read_module(arg: &str) -> Result<ModuleArg, i32> {
+/// A `--module FILE[,ARGS]` argument, read: the string the kernel sees
+/// ("FILE ARGS" or "FILE") and the image.
+fn read_module(arg: &str) -> Result<(String, Image), String> {
     let (file, args) = match arg.split_once(',') {
         Some((f, a)) => (f, Some(a)),
         None => (arg, None),
     };
     if file.is_empty() {
-        eprintln!("hindsight: --module '{arg}': the file name is empty");
-        return Err(exit_code::USAGE);
+        return Err(format!("--module '{arg}': the file name is empty"));
     }
-    let data = read_file(Path::new(file), "module")?;
+    let image = Image::read(Path::new(file), "module")?;
     let string = match args {
         Some(a) if !a.is_empty() => format!("{file} {a}"),
         _ => file.to_string(),
     };
     if string.contains('\0') {
-        eprintln!("hindsight: --module '{arg}': the module string contains a NUL byte");
-        return Err(exit_code::USAGE);
+        return Err(format!(
+            "--module '{arg}': the module string contains a NUL byte"
+        ));
     }
-    Ok(ModuleArg { string, data })
+    Ok((string, image))
 }
 
-/// Runs the command; returns the process exit status.
-pub fn run(args: &RunArgs) -> i32 {
-    match boot(args) {
-        Ok(mut m) => {
-            console::to_stdout(&mut m);
-            let mut d = Drive {
-                max_insns: args.max_insns,
-                input: Some(StdinReader::spawn(false)),
-                pace: std::io::stdin().is_terminal(),
-            };
-            let end = d.run(&mut m);
-            drive::report_machine(&end, args.max_insns, &m)
-        }
-        Err(code) => code,
-    }
-}
-
-fn boot(args: &RunArgs) -> Result<Machine, i32> {
-    let kernel = read_file(&args.multiboot, "multiboot kernel")?;
+/// The machine `args` describe.
+fn setup(args: &RunArgs) -> Result<Setup, String> {
+    let kernel = Image::read(&args.multiboot, "multiboot kernel")?;
     let modules = args
         .modules
         .iter()
         .map(|m| read_module(m))
         .collect::<Result<Vec<_>, _>>()?;
     if args.append.contains('\0') {
-        eprintln!("hindsight: --append: the command line contains a NUL byte");
-        return Err(exit_code::USAGE);
+        return Err("--append: the command line contains a NUL byte".into());
     }
-    let cfg = MachineConfig {
-        memory: args.memory,
-        cpus: args.cpus,
-        max_insns: args.max_insns,
-        ..MachineConfig::default()
+    Ok(Setup {
+        config: MachineConfig {
+            memory: args.memory,
+            cpus: args.cpus,
+            max_insns: args.max_insns,
+            ..MachineConfig::default()
+        },
+        guest: Guest::Multiboot {
+            kernel,
+            cmdline: args.append.clone(),
+            modules,
+        },
+    })
+}
+
+/// Runs the command; returns the process exit status.
+pub fn run(args: &RunArgs) -> i32 {
+    let setup = match setup(args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("hindsight: {e}");
+            return exit_code::USAGE;
+        }
     };
-    let mut m = Machine::new(&cfg).map_err(|e| {
-        eprintln!("hindsight: {e}");
-        exit_code::USAGE
-    })?;
-    let mods: Vec<Module> = modules
-        .iter()
-        .map(|m| Module {
-            data: &m.data,
-            args: &m.string,
-        })
-        .collect();
-    m.load_multiboot(&kernel, &args.append, &mods)
-        .map_err(|e| {
-            eprintln!("hindsight: {}: {e}", args.multiboot.display());
-            exit_code::USAGE
-        })?;
-    Ok(m)
+    let cache_dir = fetch::cache_dir(None).unwrap_or_else(|_| std::env::temp_dir());
+    session::run(
+        &setup,
+        &session::Options {
+            max_insns: args.max_insns,
+            raw_terminal: false,
+            record: args.record.as_deref(),
+            embed_images: args.embed_images,
+            stats: false,
+            cache_dir,
+        },
+    )
 }

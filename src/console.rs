@@ -109,39 +109,41 @@ impl StdinReader {
         self.quit
     }
 
-    fn take(&mut self, msg: Msg, machine: &mut Machine) {
+    fn take(&mut self, msg: Msg, out: &mut Vec<Vec<u8>>) {
         match msg {
-            Msg::Bytes(bytes) => machine.console_input(&bytes),
+            Msg::Bytes(bytes) => out.push(bytes),
             Msg::Quit => self.quit = true,
         }
     }
 
-    /// Queues everything read so far into the machine's COM1 input.
-    pub fn forward(&mut self, machine: &mut Machine) {
+    /// Everything read so far, in chunks as it arrived.
+    pub fn take_ready(&mut self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
         loop {
             match self.rx.try_recv() {
-                Ok(msg) => self.take(msg, machine),
-                Err(TryRecvError::Empty) => return,
+                Ok(msg) => self.take(msg, &mut out),
+                Err(TryRecvError::Empty) => return out,
                 Err(TryRecvError::Disconnected) => {
                     self.open = false;
-                    return;
+                    return out;
                 }
             }
         }
     }
 
-    /// Waits until input arrives (queued into the machine: true) or stdin
-    /// ends or the user quits (false).
-    pub fn wait(&mut self, machine: &mut Machine) -> bool {
+    /// Waits until input arrives (returned), or stdin ends or the user
+    /// quits (`None`).
+    pub fn wait(&mut self) -> Option<Vec<Vec<u8>>> {
         match self.rx.recv() {
             Ok(msg) => {
-                self.take(msg, machine);
-                self.forward(machine);
-                !self.quit
+                let mut out = Vec::new();
+                self.take(msg, &mut out);
+                out.extend(self.take_ready());
+                (!self.quit).then_some(out)
             }
             Err(_) => {
                 self.open = false;
-                false
+                None
             }
         }
     }

@@ -1,10 +1,12 @@
 //! Running a machine from the command line: run slices, console plumbing,
 //! pacing, and turning the machine's exit into a message and exit status.
 
+use std::fs::File;
 use std::time::{Duration, Instant};
 
 use hindsight_cpu::flags;
 use hindsight_machine::{Exit, Machine};
+use hindsight_timetravel::Recorder;
 
 use crate::console::{self, StdinReader};
 use crate::exit_code;
@@ -20,6 +22,8 @@ const PACE_MAX_SLEEP: Duration = Duration::from_millis(50);
 /// How to drive a machine.
 #[derive(Default)]
 pub struct Drive {
+    /// Records the run's inputs and state hashes, if recording.
+    pub recorder: Option<Recorder<File>>,
     /// Stop once virtual time reaches this count.
     pub max_insns: Option<u64>,
     /// Where console input comes from, if anywhere.
@@ -54,10 +58,11 @@ impl Drive {
         let start_icount = m.icount();
         loop {
             if let Some(input) = &mut self.input {
-                input.forward(m);
+                let ready = input.take_ready();
                 if input.quit_requested() {
                     return Exit::InsnLimit;
                 }
+                self.feed(m, ready);
             }
             let mut target = m.icount().saturating_add(SLICE);
             if let Some(max) = self.max_insns {
@@ -65,6 +70,12 @@ impl Drive {
             }
             let exit = m.run_until(target);
             console::flush();
+            if let Some(r) = &mut self.recorder {
+                if let Err(e) = r.tick(m) {
+                    eprintln!("hindsight: recording stopped: {e}");
+                    self.recorder = None;
+                }
+            }
             match exit {
                 Exit::InsnLimit => {
                     if self.max_insns.is_some_and(|max| m.icount() >= max) {
@@ -77,11 +88,44 @@ impl Drive {
                 // A guest waiting in `sti; hlt` for a key: wait for one.
                 Exit::Deadlock { .. } if self.may_get_input(m) => {
                     let input = self.input.as_mut().expect("checked by may_get_input");
-                    if !input.wait(m) {
-                        return exit;
+                    match input.wait() {
+                        Some(ready) => self.feed(m, ready),
+                        None => return exit,
                     }
                 }
                 _ => return exit,
+            }
+        }
+    }
+
+    /// Queues console input into the machine, through the recorder when
+    /// recording (which logs it at the current instruction count).
+    fn feed(&mut self, m: &mut Machine, ready: Vec<Vec<u8>>) {
+        for bytes in ready {
+            match &mut self.recorder {
+                Some(r) => {
+                    if let Err(e) = r.console_input(m, &bytes) {
+                        eprintln!("hindsight: recording stopped: {e}");
+                        self.recorder = None;
+                        m.console_input(&bytes);
+                    }
+                }
+                None => m.console_input(&bytes),
+            }
+        }
+    }
+
+    /// Ends a recording with the machine's final state and the run's exit
+    /// status; reports on stderr where the trace went.
+    pub fn finish_recording(&mut self, m: &Machine, status: i32, reason: &str) {
+        if let Some(r) = self.recorder.take() {
+            let hashes = r.hashes();
+            match r.finish(m, status, reason) {
+                Ok(_) => eprintln!(
+                    "hindsight: recorded {} instructions, {hashes} state hashes",
+                    m.icount()
+                ),
+                Err(e) => eprintln!("hindsight: could not end the recording: {e}"),
             }
         }
     }

@@ -7,6 +7,7 @@ mod cmd_bench;
 mod cmd_boot;
 mod cmd_demo;
 mod cmd_fetch;
+mod cmd_replay;
 mod cmd_run;
 mod cmd_selftest;
 mod cmd_trace;
@@ -16,6 +17,8 @@ mod exit_code;
 mod fetch;
 mod guest;
 mod kernel;
+mod session;
+mod setup;
 mod size;
 
 use std::path::PathBuf;
@@ -89,9 +92,50 @@ enum Command {
     /// and extracts them, and builds the initramfs whose /init starts a shell.
     #[command(after_help = FETCH_HELP)]
     Fetch(FetchArgs),
+    /// Replay a recorded trace (.hsr): the console output again, byte for
+    /// byte; with --verify, every recorded state hash checked.
+    #[command(after_help = REPLAY_HELP)]
+    Replay(ReplayArgs),
     /// Inspect a recorded trace (.hsr): header, images, records, integrity.
     #[command(subcommand)]
     Trace(TraceCommand),
+}
+
+const REPLAY_HELP: &str = "\
+The machine is rebuilt from the trace's header: its configuration, and the
+images it booted, taken from the trace when embedded (--embed-images), else
+found by SHA-256 at their recorded paths, in --image-dir directories or in
+the guest image cache. Console input is fed at the recorded instruction
+counts; the guest's console output goes to stdout.
+
+Examples:
+  hindsight boot --record boot.hsr
+  hindsight replay boot.hsr --verify
+  hindsight replay boot.hsr --until 1000000000
+
+Exit status: 0 when the trace replayed to its end (and, with --verify, every
+state hash matched); 7 when the replay diverged (the first differing
+instruction count is named); 8 when the trace is truncated or corrupt (it
+replays up to its last whole chunk and says so); 2 when it cannot be read
+or its images are missing.";
+
+/// Options of `hindsight replay`.
+#[derive(Args, Debug)]
+pub struct ReplayArgs {
+    /// The trace to replay
+    pub file: PathBuf,
+    /// Check every recorded state hash and the final one
+    #[arg(long)]
+    pub verify: bool,
+    /// Stop at this instruction count
+    #[arg(long, value_name = "ICOUNT")]
+    pub until: Option<u64>,
+    /// Another directory to search for the trace's images (repeatable)
+    #[arg(long = "image-dir", value_name = "DIR")]
+    pub image_dirs: Vec<PathBuf>,
+    /// Guest image cache [default: $XDG_CACHE_HOME/hindsight]
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// `hindsight trace` subcommands.
@@ -194,6 +238,12 @@ pub struct BootArgs {
     /// decompressing the kernel on the host (slower; KASLR applies)
     #[arg(long)]
     pub guest_decompress: bool,
+    /// Record the run into this trace file (.hsr) for `hindsight replay`
+    #[arg(long, value_name = "FILE.hsr")]
+    pub record: Option<PathBuf>,
+    /// Embed the kernel, initrd and modules in the trace (portable replays)
+    #[arg(long, requires = "record")]
+    pub embed_images: bool,
     /// At the end, print "hindsight: stats insns=N wall_s=S mips=M" on stderr
     #[arg(long)]
     pub stats: bool,
@@ -221,6 +271,12 @@ pub struct RunArgs {
     /// Stop after N instructions of virtual time (exit status 5).
     #[arg(long, value_name = "N")]
     pub max_insns: Option<u64>,
+    /// Record the run into this trace file (.hsr) for `hindsight replay`
+    #[arg(long, value_name = "FILE.hsr")]
+    pub record: Option<PathBuf>,
+    /// Embed the kernel, initrd and modules in the trace (portable replays)
+    #[arg(long, requires = "record")]
+    pub embed_images: bool,
 }
 
 /// Options of `hindsight bench`.
@@ -268,6 +324,7 @@ fn main() {
         Command::Bench(args) => cmd_bench::run(&args),
         Command::Fetch(args) => cmd_fetch::run(&args),
         Command::Trace(cmd) => cmd_trace::run(&cmd),
+        Command::Replay(args) => cmd_replay::run(&args),
     };
     console::flush();
     std::process::exit(code);

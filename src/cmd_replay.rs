@@ -1,0 +1,72 @@
+//! `hindsight replay`: run a recorded trace again, optionally verifying it.
+
+use hindsight_timetravel::{replay, ReplayEnd, ReplayStats, TraceReader};
+
+use crate::setup::Setup;
+use crate::{console, exit_code, fetch, ReplayArgs};
+
+/// Runs the command; returns the process exit status.
+pub fn run(args: &ReplayArgs) -> i32 {
+    let mut reader = match TraceReader::open(&args.file) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("hindsight: {}: {e}", args.file.display());
+            return exit_code::USAGE;
+        }
+    };
+    let cache_dir = match fetch::cache_dir(args.cache_dir.as_deref()) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("hindsight: {e}");
+            return exit_code::USAGE;
+        }
+    };
+    let mut dirs = args.image_dirs.clone();
+    dirs.push(cache_dir.clone());
+    let setup = match Setup::from_trace(&reader, &dirs) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("hindsight: {}: {e}", args.file.display());
+            return exit_code::USAGE;
+        }
+    };
+    let mut m = match setup.build(&cache_dir) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("hindsight: {e}");
+            return exit_code::USAGE;
+        }
+    };
+    console::to_stdout(&mut m);
+    let (records, error) = reader.read_to_end();
+    let mut stats = ReplayStats::default();
+    let end = replay(&mut m, &records, error, args.verify, args.until, &mut stats);
+    console::flush();
+    let verified = match args.verify {
+        true => format!(", {} state hashes verified", stats.hashes_verified),
+        false => String::new(),
+    };
+    match end {
+        ReplayEnd::Finished { end, .. } => {
+            eprintln!(
+                "hindsight: replayed {} instructions to the end of the trace ({}){verified}",
+                end.icount, end.reason
+            );
+            exit_code::OK
+        }
+        ReplayEnd::ReachedUntil(icount) => {
+            eprintln!("hindsight: replayed to icount {icount}{verified}");
+            exit_code::OK
+        }
+        ReplayEnd::TraceStopped { icount, error } => {
+            eprintln!(
+                "hindsight: the trace ends early ({error}); replayed up to icount {icount}{verified}"
+            );
+            exit_code::TRACE_DAMAGED
+        }
+        ReplayEnd::Diverged(d) => {
+            eprintln!("hindsight: replay {d}");
+            exit_code::DIVERGED
+        }
+    }
+}
