@@ -159,19 +159,8 @@ pub struct VcpuBus<'a> {
     pub(crate) ram: &'a mut GuestRam,
     pub(crate) devices: &'a mut PcDevices,
     pub(crate) console: &'a mut Console,
-    /// Machine time minus the vCPU's icount (zero with one vCPU): a device
-    /// access at vCPU icount `n` happens at machine time `n + time_offset`.
-    pub(crate) time_offset: u64,
     /// Index of the vCPU (which local APIC its MMIO reaches).
     pub(crate) cpu: usize,
-}
-
-impl VcpuBus<'_> {
-    /// Machine time of an access at vCPU instruction count `icount`.
-    #[inline]
-    fn now(&self, icount: u64) -> u64 {
-        icount.wrapping_add(self.time_offset)
-    }
 }
 
 /// IA32_TSC_DEADLINE.
@@ -188,49 +177,40 @@ impl Bus for VcpuBus<'_> {
         self.ram.page_mut(page)
     }
 
+    // Every vCPU's instruction count is the machine's virtual time (see
+    // `Machine::with_ctx`), so `icount` is the time of the access.
+
     fn mmio_read(&mut self, addr: u64, size: u8, icount: u64) -> u64 {
-        let now = self.now(icount);
-        self.devices.mmio_read(addr, size, self.cpu, now)
+        self.devices.mmio_read(addr, size, self.cpu, icount)
     }
 
     fn mmio_write(&mut self, addr: u64, size: u8, value: u64, icount: u64) {
-        let now = self.now(icount);
-        self.devices.mmio_write(addr, size, value, self.cpu, now)
+        self.devices.mmio_write(addr, size, value, self.cpu, icount)
     }
 
     fn io_read(&mut self, port: u16, size: u8, icount: u64) -> u32 {
-        let now = self.now(icount);
-        self.devices.io_read(port, size, now)
+        self.devices.io_read(port, size, icount)
     }
 
     fn io_write(&mut self, port: u16, size: u8, value: u32, icount: u64) {
-        let now = self.now(icount);
-        self.devices.io_write(port, size, value, now, self.console)
+        self.devices
+            .io_write(port, size, value, icount, self.console)
     }
 
-    /// IA32_TSC_DEADLINE lives in the local APIC, on machine time.
+    /// IA32_TSC_DEADLINE lives in the local APIC, on virtual time.
     fn msr_read(&mut self, index: u32, _icount: u64) -> Option<u64> {
         if index != TSC_DEADLINE_MSR {
             return None;
         }
-        let lapic = self.devices.apic.lapics.get(self.cpu)?;
-        Some(match lapic.tsc_deadline() {
-            0 => 0,
-            t => t.wrapping_sub(self.time_offset),
-        })
+        Some(self.devices.apic.lapics.get(self.cpu)?.tsc_deadline())
     }
 
     fn msr_write(&mut self, index: u32, value: u64, icount: u64) -> bool {
         if index != TSC_DEADLINE_MSR {
             return false;
         }
-        let now = self.now(icount);
-        let value = match value {
-            0 => 0,
-            v => v.wrapping_add(self.time_offset),
-        };
         if let Some(lapic) = self.devices.apic.lapics.get_mut(self.cpu) {
-            lapic.set_tsc_deadline(now, value);
+            lapic.set_tsc_deadline(icount, value);
         }
         true
     }

@@ -16,10 +16,10 @@
 //!    wake vCPU 0.
 //!
 //! Virtual time ([`Machine::icount`]) advances by every instruction any vCPU
-//! retires, every delivered event, and idle skips. With one vCPU it equals
-//! that vCPU's `icount`. An idle skip advances every (halted) vCPU's
-//! `icount` too, so a vCPU's count is its retired instructions plus the idle
-//! time it slept through.
+//! retires, every delivered event, and idle skips. Every vCPU's `icount`
+//! follows it: what one vCPU runs advances the others' counts too, as does
+//! an idle skip, so all vCPUs agree on the time (their TSCs are in sync) and
+//! with one vCPU its count is the machine's.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -675,16 +675,30 @@ impl Machine {
     fn with_ctx<R>(&mut self, i: usize, f: impl FnOnce(&mut Ctx) -> R) -> (R, u64) {
         let cpu = &mut self.vcpus[i];
         let before = cpu.icount;
+        debug_assert_eq!(before, self.now, "vCPU counts follow virtual time");
         let mut bus = VcpuBus {
             ram: &mut self.ram,
             devices: &mut self.devices,
             console: &mut self.console,
-            time_offset: self.now.wrapping_sub(before),
             cpu: i,
         };
         let r = f(&mut Ctx::new(cpu, &mut bus, &mut self.code));
         let ran = cpu.icount - before;
         self.now += ran;
+        // Time passes for the other vCPUs too: every vCPU's count is the
+        // machine's virtual time, so their TSCs agree (as on one package).
+        // An interrupt shadow pending on a vCPU that did not run moves with
+        // its count, so it still covers that vCPU's next instruction.
+        if ran > 0 && self.vcpus.len() > 1 {
+            for (j, other) in self.vcpus.iter_mut().enumerate() {
+                if j != i {
+                    if other.shadow_at == other.icount {
+                        other.shadow_at += ran;
+                    }
+                    other.icount += ran;
+                }
+            }
+        }
         (r, ran)
     }
 
