@@ -186,3 +186,26 @@ fn typed_input_reaches_the_shell() {
         String::from_utf8_lossy(&out.seen)
     );
 }
+
+#[test]
+fn two_vcpus_boot_with_synchronized_tscs() {
+    let out = hindsight()
+        .args(["boot", "--cpus", "2", "--cache-dir"])
+        .arg(cache())
+        .args(["--run", "grep -c ^processor /proc/cpuinfo; echo DONE"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run hindsight boot --cpus 2");
+    let context = show(&out);
+    assert_eq!(out.status.code(), Some(0), "{context}");
+    let log = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "smp: Brought up 1 node, 2 CPUs",
+        "clocksource: Switched to clocksource tsc",
+        "\n2\r\nDONE",
+    ] {
+        assert!(log.contains(want), "no {want:?} in the output\n{context}");
+    }
+    assert!(!log.contains("TSC warp"), "{context}");
+    assert_healthy(&log, &context);
+}
