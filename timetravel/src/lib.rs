@@ -20,15 +20,21 @@
 //! | [`TraceError`] | every way a trace can be unreadable, naming chunk and offset |
 //! | [`Recorder`] | stamps inputs with the instruction count, logs state hashes |
 //! | [`replay`] | runs a machine through a trace, verifying it |
+//! | [`Timeline`] | one run's history: seek, step back, run back (restore + replay) |
 
 #![deny(missing_docs)]
 
 mod recorder;
 mod replayer;
+mod timeline;
 pub mod trace;
 
 pub use recorder::{Recorder, DEFAULT_HASH_INTERVAL};
 pub use replayer::{replay, Divergence, ReplayEnd, ReplayStats};
+pub use timeline::{
+    CheckpointSummary, Condition, ConsoleGate, MemoryChange, Spacing, Timeline, TimelineConfig,
+    TimelineError, TimelineStats, DEFAULT_CHECKPOINT_MEMORY, DEFAULT_TARGET_REPLAY,
+};
 
 pub use trace::{
     info, info_file, EndRecord, ImageInfo, ImageRole, Integrity, MachineConfig, ReadOptions,
