@@ -472,7 +472,7 @@ impl Machine {
                 min_opt(self.devices.other_deadline(self.now), self.input_deadline());
             let deadline = min_opt(pit_deadline, other_deadline);
             if self.now < stop {
-                if let Err(s) = self.deliver_interrupts() {
+                if let Err(s) = self.deliver_interrupts(stop) {
                     self.stopped = Some(s.clone());
                     return Exit::Stopped(s);
                 }
@@ -621,9 +621,14 @@ impl Machine {
     }
 
     /// Delivers to each vCPU that can take one now the interrupt waiting
-    /// for it: its local APIC's first, else (vCPU 0) the PIC's.
-    fn deliver_interrupts(&mut self) -> Result<(), Stop> {
+    /// for it: its local APIC's first, else (vCPU 0) the PIC's; at most
+    /// until virtual time reaches `stop`.
+    fn deliver_interrupts(&mut self, stop: u64) -> Result<(), Stop> {
         for i in 0..self.vcpus.len() {
+            // Each delivery is a unit of virtual time: never pass `stop`.
+            if self.now >= stop {
+                break;
+            }
             if self.waiting_sipi[i] || !self.vcpus[i].interrupts_enabled() {
                 continue;
             }
