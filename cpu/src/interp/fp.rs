@@ -25,7 +25,28 @@ pub fn check_x87(cpu: &Cpu) -> Result<()> {
     Ok(())
 }
 
-/// MMX: #UD when CR0.EM is set, #NM when CR0.TS is set.
+/// x87 status word: exception summary (an unmasked x87 exception is pending).
+const FSW_ES: u16 = 1 << 7;
+
+/// A pending unmasked x87 exception (FSW.ES) is delivered as #MF before
+/// an instruction touching the MMX registers executes (SDM vol. 1 ch. 9,
+/// "Exceptions That Can Occur When Executing MMX Instructions"; the host
+/// agrees, EMMS and the SSSE3 MMX forms included). With CR0.NE clear the
+/// hardware would signal FERR# to an external interrupt controller
+/// instead; that path is not modelled (nothing happens). Also used alone
+/// by the SSE instructions with an MMX register operand (CVTPS2PI,
+/// MOVQ2DQ, ...), which make the SSE device checks instead of these.
+#[inline]
+pub fn x87_pending(cpu: &Cpu) -> Result<()> {
+    if cpu.fpu.sw & FSW_ES != 0 && cpu.cr0 & cr::CR0_NE != 0 {
+        return Err(Fault::exc(vector::MF));
+    }
+    Ok(())
+}
+
+/// MMX (every instruction with an MMX register operand, EMMS included):
+/// #UD when CR0.EM is set, #NM when CR0.TS is set, then #MF for a pending
+/// x87 exception ([`x87_pending`]).
 #[inline]
 pub fn check_mmx(cpu: &Cpu) -> Result<()> {
     if cpu.cr0 & cr::CR0_EM != 0 {
@@ -34,7 +55,7 @@ pub fn check_mmx(cpu: &Cpu) -> Result<()> {
     if cpu.cr0 & cr::CR0_TS != 0 {
         return Err(Fault::nm());
     }
-    Ok(())
+    x87_pending(cpu)
 }
 
 /// SSE on XMM registers or MXCSR: #UD when CR0.EM is set or CR4.OSFXSR is

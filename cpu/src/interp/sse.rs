@@ -6,7 +6,8 @@
 //! CLFLUSH belong to the data group.
 //!
 //! Every handler first makes its device checks ([`check_sse`] for XMM and
-//! MXCSR forms, [`mmx_check`] for MMX forms), then reads its operands
+//! MXCSR forms, [`check_mmx`] for MMX forms, which includes the #MF for a
+//! pending x87 exception), then reads its operands
 //! (16-byte memory operands of the non-"U" forms must be 16-byte aligned,
 //! #GP(0)), computes, merges the SIMD floating-point flags (an unmasked
 //! one raises #XM/#UD before anything is written, see [`fp_flags`]) and
@@ -32,12 +33,12 @@ mod tests;
 use iced_x86::{Code, Instruction};
 
 use crate::block::Handler;
-use crate::fault::{vector, Fault, Result};
-use crate::interp::fp::{check_mmx, check_sse, is_reg, mm_index, xmm_index};
+use crate::fault::{Fault, Result};
+use crate::interp::fp::{check_sse, is_reg, mm_index, xmm_index};
 use crate::interp::operand::mem_operand;
 use crate::interp::Ctx;
-use crate::simd::Mxcsr;
-use crate::state::{cr, Cpu};
+use crate::simd::{self, Mxcsr};
+use crate::state::Cpu;
 
 /// The handler for `insn` if this group owns it.
 pub(super) fn handler(insn: &Instruction) -> Option<Handler> {
@@ -54,43 +55,19 @@ pub(super) fn handler(insn: &Instruction) -> Option<Handler> {
         })
 }
 
-/// x87 status word: exception summary (an unmasked exception is pending).
-const FSW_ES: u16 = 1 << 7;
-
-/// A pending unmasked x87 exception is delivered (#MF) before an
-/// instruction touching MMX registers executes. With CR0.NE clear the
-/// hardware would signal FERR# to an external interrupt controller
-/// instead; that path is not modelled (nothing happens).
-#[inline]
-pub(super) fn x87_pending(cpu: &Cpu) -> Result<()> {
-    if cpu.fpu.sw & FSW_ES != 0 && cpu.cr0 & cr::CR0_NE != 0 {
-        return Err(Fault::exc(vector::MF));
-    }
-    Ok(())
-}
-
-/// The device checks of an MMX-register instruction: #UD (CR0.EM), #NM
-/// (CR0.TS), then #MF for a pending x87 exception.
-#[inline]
-pub(super) fn mmx_check(cpu: &Cpu) -> Result<()> {
-    check_mmx(cpu)?;
-    x87_pending(cpu)
-}
-
 /// Merges the MXCSR flags `fl` an SSE floating-point instruction raised
-/// (as computed by [`crate::simd`], the masked responses). When one of
-/// the pre-computation exceptions (IE, DE, ZE) it raised is unmasked, no
-/// result is computed, so only those flags are recorded (SDM vol. 1
-/// 11.5.2: post-computation exceptions are then not reported). The
-/// instruction faults (#XM or #UD) when any recorded flag is unmasked.
+/// (as computed by [`crate::simd`], the masked responses) in one
+/// computation step. When one of the pre-computation exceptions (IE, DE,
+/// ZE) it raised is unmasked, no result is computed, so only those flags
+/// are recorded (SDM vol. 1 11.5.2: post-computation exceptions are then
+/// not reported; see [`simd::resolve`]). The instruction faults (#XM or
+/// #UD) when any recorded flag is unmasked.
 #[inline]
 pub(super) fn fp_flags(ctx: &mut Ctx, fl: u32) -> Result<()> {
     if fl == 0 {
         return Ok(());
     }
-    let unmasked = !(ctx.cpu.mxcsr >> 7) & 0x3f;
-    let pre = fl & (Mxcsr::IE | Mxcsr::DE | Mxcsr::ZE);
-    let fl = if pre & unmasked != 0 { pre } else { fl };
+    let fl = simd::resolve(fl, Mxcsr(ctx.cpu.mxcsr));
     ctx.simd_fp_exceptions(fl)
 }
 

@@ -14,7 +14,8 @@
 //!
 //! Exceptions: CRC32 works on general registers and needs no SSE state;
 //! the XMM forms make the SSE device checks first, the MMX forms the MMX
-//! ones and then enter MMX state. 16-byte memory operands must be aligned
+//! ones (#UD, #NM, then #MF for a pending x87 exception) and then enter
+//! MMX state. 16-byte memory operands must be aligned
 //! except for LDDQU and PCMPxSTRx (SDM vol. 2 table 2-21, note 1, checked
 //! on hardware); narrower operands never need alignment. SIMD
 //! floating-point exceptions are merged before the destination is written.
@@ -197,7 +198,9 @@ fn mm_op(ctx: &mut Ctx, insn: &Instruction, f: impl FnOnce(u128, u128) -> u128) 
 }
 
 /// `xmm1 = f(xmm1, xmm2/m, MXCSR)` for floating point: the exceptions are
-/// merged (and may fault) before the destination is written.
+/// merged (and may fault) before the destination is written. `f` returns
+/// the flags to report, already resolved per computation step (see
+/// [`fp`]), so they are merged as they are.
 #[inline(always)]
 fn xmm_fp(
     ctx: &mut Ctx,

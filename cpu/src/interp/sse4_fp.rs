@@ -1,10 +1,28 @@
 //! Pure floating-point cores of SSE3 (ADDSUBPS/PD, HADDPS/PD, HSUBPS/PD)
 //! and SSE4.1 (DPPS, DPPD, ROUNDPS/PD/SS/SD), built on the bit-exact lane
 //! arithmetic of [`crate::simd::float`]. Each returns the new destination
-//! and the MXCSR exception flags raised (bits 0..5) with every exception
-//! masked; the caller merges them before writing the destination.
+//! and the MXCSR exception flags to report (bits 0..5); the caller merges
+//! them before writing the destination, and faults if one is unmasked.
+//!
+//! The flags are resolved per computation step ([`crate::simd::resolve`]):
+//! an unmasked pre-computation exception (IE, DE, ZE) in any lane of a
+//! step leaves only the pre-computation flags of that step. DPPS/DPPD
+//! have several steps (multiply, then one or two adds); a step with an
+//! unmasked exception ends the instruction, the later ones are not
+//! evaluated, and the flags of the earlier (masked) steps stay reported
+//! (all checked on the host).
 
-use crate::simd::{arith, lane, set_lane, Fmt, Mxcsr, Op, F32};
+use crate::simd::{arith, lane, resolve, set_lane, unmasked, Fmt, Mxcsr, Op, F32};
+
+/// Merges the lane flags `fl` of one computation step into `acc`; true
+/// when the step raised an unmasked exception (the instruction faults
+/// after it, the later steps are not evaluated).
+#[inline]
+fn step(acc: &mut u32, fl: u32, mx: Mxcsr) -> bool {
+    let fl = resolve(fl, mx);
+    *acc |= fl;
+    unmasked(fl, mx)
+}
 
 /// Lane width in bits of `f`.
 #[inline(always)]
@@ -22,7 +40,7 @@ pub fn addsub(f: Fmt, a: u128, b: u128, mx: Mxcsr) -> (u128, u32) {
         let x = arith(f, op, lane(a, w, i), lane(b, w, i), mx, &mut fl);
         r = set_lane(r, w, i, x);
     }
-    (r, fl)
+    (r, resolve(fl, mx))
 }
 
 /// HADDPS/HADDPD/HSUBPS/HSUBPD: adjacent pairs of `a` give the low half,
@@ -40,7 +58,7 @@ pub fn hop(f: Fmt, sub: bool, a: u128, b: u128, mx: Mxcsr) -> (u128, u32) {
             r = set_lane(r, w, k as u32 * half + i, arith(f, op, x, y, mx, &mut fl));
         }
     }
-    (r, fl)
+    (r, resolve(fl, mx))
 }
 
 /// ROUNDPS/PD/SS/SD on one lane: `x` rounded to an integral value with
@@ -118,7 +136,7 @@ pub fn round_packed(f: Fmt, b: u128, imm: u8, mx: Mxcsr) -> (u128, u32) {
     for i in 0..128 / w {
         r = set_lane(r, w, i, round(f, lane(b, w, i), imm, mx, &mut fl));
     }
-    (r, fl)
+    (r, resolve(fl, mx))
 }
 
 /// ROUNDSS/ROUNDSD: `b`'s low lane rounded into `a`'s low lane.
@@ -126,7 +144,7 @@ pub fn round_scalar(f: Fmt, a: u128, b: u128, imm: u8, mx: Mxcsr) -> (u128, u32)
     let w = width(f);
     let mut fl = 0;
     let x = round(f, lane(b, w, 0), imm, mx, &mut fl);
-    (set_lane(a, w, 0, x), fl)
+    (set_lane(a, w, 0, x), resolve(fl, mx))
 }
 
 /// DPPS: the products of the lanes selected by imm8[7:4] (+0.0 elsewhere)
@@ -139,8 +157,12 @@ pub fn round_scalar(f: Fmt, a: u128, b: u128, imm: u8, mx: Mxcsr) -> (u128, u32)
 /// swapped-halves add `u[i] = t[i] + t[i^2]`, each add returning its
 /// first NaN operand. Sums are otherwise commutative, so only NaN
 /// selection depends on this.
+///
+/// The multiply and the two add steps report their exceptions separately
+/// (see the module comment).
 pub fn dpps(a: u128, b: u128, imm: u8, mx: Mxcsr) -> (u128, u32) {
     let f = F32;
+    let mut acc = 0;
     let mut fl = 0;
     let mut p = [0u64; 4];
     for (i, pi) in p.iter_mut().enumerate() {
@@ -149,10 +171,18 @@ pub fn dpps(a: u128, b: u128, imm: u8, mx: Mxcsr) -> (u128, u32) {
             *pi = arith(f, Op::Mul, lane(a, 32, i), lane(b, 32, i), mx, &mut fl);
         }
     }
+    if step(&mut acc, fl, mx) {
+        return (0, acc);
+    }
+    fl = 0;
     let mut t = [0u64; 4];
     for (i, ti) in t.iter_mut().enumerate() {
         *ti = arith(f, Op::Add, p[i ^ 1], p[i], mx, &mut fl);
     }
+    if step(&mut acc, fl, mx) {
+        return (0, acc);
+    }
+    fl = 0;
     let mut r = 0u128;
     for i in 0..4 {
         let u = arith(f, Op::Add, t[i], t[i ^ 2], mx, &mut fl);
@@ -160,14 +190,17 @@ pub fn dpps(a: u128, b: u128, imm: u8, mx: Mxcsr) -> (u128, u32) {
             r = set_lane(r, 32, i as u32, u);
         }
     }
-    (r, fl)
+    step(&mut acc, fl, mx);
+    (r, acc)
 }
 
 /// DPPD: the products of the lanes selected by imm8[5:4] (+0.0 elsewhere)
 /// summed, into the lanes of imm8[1:0] (+0.0 elsewhere). Output lane i
 /// computes `p[i] + p[i^1]` (NaN selection, found on the host).
+/// The multiply and the add step report their exceptions separately.
 pub fn dppd(a: u128, b: u128, imm: u8, mx: Mxcsr) -> (u128, u32) {
     let f = crate::simd::F64;
+    let mut acc = 0;
     let mut fl = 0;
     let mut p = [0u64; 2];
     for (i, pi) in p.iter_mut().enumerate() {
@@ -176,6 +209,10 @@ pub fn dppd(a: u128, b: u128, imm: u8, mx: Mxcsr) -> (u128, u32) {
             *pi = arith(f, Op::Mul, lane(a, 64, i), lane(b, 64, i), mx, &mut fl);
         }
     }
+    if step(&mut acc, fl, mx) {
+        return (0, acc);
+    }
+    fl = 0;
     let mut r = 0u128;
     for i in 0..2 {
         let t = arith(f, Op::Add, p[i], p[i ^ 1], mx, &mut fl);
@@ -183,5 +220,6 @@ pub fn dppd(a: u128, b: u128, imm: u8, mx: Mxcsr) -> (u128, u32) {
             r = set_lane(r, 64, i as u32, t);
         }
     }
-    (r, fl)
+    step(&mut acc, fl, mx);
+    (r, acc)
 }

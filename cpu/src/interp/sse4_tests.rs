@@ -453,6 +453,145 @@ fn simd_fp_exceptions() {
     assert_eq!(e.cpu.mxcsr & 0x3f, Mxcsr::IE);
 }
 
+/// The flags of unmasked exceptions (reproductions from the differential
+/// tester, checked on the host): an unmasked pre-computation exception
+/// (IE, DE, ZE) in any lane leaves only the pre-computation flags; DPPS
+/// and DPPD stop after the first step (multiply, add, add) raising an
+/// unmasked exception, keeping the flags of the earlier steps.
+#[test]
+fn unmasked_exception_flags() {
+    let mut e = Emu::new(TestMode::Long64);
+    let haddps = e.load(|a| a.haddps(xmm1, xmm3));
+    let roundps = e.load(|a| a.roundps(xmm0, xmm5, 0xf7));
+    let dpps = e.load(|a| a.dpps(xmm5, xmm2, 0xf2));
+    let dppd = e.load(|a| a.dppd(xmm3, xmm1, 0xb1));
+    let dpps_ff = e.load(|a| a.dpps(xmm0, xmm1, 0xff));
+    #[allow(clippy::type_complexity)]
+    let cases: [(At, &[(usize, u128)], u32, u32); 6] = [
+        // DE unmasked in one lane: not UE/PE of the others.
+        (
+            haddps,
+            &[
+                (1, 0xa64a_bcac_cb01_7641_0002_91b7_98c6_15b5),
+                (3, 0x0004_0001_0000_0000_8000_0001_d46b_1807),
+            ],
+            0xa280,
+            0xa282,
+        ),
+        // IE (SNaN) unmasked: not PE.
+        (
+            roundps,
+            &[(5, 0x807f_ffff_8015_8417_7fa4_881e_0040_0000)],
+            0x5200,
+            0x5201,
+        ),
+        // Overflow (OE unmasked) in the products: the inf - inf of the
+        // add step is not evaluated (no IE).
+        (
+            dpps,
+            &[
+                (2, 0x7f80_0000_7f80_0000_5107_69c4_c833_2b91),
+                (5, 0x8f92_b569_1ad0_a239_5b88_468f_f962_8d7d),
+            ],
+            0x7a00,
+            0x7a28,
+        ),
+        // Underflow (UE unmasked) in a product: the add step would see a
+        // denormal (DE); it is not evaluated.
+        (
+            dppd,
+            &[
+                (1, 0xb359_c6fb_c765_2241_8040_0000_bfb3_4738),
+                (3, 0xd180_0000_006c_5252_bf80_0000_bbe1_7b74),
+            ],
+            0x1200,
+            0x1230,
+        ),
+        // PE (masked) from the products, then IE (unmasked) from the
+        // first add: both reported.
+        (
+            dpps_ff,
+            &[
+                (0, 0x0000_0000_3f80_0001_7f80_0000_7f80_0000),
+                (1, 0x0000_0000_3f80_0001_bf80_0000_3f80_0000),
+            ],
+            0x1f00,
+            0x1f21,
+        ),
+        // PE (unmasked) from the first add: the second add, which would
+        // overflow, is not evaluated.
+        (
+            dpps_ff,
+            &[
+                (0, 0x0000_0000_7f00_0000_3f80_0000_7f00_0000),
+                (1, 0x0000_0000_3f80_0000_3f80_0000_3f80_0000),
+            ],
+            0x0f80,
+            0x0fa0,
+        ),
+    ];
+    for (i, (at, regs, mxcsr, want)) in cases.into_iter().enumerate() {
+        for &(r, v) in regs {
+            e.cpu.xmm[r] = v;
+        }
+        let before = e.cpu.xmm;
+        e.cpu.mxcsr = mxcsr;
+        assert_eq!(e.fault_at(at), Some((vector::XM, None)), "case {i}");
+        assert_eq!(e.cpu.mxcsr, want, "case {i}");
+        assert_eq!(e.cpu.xmm, before, "case {i}");
+    }
+}
+
+/// Every SSSE3 form on MMX registers raises #MF for a pending x87
+/// exception (CR0.NE), before touching anything, like the other MMX
+/// instructions (checked on the host).
+#[test]
+fn mmx_forms_report_pending_x87_exception() {
+    let mut e = Emu::new(TestMode::Long64);
+    e.cpu.cr0 |= cr::CR0_NE;
+    let forms = [
+        e.load(|a| a.pshufb(mm1, mm2)),
+        e.load(|a| a.phaddw(mm1, mm2)),
+        e.load(|a| a.phaddd(mm1, mm2)),
+        e.load(|a| a.phaddsw(mm1, qword_ptr(rbx))),
+        e.load(|a| a.phsubw(mm1, mm2)),
+        e.load(|a| a.phsubd(mm1, mm2)),
+        e.load(|a| a.phsubsw(mm1, mm2)),
+        e.load(|a| a.pmaddubsw(mm1, mm2)),
+        e.load(|a| a.pmulhrsw(mm1, mm2)),
+        e.load(|a| a.psignb(mm1, mm2)),
+        e.load(|a| a.psignw(mm1, mm2)),
+        e.load(|a| a.psignd(mm1, mm2)),
+        e.load(|a| a.pabsb(mm1, mm2)),
+        e.load(|a| a.pabsw(mm1, mm2)),
+        e.load(|a| a.pabsd(mm1, qword_ptr(rbx))),
+        e.load(|a| a.palignr(mm0, mm2, 3)),
+    ];
+    e.cpu.gpr[reg::RBX] = DATA;
+    for (i, at) in forms.into_iter().enumerate() {
+        e.cpu.fpu.sw = 0x3881; // TOP = 7, ES, IE
+        e.cpu.fpu.tw = 0xffff;
+        e.cpu.set_mm(1, 0x1234);
+        assert_eq!(e.fault_at(at), Some((vector::MF, None)), "form {i}");
+        assert_eq!((e.cpu.fpu.sw, e.cpu.fpu.tw), (0x3881, 0xffff), "form {i}");
+        assert_eq!(e.cpu.mm(1), 0x1234, "form {i}");
+        e.cpu.fpu.sw = 0x3800;
+        assert_eq!(e.fault_at(at), None, "form {i}");
+        assert_eq!((e.cpu.fpu.top(), e.cpu.fpu.tw), (0, 0), "form {i}");
+    }
+    // The difftest reproduction: FLDLN2 on a full stack with IE unmasked
+    // (FCW 0x1148) leaves an exception pending; PALIGNR mm0, mm2, 3 then
+    // raises #MF.
+    let fld = e.load(|a| a.fldln2());
+    let palignr = e.load(|a| a.palignr(mm0, mm2, 3));
+    e.cpu.fpu.cw = 0x1148;
+    e.cpu.fpu.sw = 0;
+    e.cpu.fpu.tw = 0;
+    assert_eq!(e.fault_at(fld), None);
+    assert_ne!(e.cpu.fpu.sw & 0x80, 0);
+    assert_eq!(e.fault_at(palignr), Some((vector::MF, None)));
+}
+
 #[test]
 fn memory_fault_leaves_state() {
     // A page fault on the memory operand of an MMX form changes neither

@@ -17,11 +17,11 @@
 
 use iced_x86::{Code, Instruction};
 
-use super::{commit_mm, fp_flags, md, mm_src, mx, x87_pending, xd, xmm_src};
+use super::{fp_flags, md, mm_src, mx, xd, xmm_src};
 use crate::block::Handler;
 use crate::fault::Result;
 use crate::flags;
-use crate::interp::fp::{check_sse, is_reg};
+use crate::interp::fp::{check_sse, is_reg, x87_pending};
 use crate::interp::operand::{read_reg, reg_size, write_reg};
 use crate::interp::Ctx;
 use crate::simd::{self, Fmt, Mxcsr, Op, F32, F64};
@@ -356,11 +356,13 @@ fn cvtpi2ps(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
         let x = (b >> (32 * i)) as u32 as i32 as i64;
         r |= (simd::from_int(F32, x, mx(ctx), &mut fl) as u128) << (32 * i);
     }
-    fp_flags(ctx, fl)?;
-    ctx.cpu.xmm[d] = r;
+    // The MMX state change happens even when the conversion then faults
+    // with an unmasked precision exception (#XM), as on the host.
     if reg {
         ctx.cpu.mmx_enter();
     }
+    fp_flags(ctx, fl)?;
+    ctx.cpu.xmm[d] = r;
     Ok(())
 }
 
@@ -382,7 +384,7 @@ fn cvtpi2pd(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
 }
 
 /// CVT(T)PS2PI mm, xmm/m64 and CVT(T)PD2PI mm, xmm/m128: two lanes to two
-/// dwords in an MMX register (always entering MMX state).
+/// dwords in an MMX register (always entering MMX state, also on #XM).
 fn cvtp2pi<const D: bool, const T: bool>(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
     check_sse(ctx.cpu)?;
     x87_pending(ctx.cpu)?;
@@ -397,7 +399,11 @@ fn cvtp2pi<const D: bool, const T: bool>(ctx: &mut Ctx, insn: &Instruction) -> R
         };
         r |= simd::to_int(f, lane, 32, T, mx(ctx), &mut fl) << (32 * i);
     }
+    // The host enters MMX state (TOP = 0, all tags valid) before an
+    // unmasked exception (#XM) leaves the destination unwritten; a fault
+    // reading the memory source (above) changes nothing.
+    ctx.cpu.mmx_enter();
     fp_flags(ctx, fl)?;
-    commit_mm(ctx.cpu, md(insn), r);
+    ctx.cpu.set_mm(md(insn), r);
     Ok(())
 }

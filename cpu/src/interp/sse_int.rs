@@ -17,7 +17,7 @@
 use iced_x86::{Code, Instruction};
 
 use super::sse_mov::gpr_or_mem;
-use super::{commit_mm, load128, md, mm_src, mmx_check, xd};
+use super::{commit_mm, load128, md, mm_src, xd};
 use crate::block::Handler;
 use crate::fault::Result;
 use crate::interp::fp::{check_mmx, check_sse, is_reg, mm_index, xmm_index};
@@ -371,7 +371,7 @@ fn xmm_shuf<const OP: u8>(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
 
 /// `OP` mm, mm/m64 (m32 for the PUNPCKL forms).
 fn mmx_bin<const OP: u8>(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
-    mmx_check(ctx.cpu)?;
+    check_mmx(ctx.cpu)?;
     let b = mm_src(ctx, insn, 1)?;
     let d = md(insn);
     let r = mmx_op::<OP>(ctx.cpu.mm(d), b);
@@ -381,7 +381,7 @@ fn mmx_bin<const OP: u8>(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
 
 /// `OP` mm, imm8 (shifts).
 fn mmx_imm<const OP: u8>(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
-    mmx_check(ctx.cpu)?;
+    check_mmx(ctx.cpu)?;
     let d = md(insn);
     let r = mmx_op::<OP>(ctx.cpu.mm(d), insn.immediate8() as u64);
     commit_mm(ctx.cpu, d, r);
@@ -390,7 +390,7 @@ fn mmx_imm<const OP: u8>(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
 
 /// PSHUFW mm, mm/m64, imm8 (PSHUFLW on the low quadword).
 fn pshufw(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
-    mmx_check(ctx.cpu)?;
+    check_mmx(ctx.cpu)?;
     let b = mm_src(ctx, insn, 1)?;
     let r = simd::pshuflw(b as u128, insn.immediate8()) as u64;
     commit_mm(ctx.cpu, md(insn), r);
@@ -410,7 +410,7 @@ fn pextrw_xmm(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
 
 /// PEXTRW r32/r64, mm, imm8: word `imm & 3`.
 fn pextrw_mm(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
-    mmx_check(ctx.cpu)?;
+    check_mmx(ctx.cpu)?;
     let v = simd::pextrw(
         ctx.cpu.mm(mm_index(insn.op1_register())) as u128,
         insn.immediate8() & 3,
@@ -431,7 +431,7 @@ fn pinsrw_xmm(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
 
 /// PINSRW mm, r32/m16, imm8: word `imm & 3`.
 fn pinsrw_mm(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
-    mmx_check(ctx.cpu)?;
+    check_mmx(ctx.cpu)?;
     let v = gpr_or_mem(ctx, insn, 1, 2)? as u32;
     let d = md(insn);
     let r = simd::pinsrw(ctx.cpu.mm(d) as u128, v, insn.immediate8() & 3) as u64;
@@ -439,10 +439,11 @@ fn pinsrw_mm(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
     Ok(())
 }
 
-/// EMMS: all x87 tags empty (TOP is left as it is).
+/// EMMS: all x87 tags empty and TOP = 0 (SDM vol. 1 table 9-2; the host
+/// agrees). The other FSW bits are kept.
 fn emms(ctx: &mut Ctx, _: &Instruction) -> Result<()> {
     check_mmx(ctx.cpu)?;
-    super::x87_pending(ctx.cpu)?;
+    ctx.cpu.fpu.set_top(0);
     ctx.cpu.fpu.tw = 0xffff;
     Ok(())
 }

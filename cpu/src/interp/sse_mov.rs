@@ -7,13 +7,10 @@
 
 use iced_x86::{Code, Instruction, OpKind, Register};
 
-use super::{
-    commit_mm, load128, load_small, md, mm_src, mmx_check, store128, store_small, x87_pending, xd,
-    xmm_src,
-};
+use super::{commit_mm, load128, load_small, md, mm_src, store128, store_small, xd, xmm_src};
 use crate::block::Handler;
 use crate::fault::Result;
-use crate::interp::fp::{check_sse, is_reg, mm_index, xmm_index};
+use crate::interp::fp::{check_mmx, check_sse, is_reg, mm_index, x87_pending, xmm_index};
 use crate::interp::operand::{read_reg, reg_size, write_reg};
 use crate::interp::Ctx;
 use crate::simd;
@@ -277,7 +274,7 @@ fn movq_from_xmm(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
 
 /// MOVD mm, r/m32 and MOVQ mm, r/m64.
 fn movd_to_mm(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
-    mmx_check(ctx.cpu)?;
+    check_mmx(ctx.cpu)?;
     let size = rm_size(insn, 1);
     let v = gpr_or_mem(ctx, insn, 1, size)? & crate::flags::mask(size);
     commit_mm(ctx.cpu, md(insn), v);
@@ -286,7 +283,7 @@ fn movd_to_mm(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
 
 /// MOVD r/m32, mm and MOVQ r/m64, mm.
 fn movd_from_mm(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
-    mmx_check(ctx.cpu)?;
+    check_mmx(ctx.cpu)?;
     let size = rm_size(insn, 0);
     let v = ctx.cpu.mm(mm_index(insn.op1_register())) & crate::flags::mask(size);
     to_gpr_or_mem(ctx, insn, size, v)?;
@@ -296,7 +293,7 @@ fn movd_from_mm(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
 
 /// MOVQ mm, mm/m64.
 fn movq_to_mm(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
-    mmx_check(ctx.cpu)?;
+    check_mmx(ctx.cpu)?;
     let v = mm_src(ctx, insn, 1)?;
     commit_mm(ctx.cpu, md(insn), v);
     Ok(())
@@ -304,7 +301,7 @@ fn movq_to_mm(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
 
 /// MOVQ mm/m64, mm and MOVNTQ m64, mm.
 fn movq_from_mm(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
-    mmx_check(ctx.cpu)?;
+    check_mmx(ctx.cpu)?;
     let v = ctx.cpu.mm(mm_index(insn.op1_register()));
     if is_reg(insn, 0) {
         commit_mm(ctx.cpu, md(insn), v);
@@ -369,7 +366,7 @@ fn masked_store(ctx: &mut Ctx, insn: &Instruction, data: u128, mask: u128, n: u3
 
 /// MASKMOVQ mm1, mm2: byte-masked store of mm1 to [rDI].
 fn maskmovq(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
-    mmx_check(ctx.cpu)?;
+    check_mmx(ctx.cpu)?;
     let data = ctx.cpu.mm(mm_index(insn.op1_register()));
     let mask = ctx.cpu.mm(mm_index(insn.op2_register()));
     masked_store(ctx, insn, data as u128, mask as u128, 8)?;
@@ -411,7 +408,7 @@ fn pmovmskb_xmm(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
 
 /// PMOVMSKB r32/r64, mm.
 fn pmovmskb_mm(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
-    mmx_check(ctx.cpu)?;
+    check_mmx(ctx.cpu)?;
     let m = simd::pmovmskb(ctx.cpu.mm(mm_index(insn.op1_register())) as u128);
     write_reg(ctx.cpu, insn.op0_register(), m as u64);
     ctx.cpu.mmx_enter();

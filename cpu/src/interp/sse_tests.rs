@@ -239,7 +239,7 @@ fn mmx_state_entry_and_emms() {
     assert_eq!(cpu.mm(3), 0x0011_0012_0013_0001);
     assert_eq!(cpu.fpu.regs[3].exp, 0x7fff);
     assert!(cpu.fpu.regs[3].sign);
-    // EMMS empties every tag, leaves TOP.
+    // EMMS empties every tag and sets TOP to 0.
     let (cpu, _, _) = exec(
         m,
         |a| {
@@ -929,17 +929,20 @@ fn simd_fp_exceptions_fault_before_writing() {
     );
     assert_eq!(vec_of(&cpu, &bus), Some(vector::XM));
     assert_eq!(cpu.rflags & flags::STATUS, flags::CF);
-    // MMX destinations: no MMX state change either.
+    // MMX destinations: the register is not written, but the MMX state
+    // change happens (as on the host, see cvt_mmx_enters_mmx_state_on_xm).
     let (cpu, bus, _) = exec(
         m,
         |a| a.cvtps2pi(mm0, xmm1),
         |cpu, _| {
             cpu.xmm[1] = f32x4([1.5, 0.0, 0.0, 0.0]);
             cpu.mxcsr = 0x1f80 & !(Mxcsr::PE << 7);
+            cpu.set_mm(0, 0x1234);
         },
     );
     assert_eq!(vec_of(&cpu, &bus), Some(vector::XM));
-    assert_eq!(cpu.fpu.tw, 0xffff);
+    assert_eq!(cpu.fpu.tw, 0);
+    assert_eq!(cpu.mm(0), 0x1234);
     // An exact tiny result with UE unmasked still signals UE.
     let (cpu, bus, _) = exec(
         m,
@@ -952,6 +955,157 @@ fn simd_fp_exceptions_fault_before_writing() {
     );
     assert_eq!(vec_of(&cpu, &bus), Some(vector::XM));
     assert_eq!(cpu.mxcsr & 0x3f, Mxcsr::UE);
+}
+
+/// Overflow and underflow with OE/UE unmasked: the lane reports PE only
+/// when its result rounded with an unbounded exponent is inexact; other
+/// lanes keep their own flags (values checked on the host; the first is
+/// the difftest reproduction of MULSD with MXCSR 0x3040).
+#[test]
+fn unmasked_overflow_underflow_precision_flag() {
+    let m = TestMode::Long64;
+    let cases: [(Build, u128, u128, u32, u32); 6] = [
+        // MULSD xmm11, xmm12: an exact overflow, RC down, DAZ: OE alone.
+        (
+            |a| a.mulsd(xmm11, xmm12),
+            0xfa6d_aa0b_6f78_f327,
+            0xfd70_0000_0000_0000,
+            0x3040,
+            0x3048,
+        ),
+        // DIVSS: an inexact overflow, RC up: OE and PE.
+        (
+            |a| a.divss(xmm11, xmm12),
+            0xf355_ec40,
+            0x11bc_7c80,
+            0x4180,
+            0x41a8,
+        ),
+        // MULSS: tiny and inexact at full precision: UE and PE.
+        (
+            |a| a.mulss(xmm11, xmm12),
+            0x0080_0001,
+            0x0080_0001,
+            0x0780,
+            0x07b0,
+        ),
+        // MULSS: tiny, exact at full precision (lost when denormalized): UE.
+        (
+            |a| a.mulss(xmm11, xmm12),
+            0x0080_0000,
+            0x0080_0000,
+            0x0780,
+            0x0790,
+        ),
+        // ADDPS: an exact overflow in lane 0, an inexact sum in lane 1.
+        (
+            |a| a.addps(xmm11, xmm12),
+            0x3f80_0000_7f00_0000,
+            0x3080_0000_7f00_0000,
+            0x1b80,
+            0x1ba8,
+        ),
+        // CVTSD2SS: an exact overflow to single: OE alone.
+        (
+            |a| a.cvtsd2ss(xmm11, xmm12),
+            0,
+            0x4800_0000_0000_0000,
+            0x1b80,
+            0x1b88,
+        ),
+    ];
+    for (i, (b, x11, x12, mxcsr, want)) in cases.into_iter().enumerate() {
+        let (cpu, bus, _) = exec(m, b, |cpu, _| {
+            cpu.xmm[11] = x11;
+            cpu.xmm[12] = x12;
+            cpu.mxcsr = mxcsr;
+        });
+        assert_eq!(vec_of(&cpu, &bus), Some(vector::XM), "case {i}");
+        assert_eq!(cpu.mxcsr, want, "case {i}");
+        assert_eq!(cpu.xmm[11], x11, "case {i}");
+    }
+}
+
+/// EMMS empties every tag and sets TOP to 0, keeping the other FSW bits
+/// (SDM vol. 1 table 9-2; difftest: FSW 0x3b16 → 0x0316).
+#[test]
+fn emms_sets_top_to_zero() {
+    let (cpu, bus, _) = exec(
+        TestMode::Long64,
+        |a| a.emms(),
+        |cpu, _| {
+            cpu.fpu.sw = 0x3b16;
+            cpu.fpu.tw = 0;
+        },
+    );
+    assert_eq!(vec_of(&cpu, &bus), None);
+    assert_eq!((cpu.fpu.sw, cpu.fpu.tw), (0x0316, 0xffff));
+}
+
+/// CVT(T)PS2PI/CVT(T)PD2PI and CVTPI2PS mm enter MMX state (TOP = 0, all
+/// tags valid) before an unmasked exception faults, without writing the
+/// destination; a fault on the memory operand changes nothing (checked on
+/// the host). The first case is the difftest reproduction (sse2 seed 2
+/// case 2241).
+#[test]
+fn cvt_mmx_enters_mmx_state_on_xm() {
+    let m = TestMode::Long64;
+    let (cpu, bus, _) = exec(
+        m,
+        |a| a.cvtpd2pi(mm6, xmm3),
+        |cpu, _| {
+            cpu.xmm[3] = x(0x0635_8e07_5e85_c58d, 0x4b63_f8ac_f4b6_73ba);
+            cpu.mxcsr = 0x0100;
+            cpu.fpu.sw = 0x5100;
+            cpu.fpu.set_abridged_tag(0b1111_0100);
+        },
+    );
+    assert_eq!(vec_of(&cpu, &bus), Some(vector::XM));
+    assert_eq!(cpu.mxcsr, 0x0101);
+    assert_eq!((cpu.fpu.sw, cpu.fpu.abridged_tag()), (0x4100, 0xff));
+    for b in [
+        (|a| a.cvtps2pi(mm6, xmm3)) as Build,
+        |a| a.cvttps2pi(mm6, xmm3),
+        |a| a.cvttpd2pi(mm6, xmm3),
+    ] {
+        let (cpu, bus, _) = exec(m, b, |cpu, _| {
+            cpu.xmm[3] = x(0x7f80_0000_7f80_0000, 0x7ff0_0000_0000_0000);
+            cpu.mxcsr = 0x1f00; // IE unmasked
+            cpu.fpu.sw = 0x2800;
+            cpu.set_mm(6, 0x55);
+            cpu.fpu.tw = 0xffff;
+        });
+        assert_eq!(vec_of(&cpu, &bus), Some(vector::XM));
+        assert_eq!((cpu.fpu.top(), cpu.fpu.tw), (0, 0));
+        assert_eq!(cpu.mm(6), 0x55);
+    }
+    // CVTPI2PS xmm, mm: PE unmasked (2^31 - 1 is not a single).
+    let (cpu, bus, _) = exec(
+        m,
+        |a| a.cvtpi2ps(xmm0, mm1),
+        |cpu, _| {
+            cpu.set_mm(1, 0x7fff_ffff_0123_4567);
+            cpu.fpu.sw = 0x1800;
+            cpu.fpu.tw = 0xffff;
+            cpu.mxcsr = 0x0f80;
+        },
+    );
+    assert_eq!(vec_of(&cpu, &bus), Some(vector::XM));
+    assert_eq!(cpu.mxcsr, 0x0fa0);
+    assert_eq!((cpu.fpu.top(), cpu.fpu.tw), (0, 0));
+    assert_eq!(cpu.xmm[0], 0);
+    // A page fault on the memory source: no MMX state change.
+    let (cpu, bus, _) = exec(
+        m,
+        |a| a.cvtps2pi(mm6, qword_ptr(rbx)),
+        |cpu, _| {
+            cpu.gpr[reg::RBX] = 0x7fff_ffff_f000; // not mapped
+            cpu.fpu.sw = 0x2800;
+            cpu.fpu.tw = 0xffff;
+        },
+    );
+    assert_eq!(vec_of(&cpu, &bus), Some(vector::PF));
+    assert_eq!((cpu.fpu.top(), cpu.fpu.tw), (5, 0xffff));
 }
 
 #[test]

@@ -3,9 +3,13 @@
 //!
 //! Only the masked exception responses are modelled: the returned flags
 //! are the ones the hardware sets with every exception masked, except
-//! that with UE unmasked every tiny result (exact or not) raises UE. With
-//! an exception unmasked the hardware leaves the destination unwritten and
-//! raises #XM; that is the caller's business.
+//! that with UE unmasked every tiny result (exact or not) raises UE, and
+//! with OE or UE unmasked the lane raises PE only when its result rounded
+//! with an unbounded exponent is inexact (as on the host). With an
+//! exception unmasked the hardware leaves the destination unwritten and
+//! raises #XM; that is the caller's business, as is the rule that an
+//! unmasked pre-computation exception (IE, DE, ZE) in any lane suppresses
+//! the post-computation flags ([`resolve`]).
 
 /// The MXCSR register.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -35,6 +39,29 @@ impl Mxcsr {
     pub fn ftz(self) -> bool {
         self.0 & Self::FTZ != 0
     }
+}
+
+/// The flags an operation (one computation step over all its lanes)
+/// reports, given the flags `fl` its lanes raised: when an unmasked
+/// pre-computation exception (IE, DE, ZE) occurred in any lane, the
+/// result is not computed, so only the pre-computation flags (of every
+/// lane) are reported (SDM vol. 1 11.5.1; the host agrees). The
+/// instruction faults when a reported flag is unmasked.
+#[inline]
+pub fn resolve(fl: u32, mx: Mxcsr) -> u32 {
+    let unmasked = !(mx.0 >> 7) & 0x3f;
+    let pre = fl & (Mxcsr::IE | Mxcsr::DE | Mxcsr::ZE);
+    if pre & unmasked != 0 {
+        pre
+    } else {
+        fl
+    }
+}
+
+/// Whether the reported flags `fl` contain an unmasked exception.
+#[inline]
+pub fn unmasked(fl: u32, mx: Mxcsr) -> bool {
+    fl & !(mx.0 >> 7) & 0x3f != 0
 }
 
 /// A binary interchange format (single or double).
@@ -173,6 +200,15 @@ fn round_pack(f: Fmt, sign: bool, e: i32, sig: u128, mx: Mxcsr, flags: &mut u32)
             be += 1;
         }
         if be >= f.emax() {
+            if mx.0 & (Mxcsr::OE << 7) == 0 {
+                // OE unmasked: the lane reports OE, and PE only when the
+                // result rounded to the format's precision with an
+                // unbounded exponent is inexact (found on the host: an
+                // exact overflow reports OE alone, whatever PM and RC).
+                // The instruction then faults without writing.
+                *flags |= Mxcsr::OE | if inex { Mxcsr::PE } else { 0 };
+                return f.inf(sign);
+            }
             *flags |= Mxcsr::OE | Mxcsr::PE;
             let to_inf = match rc {
                 0 => true,
@@ -191,15 +227,18 @@ fn round_pack(f: Fmt, sign: bool, e: i32, sig: u128, mx: Mxcsr, flags: &mut u32)
         }
         return f.zero(sign) | (be as u64) << f.mbits | (q as u64 & f.mmask());
     }
-    let (q2, _) = rnd(sig, 128 - p, sign, rc);
+    let (q2, inex_unbounded) = rnd(sig, 128 - p, sign, rc);
     let tiny = !(be == 0 && q2 == 1 << p);
     let shift = 128 - p + (1 - be) as u32;
     let (q, inex) = rnd(sig, shift, sign, rc);
     if tiny && mx.0 & (Mxcsr::UE << 7) == 0 {
         // UE unmasked: every tiny result signals underflow, exact or not,
-        // and FTZ does not apply (SDM vol. 1 11.5.2.5). The instruction
-        // then faults without writing, so the value does not matter.
-        *flags |= Mxcsr::UE | if inex { Mxcsr::PE } else { 0 };
+        // and FTZ does not apply (SDM vol. 1 11.5.2.5). PE is reported
+        // only when the result rounded to the format's precision with an
+        // unbounded exponent is inexact (found on the host; the
+        // denormalization loss does not count). The instruction then
+        // faults without writing, so the value does not matter.
+        *flags |= Mxcsr::UE | if inex_unbounded { Mxcsr::PE } else { 0 };
         return f.zero(sign) | q as u64;
     }
     if mx.ftz() && tiny {
