@@ -15,11 +15,22 @@
 //! follow the unmasked flags. A masked exception delivers the core's
 //! masked result. An unmasked invalid-operation, denormal or zero-divide
 //! exception leaves the destination and TOP alone (nothing is popped) and
-//! reports only that exception; an unmasked overflow/underflow on a store
-//! to memory stores nothing, pops nothing and does not report PE (C1
-//! cleared); on a register destination the core's re-biased result is
-//! written. Stack faults (FSW.SF with IE; C1 set for overflow, clear for
-//! underflow) give the QNaN indefinite when IE is masked.
+//! reports only that exception, with C1 (and C2 where defined) cleared;
+//! an unmasked overflow/underflow on a store to memory (underflow: any
+//! tiny result, exact or not) stores nothing, pops nothing and does not
+//! report PE (C1 cleared); on a register destination the core's re-biased
+//! result is written. Stack faults (FSW.SF with IE; C1 set for overflow,
+//! clear for underflow) give the QNaN indefinite when IE is masked.
+//!
+//! Host behaviour the SDM leaves undefined or states otherwise, matched
+//! here (found by the differential tester, checked natively): the compares
+//! (FCOM family, FTST) set C3/C2/C0 also when IE or DE is unmasked
+//! (unordered, or the real relation), and FCOMI sets EFLAGS then too; FCOMI
+//! and FCMOV leave C1 alone unless the stack underflows; FFREE clears C1;
+//! FLD m32/m64 of a denormal pushes it even with DE unmasked; FLD ST(i)
+//! reports an empty ST(i) as underflow before a full ST(7) as overflow;
+//! FSTP1 (D9 D8+i) with ST(0) empty only pops; FPREM/FPREM1 with a NaN
+//! result keep C0 and C3.
 //!
 //! Every non-control instruction records FIP/FCS (its own CS:IP), FOP (the
 //! low three bits of its escape byte and its ModRM byte, read back from
@@ -234,14 +245,21 @@ fn wait(ctx: &mut Ctx, _: &Instruction) -> Result<()> {
 /// and condition codes as the core returns them), and whether an unmasked
 /// exception suppresses the result. `cc` are the condition codes the
 /// instruction defines (replaced); `mem` says the destination is memory.
+///
+/// When an unmasked exception suppresses the result, C1 is cleared (set
+/// only for a stack overflow) and so is C2 where the instruction defines
+/// it (FPREM, FSIN, FPTAN...); C0 and C3 are left alone. The SDM leaves
+/// the condition codes undefined there; this is what the host does (the
+/// core's round-up C1 of the discarded result is not reported).
 #[inline]
 fn resolve(f: &Fpu, exc: u16, cc: u16, mem: bool) -> (u16, bool) {
     let unmasked = exc & !f.cw & FLAGS;
     let (flags, cc, bits, block) = if unmasked & (IE | ZE | DE) != 0 {
         // pre-computation exceptions: the operation is not carried out
-        (exc & (IE | ZE | DE | SF), C1, exc & C1, true)
+        let c1 = if exc & SF != 0 { exc & C1 } else { 0 };
+        (exc & (IE | ZE | DE | SF), cc & (C1 | C2), c1, true)
     } else if mem && unmasked & (OE | UE) != 0 {
-        (exc & (OE | UE), C1, 0, true)
+        (exc & (OE | UE), cc & (C1 | C2), 0, true)
     } else {
         (exc & (FLAGS | SF), cc, exc & cc, false)
     };
@@ -420,11 +438,15 @@ fn mem_value(ctx: &mut Ctx, insn: &Instruction, for_load: bool) -> Result<(F80, 
 // ---------------------------------------------------------------------
 // Loads.
 
-/// Pushes a loaded value (after the stack-overflow check).
+/// Pushes a loaded value (after the stack-overflow check). A denormal
+/// FLD m32/m64 operand is pushed (normalized) even with DE unmasked: DE
+/// is reported, C1 cleared, and #MF comes at the next waiting
+/// instruction, as the host does. Only an unmasked IE (SNaN) suppresses
+/// the push.
 fn load_push(f: &mut Fpu, v: F80, exc: u16) {
     if !f.is_empty(7) {
         overflow(f);
-    } else if !raise(f, exc, C1) {
+    } else if !raise(f, exc, C1) || exc & IE & !f.cw == 0 {
         push(f, v);
     }
 }
@@ -442,12 +464,15 @@ fn fld_st(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
     begin(ctx.cpu)?;
     let i = sti(insn.op0_register());
     let f = &mut ctx.cpu.fpu;
-    if !f.is_empty(7) {
-        overflow(f);
-    } else if f.is_empty(i) {
+    // An empty source is a stack underflow (C1 = 0), reported in
+    // preference to a stack overflow when ST(7) is in use too (host
+    // behaviour; the masked response pushes the indefinite either way).
+    if f.is_empty(i) {
         if !raise(f, IE | SF, C1) {
             push(f, F80::INDEFINITE);
         }
+    } else if !f.is_empty(7) {
+        overflow(f);
     } else {
         let v = f.st(i);
         raise(f, 0, C1);
@@ -493,6 +518,13 @@ fn fst_m<const POP: bool>(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
         MemorySize::Float64 => x87::to_f64(v, rc),
         _ => (0, Exc(0)),
     };
+    // With UE unmasked a tiny result raises UE even when it is exact (the
+    // core follows the masked rule, tiny and inexact): an exact denormal
+    // result. The store and the pop are then suppressed (SDM vol. 1
+    // 4.9.1.5; host behaviour).
+    if f.cw & UE == 0 && stores_denormal(ms, bits) {
+        exc |= UE;
+    }
     if empty {
         exc = Exc(IE | SF);
     }
@@ -512,11 +544,31 @@ fn fst_m<const POP: bool>(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
     done(ctx, insn)
 }
 
+/// Whether `bits`, an m32 or m64 store result, is a denormal.
+#[inline]
+fn stores_denormal(ms: MemorySize, bits: u64) -> bool {
+    let (exp, frac) = match ms {
+        MemorySize::Float32 => ((bits >> 23) & 0xff, bits & 0x7f_ffff),
+        MemorySize::Float64 => ((bits >> 52) & 0x7ff, bits & 0xf_ffff_ffff_ffff),
+        _ => return false,
+    };
+    exp == 0 && frac != 0
+}
+
 /// FST/FSTP ST(i) (and the FSTP aliases).
 fn fst_st<const POP: bool>(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
     begin(ctx.cpu)?;
     let i = sti(insn.op0_register());
     let f = &mut ctx.cpu.fpu;
+    if f.is_empty(0) && insn.mnemonic() == Mnemonic::Fstpnce {
+        // FSTP1 (D9 D8+i, undocumented alias of FSTP ST(i)) with ST(0)
+        // empty raises no stack fault on the host: it only pops, leaving
+        // ST(i) as it was; C1 is cleared. (The DF D0+i and DF D8+i
+        // aliases fault like FSTP.)
+        f.sw &= !C1;
+        pop(f);
+        return done(ctx, insn);
+    }
     let (v, exc) = if f.is_empty(0) {
         (F80::INDEFINITE, IE | SF)
     } else {
@@ -688,9 +740,13 @@ fn binary(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
         let (a, b, ctl) = (f.st(0), f.st(1), ctrl(f));
         let (r, exc) = match m {
             Mnemonic::Fscale => x87::scale(a, b, ctl),
-            Mnemonic::Fprem => x87::prem(a, b, false),
-            _ => x87::prem(a, b, true),
+            Mnemonic::Fprem => x87::prem(a, b, false, ctl),
+            _ => x87::prem(a, b, true, ctl),
         };
+        // A NaN result (NaN operand, or invalid with IE masked) leaves
+        // FPREM's C0 and C3 alone and clears C1 and C2, as for a stack
+        // underflow (host behaviour; the SDM leaves them undefined).
+        let cc = if r.is_nan() { cc & (C1 | C2) } else { cc };
         if !raise(f, exc.0, cc) {
             f.set_st(0, r);
         }
@@ -801,21 +857,34 @@ fn trig_push(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
 // Compares.
 
 /// Compares ST(0) with `b` (or reports a stack underflow when `b` is
-/// `None` or ST(0) is empty) and commits FSW; returns the relation unless
-/// an unmasked exception suppressed the result.
-fn compare(f: &mut Fpu, b: Option<F80>, ordered: bool, cc: u16, load: Exc) -> Option<Relation> {
+/// `None` or ST(0) is empty) and commits the exception flags; returns the
+/// relation (unordered for an invalid operand or a stack underflow) and
+/// whether an unmasked exception suppressed the pops. The caller sets the
+/// condition codes or EFLAGS: the host reports the relation even when IE
+/// or DE is unmasked (the SDM leaves the flags undefined there).
+fn compare(f: &mut Fpu, b: Option<F80>, ordered: bool, load: Exc) -> (Relation, bool) {
     let (rel, exc) = match b {
         Some(b) if !f.is_empty(0) => {
             let a = f.st(0);
             let (rel, exc) = x87::compare(a, b, ordered);
             (rel, x87::merge_load_flags(load, &[a, b], exc).0)
         }
-        _ => (Relation::Unordered, IE | SF | Relation::Unordered.cc()),
+        _ => (Relation::Unordered, IE | SF),
     };
-    if raise(f, exc, cc) {
-        None
-    } else {
-        Some(rel)
+    // C1 is handled by the callers
+    let (sw, block) = resolve(f, exc & !CC, 0, false);
+    f.sw = sw;
+    (rel, block)
+}
+
+/// FCOM-family epilogue: C3, C2, C0 from the relation and C1 cleared
+/// (also when an unmasked exception suppressed the pops), then the pops.
+fn compare_cc(f: &mut Fpu, (rel, block): (Relation, bool), pops: u8) {
+    f.sw = (f.sw & !CC) | rel.cc();
+    if !block {
+        for _ in 0..pops {
+            pop(f);
+        }
     }
 }
 
@@ -825,11 +894,8 @@ fn fcom_r<const ORDERED: bool, const POPS: u8>(ctx: &mut Ctx, insn: &Instruction
     let i = src_st(insn);
     let f = &mut ctx.cpu.fpu;
     let b = (!f.is_empty(i)).then(|| f.st(i));
-    if compare(f, b, ORDERED, CC, Exc(0)).is_some() {
-        for _ in 0..POPS {
-            pop(f);
-        }
-    }
+    let r = compare(f, b, ORDERED, Exc(0));
+    compare_cc(f, r, POPS);
     done(ctx, insn)
 }
 
@@ -838,34 +904,38 @@ fn fcom_m<const POPS: u8>(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
     begin(ctx.cpu)?;
     let (v, load) = mem_value(ctx, insn, false)?;
     let f = &mut ctx.cpu.fpu;
-    if compare(f, Some(v), true, CC, load).is_some() {
-        for _ in 0..POPS {
-            pop(f);
-        }
-    }
+    let r = compare(f, Some(v), true, load);
+    compare_cc(f, r, POPS);
     done(ctx, insn)
 }
 
 /// FCOMI/FCOMIP/FUCOMI/FUCOMIP: ZF, PF, CF from the compare (OF, SF, AF
-/// cleared); C1 cleared.
+/// cleared), also when an unmasked exception suppresses the pop.
+/// Deviation from the SDM's "C1 set to 0": the host leaves all four
+/// condition codes alone, except that a stack underflow clears C1.
 fn fcomi<const ORDERED: bool, const POP: bool>(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
     begin(ctx.cpu)?;
     let i = src_st(insn);
     let f = &mut ctx.cpu.fpu;
     let b = (!f.is_empty(i)).then(|| f.st(i));
-    if let Some(rel) = compare(f, b, ORDERED, C1, Exc(0)) {
-        if POP {
-            pop(f);
-        }
-        ctx.cpu.rflags = (ctx.cpu.rflags & !flags::STATUS) | rel.eflags();
+    let underflow = b.is_none() || f.is_empty(0);
+    let (rel, block) = compare(f, b, ORDERED, Exc(0));
+    if underflow {
+        f.sw &= !C1;
     }
+    if POP && !block {
+        pop(f);
+    }
+    ctx.cpu.rflags = (ctx.cpu.rflags & !flags::STATUS) | rel.eflags();
     done(ctx, insn)
 }
 
 /// FTST: compares ST(0) with +0.0.
 fn ftst(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
     begin(ctx.cpu)?;
-    compare(&mut ctx.cpu.fpu, Some(F80::ZERO), true, CC, Exc(0));
+    let f = &mut ctx.cpu.fpu;
+    let r = compare(f, Some(F80::ZERO), true, Exc(0));
+    compare_cc(f, r, 0);
     done(ctx, insn)
 }
 
@@ -909,14 +979,13 @@ fn fcmov<const COND: u8>(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
     let i = src_st(insn);
     let taken = flags::condition(ctx.cpu.rflags, COND);
     let f = &mut ctx.cpu.fpu;
+    // C1 is left alone unless the stack underflows (SDM: "set to 0 if
+    // stack underflow occurred"; the host keeps it otherwise).
     if f.is_empty(0) || f.is_empty(i) {
         underflow(f, 0, 0, C1);
-    } else {
-        raise(f, 0, C1);
-        if taken {
-            let v = f.st(i);
-            f.set_st(0, v);
-        }
+    } else if taken {
+        let v = f.st(i);
+        f.set_st(0, v);
     }
     done(ctx, insn)
 }
@@ -930,6 +999,8 @@ fn ffree<const POP: bool>(ctx: &mut Ctx, insn: &Instruction) -> Result<()> {
     if POP {
         pop(f);
     }
+    // The SDM leaves the condition codes undefined; the host clears C1.
+    f.sw &= !C1;
     done(ctx, insn)
 }
 

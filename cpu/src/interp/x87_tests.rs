@@ -1507,6 +1507,263 @@ fn transcendental_instructions() {
 }
 
 // ---------------------------------------------------------------------
+// Regressions found by the differential tester (testsuite difftest). The
+// expected values are this host's (an Intel Xeon), checked natively with
+// the same state loaded by FRSTOR, the instruction, then FNSAVE.
+
+/// A register value from its sign/exponent word and significand.
+fn x(se: u16, mant: u64) -> F80 {
+    F80::from_sign_exp(se, mant)
+}
+
+/// An x87 state: FCW, FSW (ES clear), the registers R0..R7 in use (bit p
+/// for R(p), as FXSAVE's abridged tag) and their contents.
+struct St {
+    cw: u16,
+    sw: u16,
+    used: u8,
+    regs: [F80; 8],
+}
+
+impl St {
+    /// All registers 1.0.
+    fn new(cw: u16, sw: u16, used: u8) -> St {
+        St {
+            cw,
+            sw,
+            used,
+            regs: [F80::ONE; 8],
+        }
+    }
+
+    fn with(mut self, p: usize, v: F80) -> St {
+        self.regs[p] = v;
+        self
+    }
+}
+
+/// Runs the code `bytes` in 64-bit mode from `st`, with RBX pointing at
+/// the data area, which holds `mem`.
+fn run_from(st: &St, bytes: &[u8], mem: &[u8]) -> (Cpu, TestBus) {
+    ok(
+        TestMode::Long64,
+        |a| {
+            a.db(bytes)?;
+            a.hlt()
+        },
+        |cpu, bus| {
+            let f = &mut cpu.fpu;
+            f.cw = st.cw;
+            f.sw = st.sw;
+            f.regs = st.regs;
+            f.tw = (0..8).fold(0, |tw, p| {
+                let tag = if st.used & (1 << p) != 0 {
+                    st.regs[p].tag() as u16
+                } else {
+                    3
+                };
+                tw | tag << (2 * p)
+            });
+            bus.write(DATA, mem);
+        },
+    )
+}
+
+/// Physical register `p` as (sign/exponent, significand), or None if empty.
+fn reg(cpu: &Cpu, p: usize) -> Option<(u16, u64)> {
+    let f = &cpu.fpu;
+    ((f.tw >> (2 * p)) & 3 != 3).then(|| (f.regs[p].sign_exp(), f.regs[p].mant))
+}
+
+#[test]
+fn fprem_with_a_nan_result_keeps_c0_and_c3() {
+    let inf = F80::INFINITY;
+    // FPREM, ST0 = R3 = +inf (invalid, masked): C1 C2 cleared, C0 C3 kept
+    let (cpu, _) = run_from(
+        &St::new(0x037f, 0x5d3b, 0x38).with(3, inf),
+        &[0xd9, 0xf8],
+        &[],
+    );
+    assert_eq!(cpu.fpu.sw, 0x593b);
+    assert_eq!(reg(&cpu, 3), Some((0xffff, 0xc000_0000_0000_0000)));
+    // FPREM1 of a QNaN (no exception): the same
+    let q = x(0x7fff, 0xc000_0000_0000_0000);
+    let (cpu, _) = run_from(
+        &St::new(0x037f, 0x5d3b, 0x38).with(3, q),
+        &[0xd9, 0xf5],
+        &[],
+    );
+    assert_eq!(cpu.fpu.sw, 0x593b);
+    // FPREM1 with ST0 empty (masked stack underflow)
+    let (cpu, _) = run_from(&St::new(0x037f, 0x5d3b, 0), &[0xd9, 0xf5], &[]);
+    assert_eq!(cpu.fpu.sw, 0x597b);
+    // unmasked invalid: C2 cleared too, nothing written
+    let (cpu, _) = run_from(
+        &St::new(0x037e, 0x4700, 0x03).with(0, inf),
+        &[0xd9, 0xf8],
+        &[],
+    );
+    assert_eq!(cpu.fpu.sw, 0xc181);
+    assert_eq!(reg(&cpu, 0), Some((0x7fff, 1 << 63)));
+}
+
+#[test]
+fn fprem_with_ue_unmasked_rebiases_a_denormal_remainder() {
+    // FPREM1, ST0 = R1 denormal, ST1 = R2 denormal, FCW 0x1a6f (UE unmasked)
+    let st = St::new(0x1a6f, 0x4900, 0x06)
+        .with(1, x(0x0000, 0x65e9_ff98_d187_d845))
+        .with(2, x(0x8000, 0x03f8_fd1b_bfb2_3722));
+    let (cpu, _) = run_from(&st, &[0xd9, 0xf5], &[]);
+    assert_eq!(cpu.fpu.sw, 0xc892);
+    assert_eq!(reg(&cpu, 1), Some((0xdffa, 0xafda_9c53_48e0_9780)));
+}
+
+#[test]
+fn ffree_clears_c1() {
+    let (cpu, _) = run_from(&St::new(0x037f, 0x5300, 0xff), &[0xdd, 0xc3], &[]);
+    assert_eq!(cpu.fpu.sw, 0x5100);
+    assert_eq!(reg(&cpu, 5), None);
+    // FFREEP ST(1)
+    let (cpu, _) = run_from(&St::new(0x037f, 0x5300, 0xff), &[0xdf, 0xc1], &[]);
+    assert_eq!(cpu.fpu.sw, 0x5900);
+    assert_eq!((reg(&cpu, 2), reg(&cpu, 3)), (None, None));
+}
+
+#[test]
+fn compares_set_the_condition_codes_with_unmasked_exceptions() {
+    // FCOM ST(6), ST6 = R0 empty, IE unmasked: unordered, C1 = 0
+    let (cpu, _) = run_from(&St::new(0x0c5e, 0x5000, 0xfe), &[0xd8, 0xd6], &[]);
+    assert_eq!(cpu.fpu.sw, 0xd5c1);
+    // FTST of an SNaN with IE unmasked
+    let snan = x(0x7fff, 0xa000_0000_0000_0000);
+    let (cpu, _) = run_from(
+        &St::new(0x0374, 0x0000, 0x01).with(0, snan),
+        &[0xd9, 0xe4],
+        &[],
+    );
+    assert_eq!(cpu.fpu.sw, 0xc581);
+    // FCOMP with a denormal ST1, DE unmasked: the real result (ST0 > ST1),
+    // C1 cleared, no pop
+    let st = St::new(0x037d, 0x0200, 0x03).with(1, x(0, 1));
+    let (cpu, _) = run_from(&st, &[0xd8, 0xd9], &[]);
+    assert_eq!(cpu.fpu.sw, 0x8082);
+    assert_eq!(top(&cpu), 0);
+    // masked: the same codes, popped
+    let st = St::new(0x037f, 0x0200, 0x03).with(1, x(0, 1));
+    let (cpu, _) = run_from(&st, &[0xd8, 0xd9], &[]);
+    assert_eq!(cpu.fpu.sw, 0x0802);
+}
+
+#[test]
+fn fcomi_leaves_the_condition_codes_and_always_sets_eflags() {
+    // FCOMIP with an SNaN, IE unmasked: EFLAGS unordered, C1 kept, no pop
+    let snan = x(0x7fff, 0xa000_0000_0000_0000);
+    let (cpu, _) = run_from(
+        &St::new(0x037e, 0x0200, 0x03).with(0, snan),
+        &[0xdf, 0xf1],
+        &[],
+    );
+    assert_eq!(cpu.fpu.sw, 0x8281);
+    assert_eq!(
+        cpu.rflags & flags::STATUS,
+        flags::ZF | flags::PF | flags::CF
+    );
+    assert_eq!(top(&cpu), 0);
+    // FCOMI 1.0, 2.0: CF, all four condition codes kept
+    let st = St::new(0x037f, 0x4700, 0x03).with(1, x(0x4000, 1 << 63));
+    let (cpu, _) = run_from(&st, &[0xdb, 0xf1], &[]);
+    assert_eq!(cpu.fpu.sw, 0x4700);
+    assert_eq!(cpu.rflags & flags::STATUS, flags::CF);
+    // stack underflow: C1 cleared
+    let (cpu, _) = run_from(&St::new(0x037f, 0x4700, 0x01), &[0xdb, 0xf1], &[]);
+    assert_eq!(cpu.fpu.sw, 0x4541);
+}
+
+#[test]
+fn fcmov_keeps_c1() {
+    // STC; FCMOVB ST(1) (taken)
+    let st = St::new(0x037f, 0x0200, 0x03).with(1, x(0x4000, 1 << 63));
+    let (cpu, _) = run_from(&st, &[0xf9, 0xda, 0xc1], &[]);
+    assert_eq!(cpu.fpu.sw, 0x0200);
+    assert_eq!(reg(&cpu, 0), Some((0x4000, 1 << 63)));
+}
+
+#[test]
+fn unmasked_exception_clears_c1() {
+    // FDIVRP ST(4), ST0 with a denormal ST0 = R3 and DE unmasked: no
+    // result, the round-up C1 of the discarded quotient not reported
+    let st = St::new(0x0848, 0x1b00, 0x88).with(3, x(0x8000, 0x298f_6e2b_d085_84a8));
+    let (cpu, _) = run_from(&st, &[0xde, 0xf4], &[]);
+    assert_eq!(cpu.fpu.sw, 0x9982);
+    assert_eq!(top(&cpu), 3);
+    assert_eq!(reg(&cpu, 7), Some((0x3fff, 1 << 63)));
+}
+
+#[test]
+fn fld_sti_underflow_takes_precedence_over_overflow() {
+    // TOP = 6, ST4 = R2 empty, ST7 = R5 in use
+    let (cpu, _) = run_from(&St::new(0x037f, 0x7222, 0xeb), &[0xd9, 0xc4], &[]);
+    assert_eq!(cpu.fpu.sw, 0x6863);
+    assert_eq!(reg(&cpu, 5), Some((0xffff, 0xc000_0000_0000_0000)));
+}
+
+#[test]
+fn fld_of_a_denormal_with_de_unmasked_still_pushes() {
+    // FLD m32 [rbx] of 0x80080000, FCW 0x1754 (DE unmasked)
+    let (cpu, _) = run_from(&St::new(0x1754, 0x0200, 0), &[0xd9, 0x03], &[0, 0, 8, 0x80]);
+    assert_eq!(cpu.fpu.sw, 0xb882);
+    assert_eq!(reg(&cpu, 7), Some((0xbf7d, 1 << 63)));
+    // FLD m64 likewise
+    let m = 1u64.to_le_bytes();
+    let (cpu, _) = run_from(&St::new(0x1754, 0x0200, 0), &[0xdd, 0x03], &m);
+    assert_eq!(cpu.fpu.sw, 0xb882);
+    assert_eq!(reg(&cpu, 7), Some((0x3bcd, 1 << 63)));
+    // an SNaN with IE unmasked is not pushed
+    let m = 0x7fa0_0001u32.to_le_bytes();
+    let (cpu, _) = run_from(&St::new(0x1754, 0x0200, 0), &[0xd9, 0x03], &m);
+    assert_eq!(cpu.fpu.sw, 0x8081);
+    assert_eq!(reg(&cpu, 7), None);
+}
+
+#[test]
+fn fstp1_with_st0_empty_only_pops() {
+    // D9 DF (FSTP1 ST(7)), TOP = 6, all empty: no stack fault
+    let (cpu, _) = run_from(&St::new(0x037f, 0x3600, 0), &[0xd9, 0xdf], &[]);
+    assert_eq!(cpu.fpu.sw, 0x3c00);
+    assert_eq!(cpu.fpu.tw, 0xffff);
+    // the DF D0+i alias faults like FSTP: the indefinite in ST(7) = R5
+    let (cpu, _) = run_from(&St::new(0x037f, 0x3600, 0), &[0xdf, 0xd7], &[]);
+    assert_eq!(cpu.fpu.sw, 0x3c41);
+    assert_eq!(reg(&cpu, 5), Some((0xffff, 0xc000_0000_0000_0000)));
+    // FSTP1 with ST0 in use: an ordinary FSTP
+    let st = St::new(0x037f, 0x3600, 0x40).with(6, x(0x4000, 1 << 63));
+    let (cpu, _) = run_from(&st, &[0xd9, 0xd9], &[]);
+    assert_eq!(cpu.fpu.sw, 0x3c00);
+    assert_eq!(reg(&cpu, 7), Some((0x4000, 1 << 63)));
+}
+
+#[test]
+fn tiny_store_with_ue_unmasked_stores_nothing() {
+    // FSTP m64 [rbx] of an exactly representable denormal, FCW 0x1166
+    let st = St::new(0x1166, 0x7400, 0x40).with(6, x(0x3bfd, 0x91c0_00cc_4490_8000));
+    let m = 0x8877_6655_4433_2211u64.to_le_bytes();
+    let (cpu, bus) = run_from(&st, &[0xdd, 0x1b], &m);
+    assert_eq!(cpu.fpu.sw, 0xf490);
+    assert_eq!(bus.read(DATA, 8), 0x8877_6655_4433_2211);
+    assert_eq!(top(&cpu), 6);
+    // FST m32 likewise
+    let st = St::new(0x1166, 0x7400, 0x40).with(6, x(0x3f70, 1 << 63));
+    let (cpu, bus) = run_from(&st, &[0xd9, 0x13], &m[..4]);
+    assert_eq!(cpu.fpu.sw, 0xf490);
+    assert_eq!(bus.read(DATA, 4), 0x4433_2211);
+    // masked: the exact denormal is stored, no flag
+    let st = St::new(0x037f, 0x7400, 0x40).with(6, x(0x3f70, 1 << 63));
+    let (cpu, bus) = run_from(&st, &[0xd9, 0x13], &m[..4]);
+    assert_eq!(cpu.fpu.sw, 0x7400);
+    assert_eq!(bus.read(DATA, 4), 0x0000_0040);
+}
+
+// ---------------------------------------------------------------------
 // Differential test against the host: the same code bytes, run natively
 // and through the interpreter, from the same ST(1) = a, ST(0) = b and a
 // 16-byte memory operand at [RAX], under the same control word.

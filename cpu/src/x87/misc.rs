@@ -19,13 +19,19 @@ fn de_if(ops: &[F80]) -> Exc {
     })
 }
 
-/// Packs the exact value `mag * 2^(lo - 63)` (as `round_ext` at 64 bits).
-fn pack_exact(sign: bool, lo: i32, mag: u128, rc: Rounding) -> (F80, Exc) {
+/// Packs the exact value `mag * 2^(lo - 63)` (as `round_ext` at 64 bits),
+/// with the unmasked OE/UE responses in `unmasked` (re-biased result, UE
+/// even for an exact tiny value).
+fn pack_exact(sign: bool, lo: i32, mag: u128, rc: Rounding, unmasked: u16) -> (F80, Exc) {
     if mag == 0 {
         return (zero(sign), Exc(0));
     }
     let lz = mag.leading_zeros();
-    let (r, exc) = round_pack(sign, lo - 63 + 127 - lz as i32, mag << lz, Fmt::ext(64), rc);
+    let fmt = Fmt {
+        unmasked,
+        ..Fmt::ext(64)
+    };
+    let (r, exc) = round_pack(sign, lo - 63 + 127 - lz as i32, mag << lz, fmt, rc);
     (
         F80 {
             sign: r.sign,
@@ -110,7 +116,13 @@ pub fn scale(a: F80, b: F80, ctl: Ctrl) -> (F80, Exc) {
 /// FPREM (`ieee` false: quotient truncated) or FPREM1 (`ieee` true:
 /// quotient rounded to nearest even) of `a` (ST0) by `b` (ST1). The flags
 /// carry C2 (incomplete reduction) and the low quotient bits in C0, C3, C1.
-pub fn prem(a: F80, b: F80, ieee: bool) -> (F80, Exc) {
+/// The result is exact; only `ctl.unmasked` matters: with UE unmasked a
+/// denormal result raises UE and comes back normalized with its exponent
+/// re-biased by 24576 (the quotient bits are unaffected), except when the
+/// divisor is an infinity (the dividend is returned as is, no UE), as the
+/// host does.
+pub fn prem(a: F80, b: F80, ieee: bool, ctl: Ctrl) -> (F80, Exc) {
+    let ue = ctl.unmasked & Exc::UE;
     if let Some(r) = nan_operands(&[a, b]) {
         return r;
     }
@@ -125,7 +137,7 @@ pub fn prem(a: F80, b: F80, ieee: bool) -> (F80, Exc) {
     let ua = unpack(a);
     if cb == Class::Inf {
         // the dividend comes back normalized (pseudo-denormals too)
-        let (r, exc) = pack_exact(ua.sign, ua.e, ua.sig as u128, Rounding::Nearest);
+        let (r, exc) = pack_exact(ua.sign, ua.e, ua.sig as u128, Rounding::Nearest, 0);
         return (r, exc | de);
     }
     let ub = unpack(b);
@@ -138,7 +150,7 @@ pub fn prem(a: F80, b: F80, ieee: bool) -> (F80, Exc) {
     let d = ua.e - eb;
     let rc = Rounding::Nearest;
     if d < -1 || (d == -1 && !ieee) {
-        let (r, exc) = pack_exact(ua.sign, ua.e, ua.sig as u128, rc);
+        let (r, exc) = pack_exact(ua.sign, ua.e, ua.sig as u128, rc, ue);
         return (r, exc | de);
     }
     let lo = ua.e.min(eb);
@@ -155,7 +167,7 @@ pub fn prem(a: F80, b: F80, ieee: bool) -> (F80, Exc) {
     if r == 0 {
         sign = ua.sign;
     }
-    let (res, exc) = pack_exact(sign, lo, r, rc);
+    let (res, exc) = pack_exact(sign, lo, r, rc, ue);
     let mut cc = 0;
     if partial {
         cc |= Exc::C2;

@@ -13,12 +13,13 @@
 //! caller raises #MF when it finds an unmasked flag in FSW; the only
 //! unmasked responses that change a result are modelled through
 //! [`Ctrl::unmasked`]: unmasked OE/UE on register results (add, sub, mul,
-//! div, FSCALE) deliver the significand rounded at an unbounded exponent
-//! with the exponent re-biased by 24576, UE being raised for every tiny
-//! result, exact or not. Not modelled: with unmasked IE/ZE/DE the
-//! destination register is left unwritten, and stores (FST m32/m64, FIST,
-//! FBSTP) with an unmasked exception leave memory unwritten; both are the
-//! caller's business (store flags follow the masked rules).
+//! div, FSCALE; UE for FPREM/FPREM1) deliver the significand rounded at an
+//! unbounded exponent with the exponent re-biased by 24576, UE being
+//! raised for every tiny result, exact or not. Not modelled: with unmasked
+//! IE/ZE/DE the destination register is left unwritten, and stores (FST
+//! m32/m64, FIST, FBSTP) with an unmasked exception leave memory
+//! unwritten; both are the caller's business (store flags follow the
+//! masked rules, so an exact tiny store result raises no UE here).
 //!
 //! Encodings the 387 and later reject (unnormals, pseudo-NaNs,
 //! pseudo-infinities) are invalid operands: IE and the real indefinite.

@@ -825,7 +825,7 @@ fn x87_prem() {
     run_binop_with(
         "fprem",
         14,
-        |b, a, _| prem(a, b, false),
+        |b, a, c| prem(a, b, false, c),
         |cw, b, a| host_prem(cw, a, b),
         m,
         prem_partner,
@@ -833,7 +833,7 @@ fn x87_prem() {
     run_binop_with(
         "fprem1",
         15,
-        |b, a, _| prem(a, b, true),
+        |b, a, c| prem(a, b, true, c),
         |cw, b, a| host_prem1(cw, a, b),
         m,
         prem_partner,
@@ -1249,6 +1249,83 @@ host_binop_unmasked!(hostu_sub, "fsub st(0), st(1)");
 host_binop_unmasked!(hostu_mul, "fmul st(0), st(1)");
 host_binop_unmasked!(hostu_div, "fdiv st(0), st(1)");
 host_binop_unmasked!(hostu_scale, "fscale");
+host_binop_unmasked!(hostu_prem, "fprem");
+host_binop_unmasked!(hostu_prem1, "fprem1");
+
+fn prem_model(a: F80, b: F80, ctl: Ctrl) -> (F80, Exc) {
+    prem(a, b, false, ctl)
+}
+
+fn prem1_model(a: F80, b: F80, ctl: Ctrl) -> (F80, Exc) {
+    prem(a, b, true, ctl)
+}
+
+/// A small operand for the unmasked-underflow FPREM cases: a denormal,
+/// a pseudo-denormal or a normal close to the denormal range.
+fn tiny_f80(rng: &mut Rng) -> F80 {
+    let sign = rng.bool();
+    match rng.below(4) {
+        0 => F80 {
+            sign,
+            exp: 0,
+            mant: rng.mant() >> (rng.below(63) as u32 + 1),
+        },
+        1 => F80 {
+            sign,
+            exp: 0,
+            mant: rng.mant(),
+        },
+        _ => F80 {
+            sign,
+            exp: (1 + rng.below(80)) as u16,
+            mant: rng.mant(),
+        },
+    }
+}
+
+/// FPREM/FPREM1 with UE unmasked: a denormal remainder raises UE and is
+/// delivered normalized and re-biased (condition codes as usual), except
+/// with an infinite divisor.
+#[test]
+fn x87_prem_unmasked_underflow() {
+    type Case = (&'static str, BinHost, BinModel);
+    let ops: [Case; 2] = [
+        ("fprem", hostu_prem, prem_model),
+        ("fprem1", hostu_prem1, prem1_model),
+    ];
+    let mut rng = Rng::new(22);
+    let mut fails = Failures(Vec::new());
+    let n = cases() / 2;
+    for k in 0..n {
+        let a = tiny_f80(&mut rng);
+        let b = match k % 4 {
+            0 => tiny_f80(&mut rng),
+            1 => F80 {
+                sign: rng.bool(),
+                ..F80::INFINITY
+            },
+            _ => rng.f80(),
+        };
+        // DE masked or not, UE unmasked
+        let cw = cw_for(rng.below(12)) & !(Exc::UE | (rng.below(2) as u16) << 1);
+        for (name, host, model) in ops {
+            let (hr, hsw) = host(cw, a, b);
+            let (mr, me) = model(a, b, Ctrl::from_cw(cw));
+            // unmasked IE/DE leave the destination alone: the caller's business
+            if hsw & (Exc::IE | Exc::DE) & !cw != 0 {
+                continue;
+            }
+            let m = Exc::EXC_MASK | Exc::CC_MASK;
+            fails.check(
+                name,
+                format!("cw={cw:04x} {} {}", fmt80(a), fmt80(b)),
+                format!("{} sw={:04x}", fmt80(hr), hsw & m),
+                format!("{} sw={:04x}", fmt80(mr), me.0 & m),
+            );
+        }
+    }
+    fails.finish(n);
+}
 
 /// Unmasked OE/UE responses of the register arithmetic (only finite,
 /// non-NaN operands: other unmasked exceptions leave the destination

@@ -1383,6 +1383,13 @@ impl Generator {
                         for off in (516..576).step_by(4) {
                             if !rng.chance(1) {
                                 post_setup.push(Self::mov_mem(mo, off, 4, 0)?);
+                            } else if off == 524 {
+                                // Not random: XCOMP_BV[63] set selects the
+                                // compacted form, which this host supports
+                                // (XSAVEC) and the emulator does not
+                                // advertise (#GP there). Keep the standard
+                                // form, with a non-zero XCOMP_BV (#GP on both).
+                                post_setup.push(Self::mov_mem(mo, off, 4, 0x7fff_ffff)?);
                             }
                         }
                     }
