@@ -194,6 +194,8 @@ fn host_supports(feats: &[CpuidFeature]) -> bool {
     use CpuidFeature::*;
     feats.iter().all(|f| match f {
         FPU | FPU287 | FPU387 | FPU287XL_ONLY | FPU387SL_ONLY => true,
+        // FCOMI/FUCOMI and FCMOVcc are P6 x87 instructions gated on CMOV.
+        CMOV => true,
         FXSR => is_x86_feature_detected!("fxsr"),
         XSAVE => is_x86_feature_detected!("xsave"),
         MMX => is_x86_feature_detected!("mmx"),
