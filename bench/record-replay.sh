@@ -18,7 +18,7 @@ initrd=$(sed -n 's/^initramfs: *\([^ ]*\).*/\1/p' <<<"$images")
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 
-ms() { date +%s%N | awk '{ printf "%d", $1 / 1000000 }'; }
+ms() { echo $(( $(date +%s%N) / 1000000 )); }
 run() { # label, args...
   local label=$1; shift
   local t0 t1
