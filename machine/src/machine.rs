@@ -789,5 +789,3 @@ mod checkpoint_tests;
 #[cfg(test)]
 mod test_guest;
 
-#[cfg(test)]
-mod snapshot_bench;
