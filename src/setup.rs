@@ -288,3 +288,122 @@ fn find_image(info: &ImageInfo, dirs: &[PathBuf]) -> Result<Vec<u8>, String> {
             .join(", ")
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hindsight_timetravel::TraceWriter;
+
+    fn image(name: &str, fill: u8, len: usize) -> Image {
+        Image {
+            name: name.into(),
+            bytes: vec![fill; len],
+        }
+    }
+
+    /// Writes `setup`'s header (images embedded or not) and reads it back.
+    fn round_trip(setup: &Setup, embed: bool, dirs: &[PathBuf]) -> Result<Setup, String> {
+        let images: Vec<Option<&[u8]>> = match embed {
+            true => setup
+                .images()
+                .into_iter()
+                .map(|(_, i)| Some(i.bytes.as_slice()))
+                .collect(),
+            false => Vec::new(),
+        };
+        let w = TraceWriter::new(Vec::new(), &setup.header(), &images).unwrap();
+        let bytes = w
+            .finish(hindsight_timetravel::EndRecord {
+                icount: 0,
+                final_hash: [0; 32],
+                exit_code: 0,
+                reason: String::new(),
+            })
+            .unwrap();
+        let reader = TraceReader::new(std::io::Cursor::new(bytes)).unwrap();
+        Setup::from_trace(&reader, dirs)
+    }
+
+    #[test]
+    fn a_multiboot_setup_survives_the_trace_header() {
+        let setup = Setup {
+            config: MachineConfig {
+                memory: 64 << 20,
+                cpus: 2,
+                seed: 7,
+                rtc_unix_secs: 1234,
+                ..MachineConfig::default()
+            },
+            guest: Guest::Multiboot {
+                kernel: image("k.elf", 1, 100),
+                cmdline: "console=ttyS0 x=1".into(),
+                modules: vec![
+                    ("m1.img a b".into(), image("m1.img", 2, 10)),
+                    ("m2.img".into(), image("m2.img", 3, 20)),
+                ],
+            },
+        };
+        let back = round_trip(&setup, true, &[]).unwrap();
+        assert_eq!(back.config, setup.config);
+        let Guest::Multiboot {
+            kernel,
+            cmdline,
+            modules,
+        } = back.guest
+        else {
+            panic!("not multiboot");
+        };
+        assert_eq!(
+            (kernel.bytes, cmdline.as_str()),
+            (vec![1; 100], "console=ttyS0 x=1")
+        );
+        let mods: Vec<(String, Vec<u8>)> = modules.into_iter().map(|(a, i)| (a, i.bytes)).collect();
+        assert_eq!(
+            mods,
+            [
+                ("m1.img a b".to_string(), vec![2; 10]),
+                ("m2.img".to_string(), vec![3; 20])
+            ]
+        );
+    }
+
+    #[test]
+    fn a_linux_setup_finds_its_images_by_hash() {
+        let dir = std::env::temp_dir().join(format!("hindsight-setup-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let setup = Setup {
+            config: MachineConfig {
+                hold_input_until_rx_interrupts: true,
+                ..MachineConfig::default()
+            },
+            guest: Guest::Linux {
+                kernel: image("/nonexistent/bzImage", 4, 64),
+                initrd: Some(image("/nonexistent/initrd", 5, 32)),
+                append: "console=ttyS0".into(),
+                guest_decompress: true,
+            },
+        };
+        // Not embedded and not at the recorded paths: a clear error naming
+        // the image and its hash.
+        let err = round_trip(&setup, false, std::slice::from_ref(&dir)).unwrap_err();
+        assert!(err.contains("bzImage") && err.contains("sha256"), "{err}");
+        // Found in a search directory under another name.
+        std::fs::write(dir.join("kernel-copy"), vec![4u8; 64]).unwrap();
+        std::fs::write(dir.join("initrd-copy"), vec![5u8; 32]).unwrap();
+        let back = round_trip(&setup, false, std::slice::from_ref(&dir)).unwrap();
+        assert_eq!(back.config, setup.config);
+        let Guest::Linux {
+            kernel,
+            initrd,
+            append,
+            guest_decompress,
+        } = back.guest
+        else {
+            panic!("not Linux");
+        };
+        assert_eq!(kernel.bytes, vec![4; 64]);
+        assert_eq!(initrd.map(|i| i.bytes), Some(vec![5; 32]));
+        assert_eq!((append.as_str(), guest_decompress), ("console=ttyS0", true));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
