@@ -788,4 +788,3 @@ mod checkpoint_tests;
 
 #[cfg(test)]
 mod test_guest;
-
