@@ -47,20 +47,13 @@ impl Drive {
     /// the instruction limit, or a deadlock that no console input can
     /// lift) or the user quits.
     pub fn run(&mut self, m: &mut Machine) -> End {
-        match self.run_machine(m) {
-            _ if self.input.as_ref().is_some_and(|i| i.quit_requested()) => End::Quit,
-            exit => End::Machine(exit),
-        }
-    }
-
-    fn run_machine(&mut self, m: &mut Machine) -> Exit {
         let start = Instant::now();
         let start_icount = m.icount();
         loop {
             if let Some(input) = &mut self.input {
                 let ready = input.take_ready();
                 if input.quit_requested() {
-                    return Exit::InsnLimit;
+                    return End::Quit;
                 }
                 self.feed(m, ready);
             }
@@ -79,7 +72,7 @@ impl Drive {
             match exit {
                 Exit::InsnLimit => {
                     if self.max_insns.is_some_and(|max| m.icount() >= max) {
-                        return exit;
+                        return End::Machine(exit);
                     }
                     if self.pace {
                         pace(start, m.icount() - start_icount);
@@ -90,10 +83,11 @@ impl Drive {
                     let input = self.input.as_mut().expect("checked by may_get_input");
                     match input.wait() {
                         Some(ready) => self.feed(m, ready),
-                        None => return exit,
+                        None if input.quit_requested() => return End::Quit,
+                        None => return End::Machine(exit),
                     }
                 }
-                _ => return exit,
+                _ => return End::Machine(exit),
             }
         }
     }
