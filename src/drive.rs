@@ -177,6 +177,11 @@ fn report_at(end: &End, max_insns: Option<u64>, at: Option<&str>) -> i32 {
             eprintln!("hindsight: {stop}");
             exit_code::STOPPED
         }
+        // Only a debugger session installs breakpoints; it handles these.
+        Exit::Debug { .. } => {
+            eprintln!("hindsight: {exit}{at}");
+            exit_code::STOPPED
+        }
         Exit::Deadlock { icount } => {
             eprintln!(
                 "hindsight: deadlock at icount {icount}: every vCPU is halted and no interrupt \

@@ -10,6 +10,8 @@
 pub mod block;
 pub mod bus;
 pub mod cpuid;
+pub mod debug;
+pub mod debug_walk;
 pub mod fault;
 pub mod flags;
 pub mod interp;

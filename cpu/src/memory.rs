@@ -3,6 +3,7 @@
 //! walks, RAM pages and MMIO on the slow path. Stores to pages holding
 //! decoded code invalidate those blocks (self-modifying code).
 
+use crate::debug::DebugHit;
 use crate::fault::{Fault, Result};
 use crate::interp::Ctx;
 use crate::mmu;
@@ -275,6 +276,7 @@ impl Ctx<'_> {
             return Ok(lo | (hi << (8 * lo_n as u32)));
         }
         let t = mmu::translate(self.cpu, self.bus, lin, Access::Read, user)?;
+        let watched = self.watch(lin, size, false);
         if !matches!(size, 1 | 2 | 4 | 8) {
             // A piece of a straddling access.
             let mut v = 0;
@@ -285,15 +287,17 @@ impl Ctx<'_> {
         }
         match self.bus.ram_page(t.gpa & !0xfff) {
             Some(host) => {
-                self.cpu.tlb.insert_piece(
-                    Access::Read,
-                    user,
-                    lin,
-                    host as usize,
-                    t.gpa,
-                    t.global,
-                    t.page_shift,
-                );
+                if !watched {
+                    self.cpu.tlb.insert_piece(
+                        Access::Read,
+                        user,
+                        lin,
+                        host as usize,
+                        t.gpa,
+                        t.global,
+                        t.page_shift,
+                    );
+                }
                 // SAFETY: `host` is a live RAM page; the access stays within it.
                 Ok(unsafe { load(host.add((lin & 0xfff) as usize), size) })
             }
@@ -321,6 +325,7 @@ impl Ctx<'_> {
             return self.write_slow(hi_lin, size - lo_n, value >> (8 * lo_n as u32), user);
         }
         let t = mmu::translate(self.cpu, self.bus, lin, Access::Write, user)?;
+        let watched = self.watch(lin, size, true);
         let page = t.gpa & !0xfff;
         if self.code.is_code_page(page) {
             // Self-modifying code: drop the blocks and leave the current one,
@@ -336,7 +341,7 @@ impl Ctx<'_> {
         }
         match self.bus.ram_page_mut(page) {
             Some(p) => {
-                if p.cacheable {
+                if p.cacheable && !watched {
                     let tlb = &mut self.cpu.tlb;
                     tlb.insert_piece(
                         Access::Write,
@@ -370,6 +375,29 @@ impl Ctx<'_> {
                 Ok(())
             }
         }
+    }
+
+    /// Checks a data access of `size` bytes at linear `lin` against the
+    /// debugger's watchpoints: a hit is noted for the machine and ends the
+    /// run after this instruction. Returns whether the page is watched
+    /// (then it must stay out of the TLB, so every access comes here).
+    #[inline]
+    fn watch(&mut self, lin: u64, size: u8, write: bool) -> bool {
+        let Some(set) = self.cpu.debug.watchpoints() else {
+            return false;
+        };
+        if !set.watches_page(lin) {
+            return false;
+        }
+        if let Some(watch) = set.watch_hit(lin, u64::from(size), write) {
+            if self.cpu.debug.hit.is_none() {
+                let addr = lin.max(watch.addr);
+                self.cpu.debug.hit = Some(DebugHit::Watch { watch, addr, write });
+            }
+            self.cpu.end_block = true;
+            self.cpu.exit_request = true;
+        }
+        true
     }
 
     /// Reads instruction bytes at linear `lin` into `buf` (fetch permission).

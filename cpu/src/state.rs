@@ -268,6 +268,9 @@ pub struct Cpu {
     /// Something happened the machine must look at (I/O, MMIO, IF change, HLT): leave the run loop.
     #[serde(skip)]
     pub exit_request: bool,
+    /// A debugger's breakpoints and watchpoints, and what this vCPU hit.
+    #[serde(skip)]
+    pub debug: crate::debug::DebugHooks,
 }
 
 impl Cpu {
@@ -324,6 +327,7 @@ impl Cpu {
             tlb: Tlb::default(),
             end_block: false,
             exit_request: false,
+            debug: crate::debug::DebugHooks::default(),
         };
         cpu.seg[SegReg::Cs as usize] = Segment {
             selector: 0xf000,
@@ -339,6 +343,14 @@ impl Cpu {
     #[inline(always)]
     pub fn sreg(&self, s: SegReg) -> &Segment {
         &self.seg[s as usize]
+    }
+
+    /// Installs a debugger's breakpoints and watchpoints (`None`: none).
+    /// The TLB is flushed so that pages now watched leave the fast path.
+    pub fn set_debug(&mut self, set: Option<std::sync::Arc<crate::debug::DebugSet>>) {
+        self.debug.set = set.filter(|s| !s.is_empty());
+        self.debug.hit = None;
+        self.tlb.flush_all();
     }
 
     /// Recomputes [`Cpu::mode`] and [`Cpu::bitness`] after CR0, EFER, RFLAGS.VM or CS changed,

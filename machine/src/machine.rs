@@ -24,7 +24,9 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::Arc;
 
+use hindsight_cpu::debug::{DebugHit, DebugSet};
 use hindsight_cpu::state::{attr, cr, reg, SegReg, Segment, TableReg};
 use hindsight_cpu::{flags, CodeCache, Cpu, Ctx, RunExit, Stop};
 use hindsight_firmware::{EntryMode, EntryState, LinuxEntry, LoadError, Module};
@@ -118,6 +120,16 @@ pub enum Exit {
         /// Virtual time at which the machine stopped making progress.
         icount: u64,
     },
+    /// A debugger's breakpoint or watchpoint stopped vCPU `vcpu` (see
+    /// [`Machine::set_debug`]): before the breakpoint's instruction, or
+    /// right after the instruction that touched watched data. Running on
+    /// continues exactly as if the run had not stopped.
+    Debug {
+        /// The vCPU that hit.
+        vcpu: usize,
+        /// What it hit.
+        hit: DebugHit,
+    },
 }
 
 impl fmt::Display for Exit {
@@ -136,6 +148,17 @@ impl fmt::Display for Exit {
                 f,
                 "deadlock at icount {icount}: every vCPU is halted and no interrupt can wake one"
             ),
+            Exit::Debug {
+                vcpu,
+                hit: DebugHit::Breakpoint { addr },
+            } => write!(f, "vCPU {vcpu} reached a breakpoint at {addr:#x}"),
+            Exit::Debug {
+                vcpu,
+                hit: DebugHit::Watch { addr, write, .. },
+            } => {
+                let what = if *write { "wrote" } else { "read" };
+                write!(f, "vCPU {vcpu} {what} watched data at {addr:#x}")
+            }
         }
     }
 }
@@ -202,6 +225,8 @@ pub struct Machine {
     rx_on_since: Option<u64>,
     /// Cached page digests of the state hash (host-side).
     digests: RefCell<PageDigests>,
+    /// A debugger's breakpoints and watchpoints (host-side, not state).
+    debug: Option<Arc<DebugSet>>,
 }
 
 impl fmt::Debug for Machine {
@@ -254,6 +279,7 @@ impl Machine {
             max_insns: cfg.max_insns,
             stopped: None,
             digests: RefCell::default(),
+            debug: None,
         })
     }
 
@@ -476,6 +502,10 @@ impl Machine {
                     self.stopped = Some(s.clone());
                     return Exit::Stopped(s);
                 }
+                // Delivery pushes a frame, which a watchpoint may cover.
+                if let Some(exit) = self.take_debug_hit() {
+                    return exit;
+                }
             }
             if self.now >= stop {
                 return Exit::InsnLimit;
@@ -492,6 +522,9 @@ impl Machine {
                     if let Err(s) = self.run_slice(i, budget) {
                         self.stopped = Some(s.clone());
                         return Exit::Stopped(s);
+                    }
+                    if let Some(exit) = self.take_debug_hit() {
+                        return exit;
                     }
                 }
                 None => {
@@ -517,6 +550,40 @@ impl Machine {
                 }
             }
         }
+    }
+
+    /// Installs a debugger's breakpoints and watchpoints on every vCPU
+    /// (an empty set removes them). Runs then stop with [`Exit::Debug`];
+    /// the guest sees no difference (nothing is written into its memory,
+    /// and a stop is only a pause).
+    pub fn set_debug(&mut self, set: DebugSet) {
+        self.debug = (!set.is_empty()).then(|| Arc::new(set));
+        for cpu in &mut self.vcpus {
+            cpu.set_debug(self.debug.clone());
+        }
+    }
+
+    /// The breakpoints and watchpoints installed, if any.
+    pub fn debug_set(&self) -> Option<&DebugSet> {
+        self.debug.as_deref()
+    }
+
+    /// Lets the next run execute the instructions at the present count
+    /// even where a breakpoint is set (resuming from a breakpoint stop,
+    /// as a debugger's continue or step does).
+    pub fn resume_over_breakpoints(&mut self) {
+        for cpu in &mut self.vcpus {
+            cpu.debug.skip_at = self.now;
+        }
+    }
+
+    /// The first debugger hit a vCPU noted, as the run's exit.
+    fn take_debug_hit(&mut self) -> Option<Exit> {
+        self.debug.as_ref()?;
+        self.vcpus
+            .iter_mut()
+            .enumerate()
+            .find_map(|(vcpu, cpu)| cpu.debug.hit.take().map(|hit| Exit::Debug { vcpu, hit }))
     }
 
     /// Moves queued console input into the UART's receive FIFO.
@@ -572,7 +639,9 @@ impl Machine {
             match signal {
                 CpuSignal::Init => {
                     let icount = cpu.icount;
+                    let debug = std::mem::take(&mut cpu.debug);
                     *cpu = Cpu::new(i as u32);
+                    cpu.debug = debug;
                     cpu.icount = icount;
                     cpu.halted = true;
                     self.waiting_sipi[i] = true;

@@ -32,8 +32,8 @@ pub mod trace;
 pub use recorder::{Recorder, DEFAULT_HASH_INTERVAL};
 pub use replayer::{replay, Divergence, ReplayEnd, ReplayStats};
 pub use timeline::{
-    CheckpointSummary, Condition, ConsoleGate, MemoryChange, Spacing, Timeline, TimelineConfig,
-    TimelineError, TimelineStats, DEFAULT_CHECKPOINT_MEMORY, DEFAULT_TARGET_REPLAY,
+    CheckpointSummary, Condition, ConsoleGate, DebugStop, MemoryChange, Resumed, Spacing, Timeline,
+    TimelineConfig, TimelineError, TimelineStats, DEFAULT_CHECKPOINT_MEMORY, DEFAULT_TARGET_REPLAY,
 };
 
 pub use trace::{

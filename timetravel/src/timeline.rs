@@ -15,6 +15,8 @@
 //! | [`Timeline::seek`] | to any count of known history, either way | one restore + at most one interval of replay |
 //! | [`Timeline::step_back`] | `seek(icount - 1)` | as `seek` |
 //! | [`Timeline::run_back`] | to the last count before the present where a condition held | per interval searched: one restore + single-stepping it |
+//! | [`Timeline::resume`] | forward to the first breakpoint/watchpoint hit | the instructions run |
+//! | [`Timeline::reverse_resume`] | to the last breakpoint/watchpoint hit before the present | per interval searched: one restore + replaying it at full speed |
 //! | [`Timeline::console_input`] | logs input at the present (live); in the past it starts a new branch | — |
 //! | [`Timeline::edit`] | changes the machine at the present (a debugger's write) | one checkpoint |
 //!
@@ -52,6 +54,7 @@
 //! output and passes the output of instructions beyond the end of history.
 
 mod config;
+mod debugger;
 mod error;
 mod gate;
 mod inputs;
@@ -64,6 +67,7 @@ use std::collections::BTreeSet;
 use hindsight_machine::{CheckpointStore, Machine};
 
 pub use config::{Spacing, TimelineConfig, DEFAULT_CHECKPOINT_MEMORY, DEFAULT_TARGET_REPLAY};
+pub use debugger::{DebugStop, Resumed};
 pub use error::TimelineError;
 pub use gate::ConsoleGate;
 pub use run_back::{Condition, MemoryChange};

@@ -50,6 +50,7 @@ use iced_x86::{
 
 use crate::block::{CodeCache, Op};
 use crate::bus::Bus;
+use crate::debug::DebugHit;
 use crate::fault::{vector, Fault, Result, Stop, StopKind};
 use crate::flags;
 use crate::memory::is_canonical;
@@ -125,7 +126,10 @@ impl<'a> Ctx<'a> {
             // not move when the block table grows.
             let ops = unsafe { &*ops };
             self.cpu.end_block = false;
-            if self.cpu.rflags & (flags::TF | flags::RF) != 0 || self.cpu.dr[7] & DR7_ENABLES != 0 {
+            if self.cpu.rflags & (flags::TF | flags::RF) != 0
+                || self.cpu.dr[7] & DR7_ENABLES != 0
+                || self.debugger_breakpoint_in(ops)
+            {
                 // Single-stepping, instruction breakpoints or RF to clear.
                 if let Err(stop) = self.run_block_debug(ops, ip_mask, limit) {
                     return RunExit::Stop(stop);
@@ -180,6 +184,15 @@ impl<'a> Ctx<'a> {
         let budget = (limit - self.cpu.icount).min(ops.len() as u64) as usize;
         for op in &ops[..budget] {
             let ip = op.insn.ip();
+            if self.debugger_breakpoint_at(ip) {
+                // Stop before the instruction; the machine reports the hit.
+                self.cpu.rip = ip;
+                self.cpu.debug.hit = Some(DebugHit::Breakpoint {
+                    addr: self.linear_ip(ip),
+                });
+                self.cpu.exit_request = true;
+                return Ok(());
+            }
             if self.cpu.rflags & flags::RF == 0 {
                 let hits = self.exec_breakpoint_hits(ip);
                 if hits != 0 {
@@ -234,6 +247,40 @@ impl<'a> Ctx<'a> {
         Ok(())
     }
 
+    /// Linear address of the instruction whose IP is `ip`.
+    #[inline(always)]
+    fn linear_ip(&self, ip: u64) -> u64 {
+        if self.cpu.bitness == 64 {
+            ip
+        } else {
+            self.cpu.seg[SegReg::Cs as usize].base.wrapping_add(ip) & 0xffff_ffff
+        }
+    }
+
+    /// Whether a debugger breakpoint lies on one of the block's
+    /// instructions (then the block runs an instruction at a time).
+    #[inline(always)]
+    fn debugger_breakpoint_in(&self, ops: &[Op]) -> bool {
+        let (Some(set), Some(first), Some(last)) =
+            (self.cpu.debug.breakpoints(), ops.first(), ops.last())
+        else {
+            return false;
+        };
+        let lo = self.linear_ip(first.insn.ip());
+        let hi = self.linear_ip(last.insn.ip());
+        // A block that wraps around the address space is checked whole.
+        hi < lo || set.breakpoint_in(lo, hi + 1)
+    }
+
+    /// Whether a debugger breakpoint stops the instruction at `ip` now (not
+    /// when the run resumes from a stop at this very count).
+    fn debugger_breakpoint_at(&self, ip: u64) -> bool {
+        self.cpu.debug.breakpoints().is_some_and(|set| {
+            self.cpu.icount != self.cpu.debug.skip_at
+                && set.breakpoints.contains(&self.linear_ip(ip))
+        })
+    }
+
     /// DR6.B0-B3 bits of the enabled execute breakpoints (DR7 L/G set,
     /// R/W = 00) at the instruction whose IP is `ip`.
     fn exec_breakpoint_hits(&self, ip: u64) -> u64 {
@@ -241,11 +288,7 @@ impl<'a> Ctx<'a> {
         if dr7 & DR7_ENABLES == 0 {
             return 0;
         }
-        let lin = if self.cpu.bitness == 64 {
-            ip
-        } else {
-            self.cpu.seg[SegReg::Cs as usize].base.wrapping_add(ip) & 0xffff_ffff
-        };
+        let lin = self.linear_ip(ip);
         let mut hits = 0;
         for n in 0..4 {
             let enabled = (dr7 >> (2 * n)) & 3 != 0;
@@ -311,14 +354,7 @@ impl<'a> Ctx<'a> {
     /// Linear address of CS:RIP.
     #[inline(always)]
     pub fn pc_linear(&self) -> u64 {
-        if self.cpu.bitness == 64 {
-            self.cpu.rip
-        } else {
-            self.cpu.seg[SegReg::Cs as usize]
-                .base
-                .wrapping_add(self.cpu.rip)
-                & 0xffff_ffff
-        }
+        self.linear_ip(self.cpu.rip)
     }
 
     /// The block at CS:RIP: its instructions and the IP mask of its width.
@@ -508,6 +544,9 @@ fn ip_mask(bitness: u32) -> u64 {
 pub fn run(cpu: &mut Cpu, bus: &mut dyn Bus, code: &mut CodeCache, limit: u64) -> RunExit {
     Ctx::new(cpu, bus, code).run(limit)
 }
+
+#[cfg(test)]
+mod debug_tests;
 
 #[cfg(test)]
 mod tests {

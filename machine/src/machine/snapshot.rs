@@ -41,6 +41,10 @@ impl Machine {
             let mut restored = saved.clone();
             // Keep this vCPU's TLB allocation; its contents are stale.
             std::mem::swap(&mut restored.tlb, &mut cpu.tlb);
+            // The debugger's set is the host's, not the state's.
+            restored.debug = std::mem::take(&mut cpu.debug);
+            restored.debug.hit = None;
+            restored.debug.skip_at = u64::MAX;
             *cpu = restored;
             cpu.tlb.flush_all();
             cpu.delivering = None;

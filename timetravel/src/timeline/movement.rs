@@ -21,11 +21,8 @@ impl Timeline {
         if to <= self.pos {
             return Ok(self.pos);
         }
-        let limit = match self.kind {
-            Kind::Live => u64::MAX,
-            Kind::Replay { end, .. } => end,
-        };
-        self.run_forward(m, to.min(limit))?;
+        let limit = self.end_limit();
+        self.run_forward(m, to.min(limit), false)?;
         if to > limit {
             return Err(TimelineError::EndOfHistory { end: limit });
         }
@@ -171,7 +168,7 @@ impl Timeline {
         if now != self.pos || !(at_target || run_on) {
             self.restore(m, i)?;
         }
-        self.run_forward(m, t)
+        self.run_forward(m, t, false)
     }
 
     /// The instruction count of checkpoint `i` (which exists).
@@ -191,11 +188,14 @@ impl Timeline {
     /// Runs the machine from the present to exactly `target`: feeds the
     /// inputs stamped on the way, checks recorded hashes passed for the
     /// first time, restores edits run into, takes checkpoints where due,
-    /// mutes the console below the end of history.
+    /// mutes the console below the end of history. A debugger's stop
+    /// ([`Exit::Debug`]) ends the run as [`TimelineError::Stopped`] if
+    /// `report_debug`, else the run goes on over it.
     pub(super) fn run_forward(
         &mut self,
         m: &mut Machine,
         target: u64,
+        report_debug: bool,
     ) -> Result<(), TimelineError> {
         loop {
             let now = m.icount();
@@ -230,12 +230,26 @@ impl Timeline {
             self.pos = reached;
             self.head = self.head.max(reached);
             self.gate.set_muted(false);
-            check_reached(stop, reached, exit)?;
-            if self.edits.contains(&reached) {
-                let i = self.store.find(reached).ok_or_else(|| self.beginning())?;
-                self.restore(m, i)?;
-            } else if due == Some(reached) {
-                self.take_checkpoint(m)?;
+            let debug = matches!(exit, Exit::Debug { .. });
+            if !debug {
+                check_reached(stop, reached, exit.clone())?;
+            }
+            if reached == stop {
+                if self.edits.contains(&reached) {
+                    let i = self.store.find(reached).ok_or_else(|| self.beginning())?;
+                    self.restore(m, i)?;
+                } else if due == Some(reached) {
+                    self.take_checkpoint(m)?;
+                }
+            }
+            if debug {
+                if report_debug {
+                    return Err(TimelineError::Stopped {
+                        icount: reached,
+                        exit,
+                    });
+                }
+                m.resume_over_breakpoints();
             }
         }
     }

@@ -213,6 +213,8 @@ impl Timeline {
         if self.log.next_due() == Some(now) {
             self.log.feed_due(m)?;
         }
+        // Stepping over a breakpoint here: the condition decides.
+        m.resume_over_breakpoints();
         let exit = m.run_until(now + 1);
         let reached = m.icount();
         self.pos = reached;

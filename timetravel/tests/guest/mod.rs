@@ -25,7 +25,7 @@ const AP_ENTRY: u64 = 0x8000;
 /// Where the main loop starts.
 const ENTRY: u64 = 0x10_0000;
 /// Where the interrupt handlers live.
-const TIMER_HANDLER: u64 = 0x1_0000;
+pub const TIMER_HANDLER: u64 = 0x1_0000;
 const SERIAL_HANDLER: u64 = 0x1_1000;
 /// Timer ticks (dword).
 pub const TICKS: u64 = 0x50_1000;
