@@ -37,6 +37,7 @@ pub fn run(args: &BootArgs) -> i32 {
             embed_images: args.embed_images,
             stats: args.stats,
             cache_dir,
+            gdb: &args.gdb,
         },
     )
 }

@@ -3,7 +3,7 @@
 use hindsight_timetravel::{replay, ReplayEnd, ReplayStats, TraceReader};
 
 use crate::setup::Setup;
-use crate::{console, exit_code, fetch, ReplayArgs};
+use crate::{console, exit_code, fetch, gdb_session, ReplayArgs};
 
 /// Runs the command; returns the process exit status.
 pub fn run(args: &ReplayArgs) -> i32 {
@@ -37,8 +37,21 @@ pub fn run(args: &ReplayArgs) -> i32 {
             return exit_code::USAGE;
         }
     };
-    console::to_stdout(&mut m);
     let (records, error) = reader.read_to_end();
+    if gdb_session::wanted(&args.gdb) {
+        if args.until.is_some() || args.verify {
+            eprintln!(
+                "hindsight: --until and --verify are for plain replays; under --gdb, \
+                 'monitor seek N' moves anywhere and every recorded hash is checked as it is passed"
+            );
+            return exit_code::USAGE;
+        }
+        if let Some(e) = error {
+            eprintln!("hindsight: the trace ends early ({e}); debugging what it holds");
+        }
+        return gdb_session::run_replay(m, records, &args.gdb);
+    }
+    console::to_stdout(&mut m);
     let mut stats = ReplayStats::default();
     let end = replay(&mut m, &records, error, args.verify, args.until, &mut stats);
     console::flush();

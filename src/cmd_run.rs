@@ -75,6 +75,7 @@ pub fn run(args: &RunArgs) -> i32 {
             embed_images: args.embed_images,
             stats: false,
             cache_dir,
+            gdb: &args.gdb,
         },
     )
 }

@@ -15,6 +15,7 @@ mod console;
 mod drive;
 mod exit_code;
 mod fetch;
+mod gdb_session;
 mod guest;
 mod kernel;
 mod session;
@@ -136,6 +137,8 @@ pub struct ReplayArgs {
     /// Guest image cache [default: $XDG_CACHE_HOME/hindsight]
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub gdb: GdbArgs,
 }
 
 /// `hindsight trace` subcommands.
@@ -247,6 +250,8 @@ pub struct BootArgs {
     /// At the end, print "hindsight: stats insns=N wall_s=S mips=M" on stderr
     #[arg(long)]
     pub stats: bool,
+    #[command(flatten)]
+    pub gdb: GdbArgs,
 }
 
 #[derive(Args, Debug)]
@@ -277,6 +282,40 @@ pub struct RunArgs {
     /// Embed the kernel, initrd and modules in the trace (portable replays)
     #[arg(long, requires = "record")]
     pub embed_images: bool,
+    #[command(flatten)]
+    pub gdb: GdbArgs,
+}
+
+/// The gdb stub's options, shared by `run`, `boot` and `replay`.
+#[derive(Args, Debug, Clone)]
+pub struct GdbArgs {
+    /// Serve gdb's remote protocol on [ADDR:]PORT [default: 127.0.0.1:1234]
+    /// (`gdb -ex 'target remote :1234'`); the session keeps checkpoints and
+    /// its input log, so reverse execution works without a recording
+    #[arg(long, value_name = "[ADDR:]PORT", num_args = 0..=1,
+          default_missing_value = gdb_session::DEFAULT_ADDR)]
+    pub gdb: Option<String>,
+    /// Start halted until gdb attaches (implies --gdb), as QEMU's -s -S
+    #[arg(long)]
+    pub gdb_wait: bool,
+    /// Registers gdb sees: x86-64 (with fs_base, gs_base, k_gs_base, CR0-CR8,
+    /// EFER), i386, or i8086 (real-mode code disassembled at CS*16+IP)
+    #[arg(long, value_name = "ARCH", default_value = "x86-64", value_parser = parse_arch)]
+    pub gdb_arch: hindsight_gdb::ArchView,
+    /// Memory for the checkpoints reverse execution restores, with a
+    /// K, M or G suffix; older checkpoints are thinned to stay within it
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = size::parse_size)]
+    pub checkpoint_memory: u64,
+}
+
+/// A `--gdb-arch` name.
+fn parse_arch(s: &str) -> Result<hindsight_gdb::ArchView, String> {
+    match s {
+        "x86-64" | "x86_64" | "amd64" => Ok(hindsight_gdb::ArchView::X86_64),
+        "i386" => Ok(hindsight_gdb::ArchView::I386),
+        "i8086" => Ok(hindsight_gdb::ArchView::I8086),
+        _ => Err(format!("'{s}' is not one of x86-64, i386, i8086")),
+    }
 }
 
 /// Options of `hindsight bench`.

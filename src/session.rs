@@ -10,8 +10,8 @@ use hindsight_timetravel::{Recorder, TraceWriter, DEFAULT_HASH_INTERVAL};
 
 use crate::console::{self, StdinReader};
 use crate::drive::{self, Drive, End};
-use crate::exit_code;
 use crate::setup::Setup;
+use crate::{exit_code, gdb_session, GdbArgs};
 
 /// How to run a setup.
 pub struct Options<'a> {
@@ -27,6 +27,8 @@ pub struct Options<'a> {
     pub stats: bool,
     /// Where host-decompressed kernels are cached.
     pub cache_dir: PathBuf,
+    /// The gdb stub's options.
+    pub gdb: &'a GdbArgs,
 }
 
 /// Starts a recording of `setup` into `path`.
@@ -57,6 +59,16 @@ pub fn run(setup: &Setup, opts: &Options) -> i32 {
             return exit_code::USAGE;
         }
     };
+    if gdb_session::wanted(opts.gdb) {
+        if opts.record.is_some() {
+            eprintln!(
+                "hindsight: --record and --gdb do not go together (a debugging session's \
+                 history can branch): record first, then debug with 'hindsight replay FILE --gdb'"
+            );
+            return exit_code::USAGE;
+        }
+        return gdb_session::run_live(m, opts.gdb, opts.max_insns);
+    }
     let recorder = match opts.record {
         Some(path) => match start_recording(setup, path, opts.embed_images) {
             Ok(r) => Some(r),

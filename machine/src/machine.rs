@@ -227,6 +227,8 @@ pub struct Machine {
     digests: RefCell<PageDigests>,
     /// A debugger's breakpoints and watchpoints (host-side, not state).
     debug: Option<Arc<DebugSet>>,
+    /// The vCPU that ran last (host-side: which one a debugger's step moved).
+    last_vcpu: usize,
 }
 
 impl fmt::Debug for Machine {
@@ -280,6 +282,7 @@ impl Machine {
             stopped: None,
             digests: RefCell::default(),
             debug: None,
+            last_vcpu: 0,
         })
     }
 
@@ -577,6 +580,32 @@ impl Machine {
         }
     }
 
+    /// The vCPU that executed the last instruction or took the last
+    /// interrupt (vCPU 0 before any ran).
+    pub fn last_vcpu(&self) -> usize {
+        self.last_vcpu
+    }
+
+    /// Changes vCPU `vcpu`'s registers with `f` (a debugger's register
+    /// write), between runs. Afterwards the mode is recomputed from CR0,
+    /// EFER, RFLAGS and CS and every cached translation dropped, so any
+    /// register may change. False if there is no such vCPU.
+    pub fn edit_cpu(&mut self, vcpu: usize, f: impl FnOnce(&mut Cpu)) -> bool {
+        let Some(cpu) = self.vcpus.get_mut(vcpu) else {
+            return false;
+        };
+        let icount = cpu.icount;
+        f(cpu);
+        // Virtual time is the machine's, not a register.
+        cpu.icount = icount;
+        cpu.update_mode();
+        cpu.tlb.flush_all();
+        cpu.end_block = false;
+        cpu.exit_request = false;
+        self.code.clear();
+        true
+    }
+
     /// The first debugger hit a vCPU noted, as the run's exit.
     fn take_debug_hit(&mut self) -> Option<Exit> {
         self.debug.as_ref()?;
@@ -747,6 +776,7 @@ impl Machine {
     /// by the vCPU's progress, which is also returned.
     #[inline]
     fn with_ctx<R>(&mut self, i: usize, f: impl FnOnce(&mut Ctx) -> R) -> (R, u64) {
+        self.last_vcpu = i;
         let cpu = &mut self.vcpus[i];
         let before = cpu.icount;
         debug_assert_eq!(before, self.now, "vCPU counts follow virtual time");

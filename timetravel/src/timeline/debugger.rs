@@ -52,7 +52,7 @@ impl Timeline {
         if to <= self.pos {
             return Ok(Resumed::Reached(self.pos));
         }
-        let limit = self.end_limit();
+        let limit = self.limit();
         m.resume_over_breakpoints();
         match self.run_forward(m, to.min(limit), true) {
             Ok(()) => {}
@@ -133,8 +133,9 @@ impl Timeline {
         }
     }
 
-    /// How far forward history can go: a replay's end, else unbounded.
-    pub(super) fn end_limit(&self) -> u64 {
+    /// How far forward history can go: a replay's trace end; in a live
+    /// session there is no limit (`u64::MAX`).
+    pub fn limit(&self) -> u64 {
         match self.kind {
             super::Kind::Live => u64::MAX,
             super::Kind::Replay { end, .. } => end,

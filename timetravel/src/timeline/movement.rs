@@ -21,7 +21,7 @@ impl Timeline {
         if to <= self.pos {
             return Ok(self.pos);
         }
-        let limit = self.end_limit();
+        let limit = self.limit();
         self.run_forward(m, to.min(limit), false)?;
         if to > limit {
             return Err(TimelineError::EndOfHistory { end: limit });
