@@ -3,7 +3,7 @@
 use hindsight_timetravel::{replay, ReplayEnd, ReplayStats, TraceReader};
 
 use crate::setup::Setup;
-use crate::{console, exit_code, fetch, gdb_session, ReplayArgs};
+use crate::{console, exit_code, fetch, gdb_session, seek_check, ReplayArgs};
 
 /// Runs the command; returns the process exit status.
 pub fn run(args: &ReplayArgs) -> i32 {
@@ -38,6 +38,12 @@ pub fn run(args: &ReplayArgs) -> i32 {
         }
     };
     let (records, error) = reader.read_to_end();
+    if let Some(n) = args.check_seeks {
+        if let Some(e) = error {
+            eprintln!("hindsight: the trace ends early ({e}); checking what it holds");
+        }
+        return seek_check::run(m, records, n, args.seed);
+    }
     if gdb_session::wanted(&args.gdb) {
         if args.until.is_some() || args.verify {
             eprintln!(

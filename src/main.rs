@@ -18,6 +18,7 @@ mod fetch;
 mod gdb_session;
 mod guest;
 mod kernel;
+mod seek_check;
 mod session;
 mod setup;
 mod size;
@@ -113,6 +114,8 @@ Examples:
   hindsight boot --record boot.hsr
   hindsight replay boot.hsr --verify
   hindsight replay boot.hsr --until 1000000000
+  hindsight replay boot.hsr --check-seeks 1000
+  hindsight replay boot.hsr --gdb --gdb-wait
 
 Exit status: 0 when the trace replayed to its end (and, with --verify, every
 state hash matched); 7 when the replay diverged (the first differing
@@ -137,6 +140,13 @@ pub struct ReplayArgs {
     /// Guest image cache [default: $XDG_CACHE_HOME/hindsight]
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Check time travel on this trace: hash the state at N random counts
+    /// on the way forward, then seek back to each from the end and compare
+    #[arg(long, value_name = "N", conflicts_with_all = ["until", "verify"])]
+    pub check_seeks: Option<usize>,
+    /// Seed of --check-seeks' random counts
+    #[arg(long, value_name = "S", default_value_t = 1, requires = "check_seeks")]
+    pub seed: u64,
     #[command(flatten)]
     pub gdb: GdbArgs,
 }

@@ -1,6 +1,7 @@
 //! End-to-end record/replay of the Debian Linux guest with the real
 //! program: a session with typed (piped) console input is recorded, then
-//! replayed from the trace file alone, verifying every state hash; damaged,
+//! replayed from the trace file alone, verifying every state hash, and
+//! sought backwards to 1,000 random counts; damaged,
 //! truncated and killed recordings are refused or replayed up to their last
 //! whole chunk, as the trace format promises.
 
@@ -106,6 +107,21 @@ fn a_typed_linux_session_replays_identically() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("state hashes verified"), "{}", show(&out));
     }
+}
+
+/// Seeking backwards to 1,000 random counts of the Linux session lands,
+/// each time, on the state the forward replay hashed there.
+#[test]
+fn a_thousand_backward_seeks_find_the_forward_states() {
+    let (trace, _) = recording();
+    let out = replay(trace, &["--check-seeks", "1000", "--seed", "7"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("seek check: 1000/1000 random backward seeks matched"),
+        "{}",
+        show(&out)
+    );
 }
 
 #[test]
