@@ -167,12 +167,12 @@ fn report_at(end: &End, max_insns: Option<u64>, at: Option<&str>) -> i32 {
         End::Machine(exit) => exit,
     };
     match exit {
-        Exit::PowerOff => exit_code::OK,
-        Exit::Reset => {
-            eprintln!("hindsight: {exit}");
-            exit_code::RESET
+        Exit::PowerOff | Exit::Reset | Exit::DebugExit(_) => {
+            if *exit == Exit::Reset {
+                eprintln!("hindsight: {exit}");
+            }
+            guest_end_status(exit).unwrap_or(exit_code::OK)
         }
-        Exit::DebugExit(status) => *status,
         Exit::Stopped(stop) => {
             eprintln!("hindsight: {stop}");
             exit_code::STOPPED
@@ -196,6 +196,17 @@ fn report_at(end: &End, max_insns: Option<u64>, at: Option<&str>) -> i32 {
             }
             exit_code::INSN_LIMIT
         }
+    }
+}
+
+/// The exit status of the guest's own ends (power-off, a debug exit, a
+/// reset request); `None` for the machine's stops.
+pub fn guest_end_status(exit: &Exit) -> Option<i32> {
+    match exit {
+        Exit::PowerOff => Some(exit_code::OK),
+        Exit::Reset => Some(exit_code::RESET),
+        Exit::DebugExit(status) => Some(*status),
+        _ => None,
     }
 }
 

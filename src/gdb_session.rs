@@ -66,7 +66,11 @@ pub fn run_live(mut m: Machine, args: &GdbArgs, max_insns: Option<u64>) -> i32 {
         let bytes = stdin.take_ready().concat();
         (bytes, stdin.is_open())
     });
-    serve(TimelineDebuggee::new(m, tl, Some(input)), args, max_insns)
+    serve(
+        TimelineDebuggee::new(m, tl, Some(input), drive::guest_end_status),
+        args,
+        max_insns,
+    )
 }
 
 /// Replays a trace under gdb; returns the process exit status.
@@ -79,7 +83,11 @@ pub fn run_replay(mut m: Machine, records: Vec<Record>, args: &GdbArgs) -> i32 {
         }
     };
     console_to_stdout(&mut m, &tl);
-    serve(TimelineDebuggee::new(m, tl, None), args, None)
+    serve(
+        TimelineDebuggee::new(m, tl, None, drive::guest_end_status),
+        args,
+        None,
+    )
 }
 
 /// Serves gdb until it detaches, kills or goes away; after a detach the

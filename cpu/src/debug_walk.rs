@@ -11,9 +11,9 @@
 //! | paging | root | levels | large pages |
 //! |---|---|---|---|
 //! | off (CR0.PG = 0) | — | identity | — |
-//! | 32-bit (CR4.PAE = 0) | CR3[31:12] | PD, PT (4-byte entries) | 4 MiB with CR4.PSE, PSE-36 bits 39:32 |
-//! | PAE (CR4.PAE = 1, EFER.LMA = 0) | CR3[31:5] | PDPTE (4), PD, PT | 2 MiB |
-//! | 4-level (EFER.LMA = 1) | CR3[39:12] | PML4, PDPT, PD, PT | 2 MiB; 1 GiB when CPUID advertises it ([`mmu::GBPAGES`]) |
+//! | 32-bit (CR4.PAE = 0) | CR3 bits 31:12 | PD, PT (4-byte entries) | 4 MiB with CR4.PSE, PSE-36 bits 39:32 |
+//! | PAE (CR4.PAE = 1, EFER.LMA = 0) | CR3 bits 31:5 | PDPTE (4), PD, PT | 2 MiB |
+//! | 4-level (EFER.LMA = 1) | CR3 bits 39:12 | PML4, PDPT, PD, PT | 2 MiB; 1 GiB when CPUID advertises it ([`mmu::GBPAGES`]) |
 //!
 //! Outside long mode (EFER.LMA = 0) the linear address is first truncated
 //! to 32 bits, as the processor does.
@@ -71,7 +71,7 @@ fn walk(
     let (mut table, mut level) = if long {
         (cpu.cr3 & ADDR_MASK, 3u32)
     } else {
-        // PAE: four PDPTEs at CR3[31:5].
+        // PAE: four PDPTEs at CR3 bits 31:5.
         let pdpte = read_phys((cpu.cr3 & 0xffff_ffe0) | (((lin >> 30) & 3) << 3))?;
         if pdpte & P == 0 {
             return None;

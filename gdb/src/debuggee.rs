@@ -43,7 +43,8 @@ pub enum StopEvent {
     /// Going forward reached the end of a fixed history (a replay).
     HistoryEnd,
     /// The guest ended: powered off, debug exit, reset; the number is the
-    /// exit status hindsight would report, the text says why.
+    /// exit status hindsight would report, the text says why. This is the
+    /// end of the guest's history: gdb is told so, and can go backward.
     Exited { status: i32, reason: String },
     /// The machine stopped for good (triple fault, unimplemented
     /// instruction, deadlock): the text says what and where; the machine

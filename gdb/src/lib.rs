@@ -48,4 +48,4 @@ mod timeline_debuggee;
 pub use arch::ArchView;
 pub use debuggee::{Debuggee, Resume, StopEvent};
 pub use server::{serve, GdbError, GdbOptions, SessionEnd};
-pub use timeline_debuggee::{InputSource, TimelineDebuggee, SLICE};
+pub use timeline_debuggee::{GuestEnd, InputSource, TimelineDebuggee, SLICE};

@@ -47,8 +47,8 @@ pub enum SessionEnd {
     /// The connection dropped without a goodbye (gdb crashed, the network
     /// went away).
     Disconnected,
-    /// The guest exited while gdb had it running; `status` is the exit
-    /// status hindsight reports (gdb saw it modulo 256).
+    /// gdb killed the target (or went away) after the guest had exited;
+    /// `status` is the exit status hindsight reports for that exit.
     Exited {
         /// The guest's exit status, as in [`StopEvent::Exited`].
         status: i32,
@@ -191,7 +191,10 @@ fn session<A: GdbArch>(
     target.d.set_debug(DebugSet::default());
     match result {
         Ok(DisconnectReason::Disconnect) => Ok(SessionEnd::Detached),
-        Ok(DisconnectReason::Kill) => Ok(SessionEnd::Killed),
+        Ok(DisconnectReason::Kill) => Ok(match exit_status {
+            Some(status) => SessionEnd::Exited { status },
+            None => SessionEnd::Killed,
+        }),
         Ok(DisconnectReason::TargetExited(code)) => Ok(SessionEnd::Exited {
             status: exit_status.unwrap_or(code as i32),
         }),

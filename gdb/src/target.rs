@@ -17,7 +17,7 @@
 //! | `Step` | T05 with the thread that ran (gdbstub's `DoneStep` has no thread, and gdb would guess one) | the new frame |
 //! | `Interrupted` (Ctrl-C) | SIGINT with the thread | Thread N received signal SIGINT |
 //! | `HistoryBegin` / `HistoryEnd` | `replaylog:begin` / `replaylog:end` | No more reverse-execution history. |
-//! | `Exited` | `W` status (the session ends; the reason goes out first as console output) | [Inferior 1 (process 1) exited with code N] |
+//! | `Exited` | `replaylog:end`, the reason first as console output: the guest's end is the end of its history, and reverse execution still works from there; the status is what hindsight exits with when gdb kills it | hindsight: the guest exited ...; No more reverse-execution history. |
 //! | `Stopped` | SIGILL for an unimplemented/unsupported instruction, else SIGSEGV (triple fault, deadlock), with the reason as console output | Program received signal SIGSEGV |
 
 use std::collections::BTreeSet;
@@ -208,9 +208,15 @@ impl<'d, A: GdbArch> HsTarget<'d, A> {
                 self.exit_status = Some(status);
                 self.last_stop = format!("the guest exited with status {status}: {reason}");
                 let msg = format!(
-                    "hindsight: the guest exited with status {status} at icount {icount}: {reason}\n"
+                    "hindsight: the guest exited with status {status} at icount {icount}: \
+                     {reason}. History ends here: reverse execution still works; `kill` \
+                     ends hindsight with this status.\n"
                 );
-                (MultiThreadStopReason::Exited(status as u8), Some(msg))
+                let reason = MultiThreadStopReason::ReplayLog {
+                    tid: Some(self.tid(self.last_vcpu)),
+                    pos: ReplayLogPosition::End,
+                };
+                (reason, Some(msg))
             }
             StopEvent::Stopped { vcpu, reason } => {
                 self.last_vcpu = vcpu;

@@ -33,10 +33,15 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// last call (empty if none), and whether more can ever come.
 pub type InputSource = Box<dyn FnMut() -> (Vec<u8>, bool)>;
 
+/// Which machine exits end the guest (power-off, debug exit, reset), and
+/// the exit status hindsight reports for each.
+pub type GuestEnd = fn(&Exit) -> Option<i32>;
+
 /// A machine and its timeline, driven by gdb.
 pub struct TimelineDebuggee {
     machine: Machine,
     timeline: Timeline,
+    guest_end: GuestEnd,
     input: Option<InputSource>,
     /// Typed but not yet logged (the machine was in the past).
     pending_input: Vec<u8>,
@@ -46,11 +51,18 @@ pub struct TimelineDebuggee {
 
 impl TimelineDebuggee {
     /// Drives `machine`, which must be where `timeline` left it. `input`
-    /// feeds a live session's console.
-    pub fn new(machine: Machine, timeline: Timeline, input: Option<InputSource>) -> Self {
+    /// feeds a live session's console; `guest_end` tells the guest's ends
+    /// (reported to gdb as the end of history) from the machine's stops.
+    pub fn new(
+        machine: Machine,
+        timeline: Timeline,
+        input: Option<InputSource>,
+        guest_end: GuestEnd,
+    ) -> Self {
         TimelineDebuggee {
             machine,
             timeline,
+            guest_end,
             input,
             pending_input: Vec::new(),
             last_exit: None,
@@ -202,9 +214,18 @@ impl TimelineDebuggee {
             TimelineError::EndOfHistory { .. } => StopEvent::HistoryEnd,
             TimelineError::BeginningOfHistory { .. } => StopEvent::HistoryBegin,
             TimelineError::Stopped { icount, exit } => {
-                let reason = format!("{exit} (icount {icount})");
+                let event = match (self.guest_end)(&exit) {
+                    Some(status) => StopEvent::Exited {
+                        status,
+                        reason: exit.to_string(),
+                    },
+                    None => StopEvent::Stopped {
+                        vcpu,
+                        reason: format!("{exit} (icount {icount})"),
+                    },
+                };
                 self.last_exit = Some(exit);
-                StopEvent::Stopped { vcpu, reason }
+                event
             }
             e => StopEvent::Stopped {
                 vcpu,

@@ -753,13 +753,18 @@ fn i386_view_shows_32_bit_registers() {
 }
 
 #[test]
-fn guest_exit_ends_the_session_with_its_status() {
-    let (out, end, _) = run_gdb(Fake::new(30, End::Exit(3)), x86_64(), &["continue"]);
+fn guest_exit_is_the_end_of_history_and_kill_keeps_its_status() {
+    let (out, end, _) = run_gdb(
+        Fake::new(30, End::Exit(3)),
+        x86_64(),
+        &["continue", "reverse-stepi", "monitor icount", "kill"],
+    );
     has(
         &out,
         "hindsight: the guest exited with status 3 at icount 30",
     );
-    has(&out, "exited with code 03");
+    has(&out, "No more reverse-execution history.");
+    has(&out, "icount 29");
     assert!(
         matches!(end, Ok(SessionEnd::Exited { status: 3 })),
         "{end:?}"
