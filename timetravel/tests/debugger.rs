@@ -184,6 +184,22 @@ fn seeks_pass_over_breakpoints_and_searches_can_be_interrupted() {
         ..DebugSet::default()
     });
     tl.seek(&mut m, END).unwrap();
+    // With nothing set, nothing can hit: straight to the beginning.
+    m.set_debug(DebugSet::default());
+    assert!(matches!(
+        tl.reverse_resume(&mut m, &mut || panic!("no stretch is searched")),
+        Err(TimelineError::BeginningOfHistory { origin: 0 })
+    ));
+    assert_eq!(m.icount(), 0);
+    m.set_debug(DebugSet {
+        watchpoints: vec![Watchpoint {
+            addr: 0x7f_0000,
+            len: 8,
+            kind: WatchKind::Access,
+        }],
+        ..DebugSet::default()
+    });
+    tl.seek(&mut m, END).unwrap();
     let mut asked = 0;
     let r = tl.reverse_resume(&mut m, &mut || {
         asked += 1;

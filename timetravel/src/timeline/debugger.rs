@@ -9,7 +9,8 @@
 //! speed, stopping at every hit and going on, and the last hit seen wins;
 //! the first stretch (going backwards) with a hit ends the search. The cost
 //! is one restore plus one replay of each stretch searched (no single
-//! stepping), then a seek to the hit.
+//! stepping), then a seek to the hit. With nothing set, nothing can hit:
+//! the search goes straight to the beginning.
 //!
 //! Where a reverse search leaves the machine follows gdb's convention for
 //! reverse execution: at a breakpoint, before its instruction (as forward);
@@ -81,6 +82,11 @@ impl Timeline {
     ) -> Result<Option<DebugStop>, TimelineError> {
         self.check_present(m)?;
         if self.pos <= self.origin {
+            return Err(self.beginning());
+        }
+        if m.debug_set().is_none() {
+            // Nothing can hit: the search would end at the beginning.
+            self.seek_within(m, self.origin)?;
             return Err(self.beginning());
         }
         let mut hi = self.pos;
