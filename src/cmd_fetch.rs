@@ -22,6 +22,9 @@ pub fn run(args: &FetchArgs) -> i32 {
                 img.kernel_package,
                 img.kernel_version
             );
+            if let Some(map) = &img.system_map {
+                println!("system_map: {}", map.display());
+            }
             println!(
                 "busybox:   {} ({} {})",
                 img.busybox.display(),

@@ -11,9 +11,20 @@
 //! header, static ELF64 x86-64) and builds an initramfs with its own cpio
 //! writer.
 //!
+//! The kernel's symbol map comes from the same package when it is a real
+//! one (`boot/System.map-*`); Debian ships a placeholder there (the real
+//! map is in the 860 MB `-dbg` package), so then hindsight decompresses
+//! the kernel and writes the map from the kernel's own symbol table
+//! (kallsyms, see [`system_map`]): the addresses the guest runs at, since
+//! hindsight boots the kernel without KASLR.
+//!
 //! Cache layout (under [`cache_dir`]):
 //! - `debian/<pool file name>.deb`: the packages as downloaded;
 //! - `vmlinuz-<kernel package version>`, `busybox-<busybox version>`;
+//! - `System.map-<kernel package version>`: the kernel's symbols, for
+//!   debuggers (`<address> <type> <name>` lines);
+//! - `vmlinux-<hash>.elf`: the decompressed kernel (written by the first
+//!   boot, or by the fetch that generated the System.map);
 //! - `initramfs-<hash>.cpio`: one per distinct `/init` (the default shell,
 //!   or each `--run` command), built on demand;
 //! - `images.txt`: which of the above are current (written last, so an
@@ -22,6 +33,7 @@
 mod apt;
 mod ar;
 mod initramfs;
+pub mod system_map;
 mod tar;
 
 use std::ffi::OsString;
@@ -91,6 +103,10 @@ pub struct GuestImages {
     pub busybox: PathBuf,
     /// The Debian version of `busybox-static`, e.g. `1:1.35.0-4+deb12u1+b1`.
     pub busybox_version: String,
+    /// The kernel's System.map (`System.map-<version>`): always there after
+    /// [`fetch`]; `None` from [`cached`] when an older hindsight fetched
+    /// the images (the next fetch adds it) or the file is gone.
+    pub system_map: Option<PathBuf>,
 }
 
 impl GuestImages {
@@ -125,7 +141,7 @@ impl GuestImages {
                 .display()
                 .to_string()
         };
-        format!(
+        let mut text = format!(
             "# Guest images fetched by hindsight; paths are relative to this directory.\n\
              kernel={}\nkernel_package={}\nkernel_version={}\nbusybox={}\nbusybox_version={}\n",
             rel(&self.kernel),
@@ -133,7 +149,11 @@ impl GuestImages {
             self.kernel_version,
             rel(&self.busybox),
             self.busybox_version
-        )
+        );
+        if let Some(map) = &self.system_map {
+            text.push_str(&format!("system_map={}\n", rel(map)));
+        }
+        text
     }
 
     fn from_manifest(cache_dir: &Path, text: &str) -> Option<GuestImages> {
@@ -151,6 +171,7 @@ impl GuestImages {
             kernel_version: get("kernel_version")?,
             busybox: cache_dir.join(get("busybox")?),
             busybox_version: get("busybox_version")?,
+            system_map: get("system_map").map(|m| cache_dir.join(m)),
         })
     }
 }
@@ -192,7 +213,8 @@ fn resolve_cache_dir(
 /// are still there. Does not consult apt.
 pub fn cached(cache_dir: &Path) -> Option<GuestImages> {
     let text = std::fs::read_to_string(cache_dir.join(MANIFEST)).ok()?;
-    let img = GuestImages::from_manifest(cache_dir, &text)?;
+    let mut img = GuestImages::from_manifest(cache_dir, &text)?;
+    img.system_map = img.system_map.filter(|m| m.is_file());
     (img.kernel.is_file() && img.busybox.is_file()).then_some(img)
 }
 
@@ -214,7 +236,8 @@ pub fn ensure_images(cache_dir_override: Option<&Path>) -> Result<GuestImages, F
 }
 
 /// Downloads (unless cached with the right hash), verifies and extracts
-/// the current kernel and busybox; progress goes to stderr.
+/// the current kernel, its System.map and busybox; progress goes to
+/// stderr.
 pub fn fetch(opts: &FetchOptions) -> Result<GuestImages, FetchError> {
     let dir = cache_dir(opts.cache_dir.as_deref())?;
     let debs = dir.join("debian");
@@ -253,7 +276,16 @@ pub fn fetch(opts: &FetchOptions) -> Result<GuestImages, FetchError> {
     let busybox_deb = ensure_deb(&debs, &busybox, opts.force)?;
 
     let kernel_path = dir.join(format!("vmlinuz-{}", kernel.plain_version()));
-    ensure_extracted(&kernel_deb, &kernel_path, opts.force, &Extract::Kernel)?;
+    let map_path = dir.join(format!("System.map-{}", kernel.plain_version()));
+    let system_map = match ensure_kernel(&kernel_deb, &kernel_path, &map_path, opts.force)? {
+        Ok(()) => Some(map_path),
+        // Booting does not need the map: say why there is none and go on
+        // (the next fetch tries again).
+        Err(e) => {
+            eprintln!("hindsight: no System.map for the kernel: {e}");
+            None
+        }
+    };
     let busybox_path = dir.join(format!("busybox-{}", busybox.plain_version()));
     ensure_extracted(&busybox_deb, &busybox_path, opts.force, &Extract::Busybox)?;
 
@@ -264,6 +296,7 @@ pub fn fetch(opts: &FetchOptions) -> Result<GuestImages, FetchError> {
         kernel_version: kernel.version,
         busybox: busybox_path,
         busybox_version: busybox.version,
+        system_map,
     };
     write_atomically(&dir.join(MANIFEST), img.manifest_text().as_bytes())?;
     Ok(img)
@@ -425,9 +458,12 @@ fn download_into(partial: &Path, info: &PackageInfo, dest: &Path) -> Result<(), 
 }
 
 /// What to pull out of a package.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Extract {
     /// `boot/vmlinuz-*`, validated as a bzImage.
     Kernel,
+    /// `boot/System.map-*`, validated as a symbol map.
+    SystemMap,
     /// `bin/busybox` (or `usr/bin/busybox`), validated as a static ELF64.
     Busybox,
 }
@@ -436,6 +472,7 @@ impl Extract {
     fn wanted(&self, path: &str) -> bool {
         match self {
             Extract::Kernel => path.starts_with("boot/vmlinuz-"),
+            Extract::SystemMap => path.starts_with("boot/System.map-"),
             Extract::Busybox => path == "bin/busybox" || path == "usr/bin/busybox",
         }
     }
@@ -445,6 +482,9 @@ impl Extract {
             Extract::Kernel => hindsight_firmware::linux::parse_setup_header(data)
                 .map(|_| ())
                 .map_err(|e| format!("not a usable bzImage: {e}")),
+            Extract::SystemMap => system_map::check(data)
+                .map(|_| ())
+                .map_err(|e| format!("not a usable System.map: {e}")),
             Extract::Busybox => initramfs::check_static_elf64(data)
                 .map_err(|e| format!("not a static x86-64 busybox: {e}")),
         }
@@ -453,8 +493,21 @@ impl Extract {
     fn what(&self) -> &'static str {
         match self {
             Extract::Kernel => "boot/vmlinuz-*",
+            Extract::SystemMap => "boot/System.map-*",
             Extract::Busybox => "bin/busybox",
         }
+    }
+
+    fn mode(&self) -> u32 {
+        match self {
+            Extract::Kernel | Extract::SystemMap => 0o644,
+            Extract::Busybox => 0o755,
+        }
+    }
+
+    /// Whether `path` already holds a valid file of this kind.
+    fn is_valid_file(&self, path: &Path) -> bool {
+        std::fs::read(path).is_ok_and(|data| self.validate(&data).is_ok())
     }
 }
 
@@ -465,26 +518,126 @@ fn ensure_extracted(
     force: bool,
     what: &Extract,
 ) -> Result<(), FetchError> {
-    if !force {
-        if let Ok(data) = std::fs::read(dest) {
-            if what.validate(&data).is_ok() {
-                return Ok(());
-            }
-        }
+    if !force && what.is_valid_file(dest) {
+        return Ok(());
     }
-    let (name, data) = extract_from_deb(deb, what)?;
+    let file = extract_from_deb(deb, &[*what])?
+        .into_iter()
+        .next()
+        .flatten()
+        .ok_or_else(|| not_in_package(deb, what))?;
+    install(deb, dest, what, file)
+}
+
+fn not_in_package(deb: &Path, what: &Extract) -> FetchError {
+    FetchError::new(format!(
+        "cannot extract {} from '{}': the package has no such file",
+        what.what(),
+        deb.display()
+    ))
+}
+
+/// Validates `file` (its path in the package, its data) as `what` and
+/// writes it to `dest`.
+fn install(
+    deb: &Path,
+    dest: &Path,
+    what: &Extract,
+    (name, data): PackagedFile,
+) -> Result<(), FetchError> {
     what.validate(&data)
         .map_err(|e| FetchError::new(format!("'{}' in '{}' is {e}", name, deb.display())))?;
     write_atomically(dest, &data)?;
-    let mode = match what {
-        Extract::Kernel => 0o644,
-        Extract::Busybox => 0o755,
-    };
-    set_mode(dest, mode)?;
+    set_mode(dest, what.mode())?;
     eprintln!(
         "hindsight: extracted {name} ({}) to {}",
         mb(data.len() as u64),
         dest.display()
+    );
+    Ok(())
+}
+
+/// Makes sure `kernel` holds the bzImage of the kernel package `deb` and
+/// `map` its System.map: the package's own if it is a real one, else one
+/// generated from the kernel's symbol table ([`system_map::from_kallsyms`]).
+/// Both come out of one pass over the package when both are missing.
+///
+/// A kernel that cannot be extracted fails the whole (outer `Err`); a
+/// System.map that cannot be had is the inner `Err`, for the caller to
+/// report: the kernel boots without it.
+fn ensure_kernel(
+    deb: &Path,
+    kernel: &Path,
+    map: &Path,
+    force: bool,
+) -> Result<Result<(), FetchError>, FetchError> {
+    let kernel_ok = !force && Extract::Kernel.is_valid_file(kernel);
+    let map_ok = !force && Extract::SystemMap.is_valid_file(map);
+    let targets: Vec<Extract> = [(Extract::Kernel, kernel_ok), (Extract::SystemMap, map_ok)]
+        .into_iter()
+        .filter_map(|(what, ok)| (!ok).then_some(what))
+        .collect();
+    if targets.is_empty() {
+        return Ok(Ok(()));
+    }
+    let found = extract_from_deb(deb, &targets)?;
+    let mut packaged_map = None;
+    for (what, file) in targets.iter().zip(found) {
+        match what {
+            Extract::SystemMap => packaged_map = Some(file),
+            _ => install(
+                deb,
+                kernel,
+                what,
+                file.ok_or_else(|| not_in_package(deb, what))?,
+            )?,
+        }
+    }
+    let Some(packaged_map) = packaged_map else {
+        return Ok(Ok(()));
+    };
+    let why = match packaged_map {
+        Some((name, data)) => match Extract::SystemMap.validate(&data) {
+            Ok(()) => return Ok(install(deb, map, &Extract::SystemMap, (name, data))),
+            Err(e) => format!("{name} in the package is {e}"),
+        },
+        None => "the package has no boot/System.map-*".to_string(),
+    };
+    eprintln!("hindsight: {why}; writing one from the kernel's own symbol table (kallsyms)");
+    Ok(generate_map(kernel, map))
+}
+
+/// Writes `map` from the kallsyms tables of the kernel in the bzImage
+/// `kernel`, decompressed on the host (and cached beside it, as a boot
+/// would).
+fn generate_map(kernel: &Path, map: &Path) -> Result<(), FetchError> {
+    let bzimage = std::fs::read(kernel).map_err(|e| io_error("read", kernel, e))?;
+    let cache_dir = map.parent().unwrap_or(Path::new("."));
+    let vmlinux = crate::kernel::decompressed(&bzimage, cache_dir).ok_or_else(|| {
+        FetchError::new(format!(
+            "cannot decompress '{}' on the host, so cannot read its symbols for '{}'",
+            kernel.display(),
+            map.display()
+        ))
+    })?;
+    let text = system_map::from_kallsyms(&vmlinux).map_err(|e| {
+        FetchError::new(format!(
+            "cannot write '{}' from the kernel '{}': {e}",
+            map.display(),
+            kernel.display()
+        ))
+    })?;
+    let count = system_map::check(text.as_bytes()).map_err(|e| {
+        FetchError::new(format!(
+            "the symbols read from the kernel '{}' do not make a System.map: {e}",
+            kernel.display()
+        ))
+    })?;
+    write_atomically(map, text.as_bytes())?;
+    set_mode(map, Extract::SystemMap.mode())?;
+    eprintln!(
+        "hindsight: wrote {} ({count} symbols from the kernel's kallsyms table)",
+        map.display()
     );
     Ok(())
 }
@@ -495,8 +648,21 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), FetchError> {
         .map_err(|e| io_error("set permissions of", path, e))
 }
 
-/// The first file of `deb`'s data tar that `what` wants, as (path, data).
-fn extract_from_deb(deb: &Path, what: &Extract) -> Result<(String, Vec<u8>), FetchError> {
+/// A file pulled out of a package: its path there and its contents.
+type PackagedFile = (String, Vec<u8>);
+
+/// The first file of `deb`'s data tar that each of `targets` wants, one
+/// slot per target (`None`: not in the package). Stops reading the package
+/// once every target has its file.
+fn extract_from_deb(
+    deb: &Path,
+    targets: &[Extract],
+) -> Result<Vec<Option<PackagedFile>>, FetchError> {
+    let what = targets
+        .iter()
+        .map(|t| t.what())
+        .collect::<Vec<_>>()
+        .join(" and ");
     let bytes = std::fs::read(deb).map_err(|e| io_error("read", deb, e))?;
     let member =
         ar::check_deb(&bytes).map_err(|e| FetchError::new(format!("'{}': {e}", deb.display())))?;
@@ -515,16 +681,29 @@ fn extract_from_deb(deb: &Path, what: &Extract) -> Result<(String, Vec<u8>), Fet
                 FetchError::new(format!("cannot run 'dpkg-deb': {e}"))
             }
         })?;
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let found = tar::extract(io::BufReader::new(stdout), |p| what.wanted(p), 1);
-    let fail = |detail: String, child: std::process::Child| {
-        let out = child.wait_with_output();
+    let Some(stdout) = child.stdout.take() else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(FetchError::new("dpkg-deb's output could not be read"));
+    };
+    let found = tar::extract(
+        io::BufReader::new(stdout),
+        |p| targets.iter().any(|t| t.wanted(p)),
+        targets.len(),
+    );
+    let complete = found.as_ref().is_ok_and(|f| f.len() == targets.len());
+    // Everything needed has been read (or the tar is broken): stop
+    // decompressing the rest (for the kernel, hundreds of MB of modules).
+    if complete || found.is_err() {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output();
+    let files = found.map_err(|e| {
         let stderr = out
             .map(|o| String::from_utf8_lossy(&o.stderr).trim().to_string())
             .unwrap_or_default();
         FetchError::new(format!(
-            "cannot extract {} from '{}' ({member}): {detail}{}",
-            what.what(),
+            "cannot extract {what} from '{}' ({member}): reading its data: {e}{}",
             deb.display(),
             if stderr.is_empty() {
                 String::new()
@@ -532,21 +711,18 @@ fn extract_from_deb(deb: &Path, what: &Extract) -> Result<(String, Vec<u8>), Fet
                 format!("; dpkg-deb: {stderr}")
             }
         ))
-    };
-    match found {
-        Ok(mut files) if !files.is_empty() => {
-            // Everything needed has been read: stop decompressing the rest
-            // (for the kernel, hundreds of MB of modules).
-            let _ = child.kill();
-            let _ = child.wait();
-            Ok(files.swap_remove(0))
-        }
-        Ok(_) => Err(fail("the package has no such file".into(), child)),
-        Err(e) => {
-            let _ = child.kill();
-            Err(fail(format!("reading its data: {e}"), child))
+    })?;
+    let mut slots: Vec<Option<PackagedFile>> = vec![None; targets.len()];
+    for (path, data) in files {
+        let slot = targets
+            .iter()
+            .zip(slots.iter_mut())
+            .find(|(t, s)| s.is_none() && t.wanted(&path));
+        if let Some((_, s)) = slot {
+            *s = Some((path, data));
         }
     }
+    Ok(slots)
 }
 
 /// Writes `data` to a temporary file next to `path`, then renames it.
@@ -616,9 +792,11 @@ mod tests {
             kernel_version: "6.1.192-2".into(),
             busybox: d.join("busybox-1.35.0-4"),
             busybox_version: "1:1.35.0-4".into(),
+            system_map: Some(d.join("System.map-6.1.192-2")),
         };
         let text = img.manifest_text();
         assert!(text.contains("kernel=vmlinuz-6.1.192-2\n"), "{text}");
+        assert!(text.contains("system_map=System.map-6.1.192-2\n"), "{text}");
         assert_eq!(GuestImages::from_manifest(&d, &text), Some(img.clone()));
         assert_eq!(GuestImages::from_manifest(&d, "kernel=x\n"), None);
 
@@ -627,7 +805,18 @@ mod tests {
         assert_eq!(cached(&d), None, "files missing");
         std::fs::write(&img.kernel, b"k").unwrap();
         std::fs::write(&img.busybox, b"b").unwrap();
+        // The map is optional for booting: missing, it is just not named.
+        let no_map = GuestImages {
+            system_map: None,
+            ..img.clone()
+        };
+        assert_eq!(cached(&d), Some(no_map.clone()));
+        std::fs::write(img.system_map.as_ref().unwrap(), b"m").unwrap();
         assert_eq!(cached(&d), Some(img.clone()));
+        // A manifest written before hindsight kept System.maps still works.
+        let old = no_map.manifest_text();
+        assert!(!old.contains("system_map"), "{old}");
+        assert_eq!(GuestImages::from_manifest(&d, &old), Some(no_map));
 
         // A busybox that is not a static ELF gives no initramfs.
         let e = img.initramfs(None).unwrap_err();
@@ -703,6 +892,12 @@ mod tests {
     fn extraction_targets() {
         assert!(Extract::Kernel.wanted("boot/vmlinuz-6.1.0-56-amd64"));
         assert!(!Extract::Kernel.wanted("boot/System.map-6.1.0-56-amd64"));
+        assert!(Extract::SystemMap.wanted("boot/System.map-6.1.0-56-amd64"));
+        assert!(!Extract::SystemMap.wanted("boot/vmlinuz-6.1.0-56-amd64"));
+        let e = Extract::SystemMap
+            .validate(b"ffffffffffffffff B The real System.map is in the -dbg package\n")
+            .unwrap_err();
+        assert!(e.contains("not a usable System.map"), "{e}");
         assert!(Extract::Busybox.wanted("bin/busybox"));
         assert!(!Extract::Busybox.wanted("usr/share/doc/busybox"));
         let e = Extract::Kernel.validate(b"MZ not a kernel").unwrap_err();
@@ -725,5 +920,71 @@ mod tests {
         )
         .unwrap();
         assert_eq!(files, [("bin/busybox".to_string(), b"x".to_vec())]);
+    }
+
+    /// A .deb (uncompressed data.tar, which dpkg-deb accepts) holding `files`.
+    fn deb_with(dir: &Path, files: &[(&str, &[u8])]) -> PathBuf {
+        let tar = tar::tests::build(files);
+        let deb = ar::tests::build(&[
+            ("debian-binary", b"2.0\n"),
+            ("control.tar.xz", b"c"),
+            ("data.tar", &tar),
+        ]);
+        let p = dir.join("linux-image.deb");
+        std::fs::write(&p, deb).unwrap();
+        p
+    }
+
+    #[test]
+    fn kernel_and_system_map_come_out_of_one_pass() {
+        let d = tmp_dir("deb");
+        let map: &[u8] = b"ffffffff81000000 T _text\nffffffff83079e46 T start_kernel\n";
+        let deb = deb_with(
+            &d,
+            &[
+                ("./boot/System.map-6", map),
+                ("./boot/config-6", b"CONFIG_X=y"),
+                ("./boot/vmlinuz-6", b"kernel"),
+            ],
+        );
+        let got = extract_from_deb(&deb, &[Extract::Kernel, Extract::SystemMap]).unwrap();
+        assert_eq!(
+            got,
+            [
+                Some(("boot/vmlinuz-6".to_string(), b"kernel".to_vec())),
+                Some(("boot/System.map-6".to_string(), map.to_vec())),
+            ]
+        );
+        assert_eq!(extract_from_deb(&deb, &[Extract::Busybox]).unwrap(), [None]);
+        // A real map in the package is installed as it is.
+        let dest = d.join("System.map-1");
+        ensure_extracted(&deb, &dest, false, &Extract::SystemMap).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), map);
+        assert!(Extract::SystemMap.is_valid_file(&dest));
+        // The kernel is validated before anything is written.
+        let e = ensure_kernel(&deb, &d.join("vmlinuz-1"), &d.join("System.map-2"), false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("'boot/vmlinuz-6' in") && e.contains("not a usable bzImage"),
+            "{e}"
+        );
+        assert!(!d.join("vmlinuz-1").exists());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_placeholder_map_is_replaced_from_the_kernel_or_the_reason_given() {
+        let d = tmp_dir("placeholder");
+        // The map cannot be generated from a kernel that is not a bzImage:
+        // the error names both files.
+        let kernel = d.join("vmlinuz-1");
+        std::fs::write(&kernel, b"not a kernel").unwrap();
+        let e = generate_map(&kernel, &d.join("System.map-1"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("vmlinuz-1") && e.contains("System.map-1"), "{e}");
+        assert!(!d.join("System.map-1").exists());
+        std::fs::remove_dir_all(&d).unwrap();
     }
 }

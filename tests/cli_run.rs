@@ -1,23 +1,20 @@
 //! End-to-end tests of the `hindsight` program on multiboot kernels.
 //!
 //! Each test writes an ELF32 multiboot kernel (assembled here with iced-x86,
-//! the ELF bytes written by hand: ELF header, one PT_LOAD program header,
-//! the multiboot header in the first 8 KiB), runs the real binary, and checks
-//! what a user sees: the guest's console output, the process exit status
-//! (QEMU's isa-debug-exit convention: the guest writes v to port 0xf4, the
-//! status is (v << 1) | 1), and the error report for bad input.
+//! the ELF bytes written by hand in `common/mod.rs`: ELF header, one PT_LOAD
+//! program header, the multiboot header in the first 8 KiB), runs the real
+//! binary, and checks what a user sees: the guest's console output, the
+//! process exit status (QEMU's isa-debug-exit convention: the guest writes
+//! v to port 0xf4, the status is (v << 1) | 1), and the error report for
+//! bad input.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::{elf32_multiboot, good_checksum, CODE_OFF, LOAD};
 use hindsight_testsuite::iced_x86::code_asm::*;
-
-const LOAD: u64 = 0x10_0000;
-/// File offset of the multiboot header.
-const MB_OFF: usize = 0x60;
-/// File offset of the entry point.
-const CODE_OFF: usize = 0x80;
-const MB_MAGIC: u32 = 0x1BAD_B002;
 
 fn hindsight() -> Command {
     Command::new(env!("CARGO_BIN_EXE_hindsight"))
@@ -27,55 +24,6 @@ fn tmp_dir(test: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("hindsight-cli-{test}-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-/// ELF32 executable for i386: one PT_LOAD segment covering the whole file
-/// at physical LOAD (plus 4 KiB of bss), the multiboot header (magic, flags,
-/// checksum) at MB_OFF, `code` at CODE_OFF (the entry point).
-fn elf32_multiboot(code: &[u8], flags: u32, checksum: u32) -> Vec<u8> {
-    let mut f = vec![0u8; CODE_OFF];
-    f.extend_from_slice(code);
-    let len = f.len() as u32;
-    let entry = LOAD as u32 + CODE_OFF as u32;
-    // ELF header.
-    f[0..4].copy_from_slice(b"\x7fELF");
-    f[4] = 1; // ELFCLASS32
-    f[5] = 1; // ELFDATA2LSB
-    f[6] = 1; // EV_CURRENT
-    let put16 = |f: &mut Vec<u8>, o: usize, v: u16| f[o..o + 2].copy_from_slice(&v.to_le_bytes());
-    let put32 = |f: &mut Vec<u8>, o: usize, v: u32| f[o..o + 4].copy_from_slice(&v.to_le_bytes());
-    put16(&mut f, 16, 2); // e_type = ET_EXEC
-    put16(&mut f, 18, 3); // e_machine = EM_386
-    put32(&mut f, 20, 1); // e_version
-    put32(&mut f, 24, entry); // e_entry
-    put32(&mut f, 28, 52); // e_phoff
-    put32(&mut f, 32, 0); // e_shoff
-    put32(&mut f, 36, 0); // e_flags
-    put16(&mut f, 40, 52); // e_ehsize
-    put16(&mut f, 42, 32); // e_phentsize
-    put16(&mut f, 44, 1); // e_phnum
-    put16(&mut f, 46, 40); // e_shentsize
-    put16(&mut f, 48, 0); // e_shnum
-    put16(&mut f, 50, 0); // e_shstrndx
-                          // Program header 0: PT_LOAD.
-    let ph = 52;
-    put32(&mut f, ph, 1); // p_type
-    put32(&mut f, ph + 4, 0); // p_offset
-    put32(&mut f, ph + 8, LOAD as u32); // p_vaddr
-    put32(&mut f, ph + 12, LOAD as u32); // p_paddr
-    put32(&mut f, ph + 16, len); // p_filesz
-    put32(&mut f, ph + 20, len + 0x1000); // p_memsz
-    put32(&mut f, ph + 24, 7); // p_flags = RWX
-    put32(&mut f, ph + 28, 0x1000); // p_align
-                                    // Multiboot header.
-    put32(&mut f, MB_OFF, MB_MAGIC);
-    put32(&mut f, MB_OFF + 4, flags);
-    put32(&mut f, MB_OFF + 8, checksum);
-    f
-}
-
-fn good_checksum(flags: u32) -> u32 {
-    0u32.wrapping_sub(MB_MAGIC.wrapping_add(flags))
 }
 
 /// Prints the NUL-terminated string `s` (call-over-data: the string's

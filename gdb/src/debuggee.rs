@@ -84,10 +84,11 @@ pub trait Debuggee {
 
     /// Moves to instruction count `icount` (`monitor seek`); the count
     /// reached, or why not. A long seek calls `progress` with the count
-    /// reached about every second of host time, so the stub can keep
-    /// gdb waiting (gdb drops a reply that takes longer than its
-    /// `remotetimeout`, 2 s by default).
-    fn seek(&mut self, icount: u64, progress: &mut dyn FnMut(u64)) -> Result<u64, String>;
+    /// reached every few milliseconds, so the stub can keep gdb waiting
+    /// (gdb drops a reply that takes longer than its `remotetimeout`, 2 s
+    /// by default) and stop the seek: when `progress` answers false the
+    /// seek ends where it is, with an error naming that count.
+    fn seek(&mut self, icount: u64, progress: &mut dyn FnMut(u64) -> bool) -> Result<u64, String>;
 
     /// Lines describing the checkpoints held (`monitor checkpoints`).
     fn checkpoints(&self) -> Vec<String>;

@@ -223,7 +223,7 @@ pub(crate) mod tests {
         fn resume(&mut self, _how: Resume, _i: &mut dyn FnMut() -> bool) -> StopEvent {
             StopEvent::HistoryEnd
         }
-        fn seek(&mut self, icount: u64, _: &mut dyn FnMut(u64)) -> Result<u64, String> {
+        fn seek(&mut self, icount: u64, _: &mut dyn FnMut(u64) -> bool) -> Result<u64, String> {
             if icount > 1000 {
                 return Err(format!("{icount} is past the end of history (1000)"));
             }

@@ -18,6 +18,8 @@
 //! `define seek` / `monitor seek $arg0` / `maintenance flush register-cache` / `end`.
 
 use std::fmt::Write as _;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
 
 use hindsight_cpu::state::{Segment, TableReg};
 use hindsight_cpu::{Cpu, SegReg};
@@ -138,7 +140,7 @@ pub fn run(
     d: &mut dyn Debuggee,
     cmd: &Command,
     last_stop: &str,
-    progress: &mut dyn FnMut(u64),
+    progress: &mut dyn FnMut(u64) -> bool,
 ) -> String {
     let mut o = String::new();
     match cmd {
@@ -252,6 +254,21 @@ fn sysregs(o: &mut String, v: usize, c: &Cpu) {
     );
 }
 
+/// How often a long seek prints its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// Whether bytes from gdb wait on the connection (left for gdbstub), or
+/// gdb closed it.
+fn gdb_sent_something(s: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    if s.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let waiting = s.peek(&mut byte).is_ok();
+    let _ = s.set_nonblocking(false);
+    waiting
+}
+
 /// gdb's `monitor` packet (qRcmd), answered through [`parse`] and [`run`].
 impl<A: crate::target::GdbArch> gdbstub::target::ext::monitor_cmd::MonitorCmd
     for crate::target::HsTarget<'_, A>
@@ -264,11 +281,20 @@ impl<A: crate::target::GdbArch> gdbstub::target::ext::monitor_cmd::MonitorCmd
         let line = String::from_utf8_lossy(cmd);
         let text = match parse(&line) {
             Ok(c) => {
-                // Each progress line goes out at once: gdb waits for the
-                // reply only `remotetimeout` seconds after the last packet.
+                let peer = self.peer.as_ref();
+                let mut shown = Instant::now();
                 let mut progress = |at: u64| {
-                    out.write_raw(format!("seeking... icount {at}\n").as_bytes());
-                    out.flush();
+                    // A line a second goes out at once: gdb waits for the
+                    // reply only `remotetimeout` seconds after the last
+                    // packet.
+                    if shown.elapsed() >= PROGRESS_EVERY {
+                        out.write_raw(format!("seeking... icount {at}\n").as_bytes());
+                        out.flush();
+                        shown = Instant::now();
+                    }
+                    // gdb gave up waiting (Ctrl-C: it prints `Quit`) and
+                    // sent its next command: stop here.
+                    !peer.is_some_and(gdb_sent_something)
                 };
                 run(self.d, &c, &self.last_stop, &mut progress)
             }
@@ -349,25 +375,25 @@ mod tests {
     #[test]
     fn commands_run_against_a_debuggee() {
         let mut d = paged();
-        assert!(run(&mut d, &Command::Help, "", &mut |_| {}).contains("monitor seek N"));
+        assert!(run(&mut d, &Command::Help, "", &mut |_| true).contains("monitor seek N"));
         assert_eq!(
-            run(&mut d, &Command::Icount, "", &mut |_| {}),
+            run(&mut d, &Command::Icount, "", &mut |_| true),
             "icount 0 (history 0..=1000)\n"
         );
-        let out = run(&mut d, &Command::Seek(500), "", &mut |_| {});
+        let out = run(&mut d, &Command::Seek(500), "", &mut |_| true);
         assert!(out.starts_with("now at icount 500\n"), "{out}");
         assert!(out.contains("maintenance flush register-cache"));
         assert_eq!(d.icount, 500);
-        let out = run(&mut d, &Command::Seek(5000), "", &mut |_| {});
+        let out = run(&mut d, &Command::Seek(5000), "", &mut |_| true);
         assert!(
             out.contains("seek 5000 failed: 5000 is past the end"),
             "{out}"
         );
         assert_eq!(
-            run(&mut d, &Command::Checkpoints, "", &mut |_| {}),
+            run(&mut d, &Command::Checkpoints, "", &mut |_| true),
             "#0 at icount 0\n"
         );
-        let out = run(&mut d, &Command::Sysregs, "", &mut |_| {});
+        let out = run(&mut d, &Command::Sysregs, "", &mut |_| true);
         assert!(out.contains("vCPU 0: 64-bit long mode, CPL 0"), "{out}");
         assert!(out.contains("cr3  0x0000000000010000"), "{out}");
         assert!(out.contains("[PE ET NW CD PG]"), "{out}");
@@ -381,7 +407,7 @@ mod tests {
             &mut d,
             &Command::Status,
             "breakpoint at 0x1000",
-            &mut |_| {},
+            &mut |_| true,
         );
         assert!(out.contains("last stop: breakpoint at 0x1000"), "{out}");
     }

@@ -177,6 +177,7 @@ fn session<A: GdbArch>(
     early: Option<StopEvent>,
 ) -> Result<SessionEnd, GdbError> {
     let mut target = HsTarget::<A>::new(d);
+    target.peer = stream.try_clone().ok();
     target.sync_debug();
     if let Some(ev) = early {
         // Remember why the machine stopped (monitor status, the thread of

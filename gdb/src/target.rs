@@ -88,6 +88,9 @@ pub struct HsTarget<'d, A> {
     pub(crate) exit_status: Option<i32>,
     /// What the last stop was, for `monitor status`.
     pub(crate) last_stop: String,
+    /// A second handle on gdb's connection, to notice (without reading)
+    /// that gdb sent something while a long monitor command runs.
+    pub(crate) peer: Option<std::net::TcpStream>,
     _arch: PhantomData<fn() -> A>,
 }
 
@@ -104,6 +107,7 @@ impl<'d, A: GdbArch> HsTarget<'d, A> {
             last_vcpu: 0,
             exit_status: None,
             last_stop: "none yet".into(),
+            peer: None,
             _arch: PhantomData,
         }
     }

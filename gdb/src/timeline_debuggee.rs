@@ -14,20 +14,17 @@
 //! known after the present is dropped ([`Timeline::edit`]). A replay's
 //! history is fixed: writes are refused with a message saying so.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hindsight_cpu::debug::{DebugHit, DebugSet};
 use hindsight_cpu::Cpu;
 use hindsight_machine::{Exit, Machine};
-use hindsight_timetravel::{DebugStop, Resumed, Timeline, TimelineError};
+use hindsight_timetravel::{CheckpointSummary, DebugStop, Resumed, Timeline, TimelineError};
 
 use crate::debuggee::{Debuggee, Resume, StopEvent};
 
 /// Instructions run between two looks at gdb (Ctrl-C) and the console.
 pub const SLICE: u64 = 2_000_000;
-
-/// How often a long seek reports progress (under gdb's 2 s timeout).
-const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// Console input for a live session: returns the bytes typed since the
 /// last call (empty if none), and whether more can ever come.
@@ -182,27 +179,29 @@ impl TimelineDebuggee {
     fn seek_in_slices(
         &mut self,
         icount: u64,
-        progress: &mut dyn FnMut(u64),
-    ) -> Result<u64, TimelineError> {
+        progress: &mut dyn FnMut(u64) -> bool,
+    ) -> Result<u64, String> {
         let (m, tl) = (&mut self.machine, &mut self.timeline);
+        let at =
+            |e: TimelineError, m: &Machine| format!("{e}; the machine is at icount {}", m.icount());
         let head = tl.head();
         if icount <= head {
-            return tl.seek(m, icount);
+            return tl.seek(m, icount).map_err(|e| at(e, m));
         }
         if m.icount() != head {
-            tl.seek(m, head)?;
+            tl.seek(m, head).map_err(|e| at(e, m))?;
         }
         let target = icount.min(tl.limit());
-        let mut reported = Instant::now();
         while m.icount() < target {
-            tl.advance(m, target.min(m.icount().saturating_add(SLICE)))?;
-            if reported.elapsed() >= PROGRESS_EVERY {
-                progress(m.icount());
-                reported = Instant::now();
+            let to = target.min(m.icount().saturating_add(SLICE));
+            tl.advance(m, to).map_err(|e| at(e, m))?;
+            if !progress(m.icount()) {
+                return Err(format!("seek interrupted at icount {}", m.icount()));
             }
         }
         if icount > target {
-            return Err(TimelineError::EndOfHistory { end: target });
+            let e = TimelineError::EndOfHistory { end: target };
+            return Err(at(e, m));
         }
         Ok(icount)
     }
@@ -332,16 +331,16 @@ impl Debuggee for TimelineDebuggee {
         }
     }
 
-    fn seek(&mut self, icount: u64, progress: &mut dyn FnMut(u64)) -> Result<u64, String> {
+    fn seek(&mut self, icount: u64, progress: &mut dyn FnMut(u64) -> bool) -> Result<u64, String> {
         self.seek_in_slices(icount, progress)
-            .map_err(|e| format!("{e}; the machine is at icount {}", self.machine.icount()))
     }
 
     fn checkpoints(&self) -> Vec<String> {
         let tl = &self.timeline;
         let list = tl.checkpoints();
         let mut lines = vec![format!(
-            "{} checkpoints, {:.1} MiB of {:.1} MiB budget; history {}..{}; interval {} instructions",
+            "{} checkpoints, {:.1} MiB of a {:.1} MiB budget; history {}..={}; interval {} \
+             instructions",
             list.len(),
             tl.checkpoint_bytes() as f64 / (1 << 20) as f64,
             tl.config().memory_budget as f64 / (1 << 20) as f64,
@@ -349,7 +348,7 @@ impl Debuggee for TimelineDebuggee {
             tl.end(),
             tl.interval()
         )];
-        lines.extend(list.iter().map(|c| {
+        let line = |c: &CheckpointSummary| {
             format!(
                 "  icount {:>14}  {:>7} pages  {:>10} bytes{}",
                 c.icount,
@@ -357,7 +356,17 @@ impl Debuggee for TimelineDebuggee {
                 c.bytes,
                 if c.edit { "  (edit)" } else { "" }
             )
-        }));
+        };
+        // The oldest few and the latest ones (dense near the present).
+        const FIRST: usize = 4;
+        const LAST: usize = 16;
+        if list.len() <= FIRST + LAST + 1 {
+            lines.extend(list.iter().map(line));
+        } else {
+            lines.extend(list[..FIRST].iter().map(line));
+            lines.push(format!("  ... {} more ...", list.len() - FIRST - LAST));
+            lines.extend(list[list.len() - LAST..].iter().map(line));
+        }
         lines
     }
 

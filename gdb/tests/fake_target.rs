@@ -278,7 +278,7 @@ impl Debuggee for Fake {
             },
         }
     }
-    fn seek(&mut self, icount: u64, _: &mut dyn FnMut(u64)) -> Result<u64, String> {
+    fn seek(&mut self, icount: u64, _: &mut dyn FnMut(u64) -> bool) -> Result<u64, String> {
         if icount > self.end {
             return Err(format!(
                 "icount {icount} is past the end of history ({})",
