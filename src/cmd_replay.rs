@@ -1,6 +1,6 @@
 //! `hindsight replay`: run a recorded trace again, optionally verifying it.
 
-use hindsight_timetravel::{replay, ReplayEnd, ReplayStats, TraceReader};
+use hindsight_timetravel::{replay_with_summaries, ReplayEnd, ReplayStats, TraceReader};
 
 use crate::setup::Setup;
 use crate::{console, exit_code, fetch, gdb_session, seek_check, ReplayArgs};
@@ -59,7 +59,17 @@ pub fn run(args: &ReplayArgs) -> i32 {
     }
     console::to_stdout(&mut m);
     let mut stats = ReplayStats::default();
-    let end = replay(&mut m, &records, error, args.verify, args.until, &mut stats);
+    // A verifying replay names what differed from the recorded summaries.
+    let summaries = reader.take_summaries();
+    let end = replay_with_summaries(
+        &mut m,
+        &records,
+        &summaries,
+        error,
+        args.verify,
+        args.until,
+        &mut stats,
+    );
     console::flush();
     let verified = match args.verify {
         true => format!(", {} state hashes verified", stats.hashes_verified),

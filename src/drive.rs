@@ -64,7 +64,9 @@ impl Drive {
             let exit = m.run_until(target);
             console::flush();
             if let Some(r) = &mut self.recorder {
-                if let Err(e) = r.tick(m) {
+                // No checkpoint store runs here: the recorder may start the
+                // dirty epochs its summaries use.
+                if let Err(e) = r.tick_owning_epochs(m) {
                     eprintln!("hindsight: recording stopped: {e}");
                     self.recorder = None;
                 }

@@ -53,6 +53,7 @@ pub mod memory;
 mod sched;
 pub mod snapshot;
 pub mod state_hash;
+pub mod state_summary;
 
 pub use checkpoint::{Checkpoint, CheckpointStore, PageData, RestoreStats};
 pub use devices::ConsoleSink;
@@ -63,3 +64,4 @@ pub use machine::{
 pub use memory::{GuestRam, MemoryError};
 pub use sched::{QUANTUM_MAX, QUANTUM_MIN};
 pub use snapshot::{MachineState, SnapshotError, STATE_VERSION};
+pub use state_summary::{Difference, PageDiff, StateSummary, SummaryTracker};

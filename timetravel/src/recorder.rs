@@ -1,11 +1,13 @@
 //! Recording a run: every external input goes through the [`Recorder`],
 //! which stamps it with the instruction count at which the machine takes
 //! it, and state hashes are logged periodically so a replay can prove it
-//! took the same path.
+//! took the same path. Each hash goes with a state summary (registers,
+//! device and RAM-region hashes, the pages changed since the previous one),
+//! so a replay that differs can say what differs.
 
 use std::io::Write;
 
-use hindsight_machine::Machine;
+use hindsight_machine::{Machine, SummaryTracker};
 
 use crate::trace::{EndRecord, TraceError, TraceWriter};
 
@@ -19,6 +21,10 @@ pub struct Recorder<W: Write> {
     every: u64,
     next_hash: u64,
     hashes: u64,
+    /// Page hashes from one summary to the next.
+    tracker: SummaryTracker,
+    /// Count of the last state hash written.
+    last_hash: Option<u64>,
 }
 
 impl<W: Write> Recorder<W> {
@@ -30,6 +36,8 @@ impl<W: Write> Recorder<W> {
             every: every.max(1),
             next_hash: 0,
             hashes: 0,
+            tracker: SummaryTracker::new(),
+            last_hash: None,
         }
     }
 
@@ -44,18 +52,40 @@ impl<W: Write> Recorder<W> {
         Ok(())
     }
 
-    /// Called between run slices: logs the machine's state hash when one
-    /// is due and flushes the chunk, so a killed recording keeps all but
-    /// the last interval.
+    /// Called between run slices: logs the machine's state hash and state
+    /// summary when one is due and flushes the chunk, so a killed recording
+    /// keeps all but the last interval.
     pub fn tick(&mut self, m: &Machine) -> Result<(), TraceError> {
         let now = m.icount();
         if now < self.next_hash {
             return Ok(());
         }
-        self.writer.state_hash(now, &m.state_hash())?;
-        self.hashes += 1;
+        self.log_state(m)?;
         self.next_hash = now.saturating_add(self.every);
         self.writer.flush_chunk()
+    }
+
+    /// [`Recorder::tick`] for a recording that owns the machine's dirty
+    /// epochs (no checkpoint store works on it): after logging a state hash
+    /// it starts a new dirty epoch, so the next state hash and summary read
+    /// only the pages written from then on instead of every page written
+    /// since power-on. Host-side only: the trace is the same either way.
+    pub fn tick_owning_epochs(&mut self, m: &mut Machine) -> Result<(), TraceError> {
+        let before = self.hashes;
+        self.tick(m)?;
+        if self.hashes > before {
+            self.tracker.start_epoch(m);
+        }
+        Ok(())
+    }
+
+    /// Writes the machine's state hash with its summary.
+    fn log_state(&mut self, m: &Machine) -> Result<(), TraceError> {
+        let summary = m.state_summary(&mut self.tracker);
+        self.writer.state_summary(&m.state_hash(), &summary)?;
+        self.hashes += 1;
+        self.last_hash = Some(m.icount());
+        Ok(())
     }
 
     /// State hashes logged so far.
@@ -64,8 +94,13 @@ impl<W: Write> Recorder<W> {
     }
 
     /// Ends the trace with the machine's final count and state hash, the
-    /// process exit status and why the run ended.
-    pub fn finish(self, m: &Machine, exit_code: i32, reason: &str) -> Result<W, TraceError> {
+    /// process exit status and why the run ended. A state summary goes
+    /// before the end record (unless one was just logged at this count), so
+    /// a replay whose final state differs can say what differs.
+    pub fn finish(mut self, m: &Machine, exit_code: i32, reason: &str) -> Result<W, TraceError> {
+        if self.last_hash != Some(m.icount()) {
+            self.log_state(m)?;
+        }
         self.writer.finish(EndRecord {
             icount: m.icount(),
             final_hash: m.state_hash(),

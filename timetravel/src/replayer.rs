@@ -1,13 +1,18 @@
 //! Replaying a trace: the machine (built by the caller from the trace's
 //! header and images) runs to each record's instruction count, takes the
 //! recorded input there, and with verification compares its state hash
-//! with every recorded one.
+//! with every recorded one. When a hash differs and the trace has a state
+//! summary there (format version 2), the divergence names what differs:
+//! registers with both values, devices, RAM regions and their pages.
 
 use std::fmt;
 
-use hindsight_machine::{Exit, Machine};
+use hindsight_machine::{Exit, Machine, StateSummary, SummaryTracker};
 
 use crate::trace::{Digest, EndRecord, Record, TraceError};
+
+/// Most differences a [`Divergence`] lists before "and N more".
+const DIFFERENCES_SHOWN: usize = 8;
 
 /// How a replay ended.
 #[derive(Debug)]
@@ -42,6 +47,60 @@ pub struct Divergence {
     pub what: String,
 }
 
+impl Divergence {
+    /// The divergence of machine `m`, whose state hash differs from the
+    /// `recorded` one at its current count. With the trace's `summary` for
+    /// that count it names what differs (registers first, then parts of
+    /// vCPUs and devices, then RAM regions with their pages); `history` is
+    /// the replay's [`SummaryTracker`] as of the previous summary, if it
+    /// kept one (see [`StateSummary::compare_machine`]).
+    pub fn state_differs(
+        m: &Machine,
+        recorded: &Digest,
+        summary: Option<&StateSummary>,
+        history: Option<&SummaryTracker>,
+    ) -> Divergence {
+        Divergence::hash_differs(m, "state hash", recorded, summary, history)
+    }
+
+    fn hash_differs(
+        m: &Machine,
+        label: &str,
+        recorded: &Digest,
+        summary: Option<&StateSummary>,
+        history: Option<&SummaryTracker>,
+    ) -> Divergence {
+        let hashes = format!(
+            "{label} {} differs from the recorded {}",
+            hex(&m.state_hash()),
+            hex(recorded)
+        );
+        let what = match summary {
+            None => hashes,
+            Some(s) => {
+                let diffs = s.compare_machine(m, history);
+                let mut list: Vec<String> = diffs
+                    .iter()
+                    .take(DIFFERENCES_SHOWN)
+                    .map(ToString::to_string)
+                    .collect();
+                if diffs.len() > DIFFERENCES_SHOWN {
+                    list.push(format!("and {} more", diffs.len() - DIFFERENCES_SHOWN));
+                }
+                if list.is_empty() {
+                    format!("{hashes}; the recorded state summary shows no difference")
+                } else {
+                    format!("{}; {hashes}", list.join("; "))
+                }
+            }
+        };
+        Divergence {
+            icount: m.icount(),
+            what,
+        }
+    }
+}
+
 impl fmt::Display for Divergence {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "diverged at icount {}: {}", self.icount, self.what)
@@ -63,7 +122,8 @@ pub struct ReplayStats {
 
 /// Replays `records` (in trace order) on `m`. With `verify`, every state
 /// hash and the final hash must match; `until` stops at that instruction
-/// count; `error` is what ended the trace early, if anything.
+/// count; `error` is what ended the trace early, if anything. A divergence
+/// names only the count: [`replay_with_summaries`] also says what differs.
 pub fn replay(
     m: &mut Machine,
     records: &[Record],
@@ -72,6 +132,32 @@ pub fn replay(
     until: Option<u64>,
     stats: &mut ReplayStats,
 ) -> ReplayEnd {
+    replay_with_summaries(m, records, &[], error, verify, until, stats)
+}
+
+/// [`replay`] with the trace's state summaries
+/// ([`crate::TraceReader::take_summaries`]): when a state hash differs, the
+/// [`Divergence`] names what differs.
+///
+/// With `verify` and summaries, the replay keeps a [`SummaryTracker`] of its
+/// own RAM, brought up to date at each matching hash; that starts a dirty
+/// epoch there (do not use it on a machine whose checkpoint store owns the
+/// epochs), which also makes the next state hash cheaper. It lets a later
+/// divergence name the differing pages exactly.
+pub fn replay_with_summaries(
+    m: &mut Machine,
+    records: &[Record],
+    summaries: &[StateSummary],
+    error: Option<TraceError>,
+    verify: bool,
+    until: Option<u64>,
+    stats: &mut ReplayStats,
+) -> ReplayEnd {
+    let mut tracker = (verify && !summaries.is_empty()).then(SummaryTracker::new);
+    let summary_at = |icount: u64| {
+        let i = summaries.partition_point(|s| s.icount < icount);
+        summaries.get(i).filter(|s| s.icount == icount)
+    };
     for record in records {
         let at = record.icount();
         if let Some(u) = until.filter(|&u| u < at) {
@@ -91,14 +177,13 @@ pub fn replay(
                     });
                 }
                 if verify && m.state_hash() != end.final_hash {
-                    return ReplayEnd::Diverged(Divergence {
-                        icount: at,
-                        what: format!(
-                            "final state hash {} differs from the recorded {}",
-                            hex(&m.state_hash()),
-                            hex(&end.final_hash)
-                        ),
-                    });
+                    return ReplayEnd::Diverged(Divergence::hash_differs(
+                        m,
+                        "final state hash",
+                        &end.final_hash,
+                        summary_at(at),
+                        tracker.as_ref(),
+                    ));
                 }
                 return ReplayEnd::Finished {
                     end: end.clone(),
@@ -120,18 +205,18 @@ pub fn replay(
             }
             Record::StateHash { hash, .. } => {
                 if verify {
-                    let found = m.state_hash();
-                    if &found != hash {
-                        return ReplayEnd::Diverged(Divergence {
-                            icount: at,
-                            what: format!(
-                                "state hash {} differs from the recorded {}",
-                                hex(&found),
-                                hex(hash)
-                            ),
-                        });
+                    if &m.state_hash() != hash {
+                        return ReplayEnd::Diverged(Divergence::state_differs(
+                            m,
+                            hash,
+                            summary_at(at),
+                            tracker.as_ref(),
+                        ));
                     }
                     stats.hashes_verified += 1;
+                    if let Some(t) = &mut tracker {
+                        t.advance(m);
+                    }
                 }
             }
             Record::Input { channel, .. } => {

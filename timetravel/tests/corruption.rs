@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use hindsight_timetravel::{
-    Record, TraceError, TraceHeader, TraceReader, TraceWriter, SUPPORTED_VERSIONS,
+    Record, TraceError, TraceHeader, TraceReader, TraceWriter, FORMAT_VERSION, SUPPORTED_VERSIONS,
 };
 
 /// Index of the chunk holding byte `at`.
@@ -36,7 +36,7 @@ fn every_flipped_byte_is_caught_and_names_its_chunk() {
                 }
                 Outcome::Open(TraceError::UnsupportedVersion { found, supported }) => {
                     assert!((8..12).contains(&at), "byte {at}: version error");
-                    assert_eq!(found, 1 ^ (u32::from(mask) << (8 * (at - 8))));
+                    assert_eq!(found, FORMAT_VERSION ^ (u32::from(mask) << (8 * (at - 8))));
                     assert_eq!(supported, SUPPORTED_VERSIONS);
                     version += 1;
                 }
@@ -236,13 +236,13 @@ fn fix_header_crc(bytes: &mut [u8]) {
 #[test]
 fn a_version_from_the_future_is_refused_naming_the_supported_ones() {
     let mut bytes = sample_trace();
-    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
     fix_header_crc(&mut bytes);
     match TraceReader::new(&bytes[..]) {
-        Err(e @ TraceError::UnsupportedVersion { found: 2, .. }) => {
+        Err(e @ TraceError::UnsupportedVersion { found: 3, .. }) => {
             assert_eq!(
                 e.to_string(),
-                "trace format version 2 is not supported; this build reads version 1"
+                "trace format version 3 is not supported; this build reads versions 1, 2"
             );
         }
         other => panic!("expected UnsupportedVersion, got {:?}", other.err()),

@@ -7,7 +7,7 @@ use common::*;
 use hindsight_timetravel::trace::{keys, MAX_RAW_LEN};
 use hindsight_timetravel::{
     info, info_file, ImageInfo, ImageRole, Integrity, ReadOptions, Record, TraceError, TraceHeader,
-    TraceReader, TraceWriter, WriterOptions,
+    TraceReader, TraceWriter, WriterOptions, FORMAT_VERSION,
 };
 
 #[test]
@@ -16,7 +16,7 @@ fn every_record_kind_round_trips_with_header_and_images() {
     let spans = chunk_spans(&bytes);
     assert!(spans.len() >= 8, "several chunks: {}", spans.len());
     let mut r = TraceReader::new(&bytes[..]).unwrap();
-    assert_eq!(r.format_version(), 1);
+    assert_eq!(r.format_version(), FORMAT_VERSION);
     let mut expect_header = header();
     expect_header.images[0].embedded = true;
     assert_eq!(r.header(), &expect_header);
@@ -269,7 +269,7 @@ fn info_summarizes_a_complete_trace() {
     assert_eq!(i.images_verified, vec![true, false]);
     let text = i.to_string();
     for needle in [
-        "format version: 1",
+        "format version: 2",
         "hindsight 0.1.0-test",
         "kernel_cmdline = \"console=ttyS0 panic=-1\"",
         "[0] kernel \"vmlinuz\"",

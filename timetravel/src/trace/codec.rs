@@ -7,6 +7,7 @@
 //! | `hash` | 32 raw bytes |
 //! | `bytes` | `u32` length, then that many bytes |
 //! | `str` | `bytes` holding UTF-8 |
+//! | `name` | `u8` length (at least 1), then that many bytes of UTF-8 |
 //!
 //! The decoder never reads past its slice and never allocates more than the
 //! slice holds: a length is checked against the bytes that remain before
@@ -25,6 +26,9 @@ pub(crate) trait Put {
     /// (every payload is bounded by [`super::MAX_RAW_LEN`]).
     fn put_bytes(&mut self, v: &[u8]);
     fn put_str(&mut self, v: &str);
+    /// A `u8` length and the bytes of a short name. The caller guarantees
+    /// `1 <= len <= 255`.
+    fn put_name(&mut self, v: &str);
 }
 
 impl Put for Vec<u8> {
@@ -49,6 +53,10 @@ impl Put for Vec<u8> {
     }
     fn put_str(&mut self, v: &str) {
         self.put_bytes(v.as_bytes());
+    }
+    fn put_name(&mut self, v: &str) {
+        self.put_u8(v.len() as u8);
+        self.extend_from_slice(v.as_bytes());
     }
 }
 
@@ -154,6 +162,24 @@ impl<'a> Dec<'a> {
                 offset: start,
                 what: format!("{what}: not valid UTF-8"),
             }),
+        }
+    }
+
+    /// A `u8` length (at least 1) and that many bytes of UTF-8.
+    pub(crate) fn name(&mut self, what: &str) -> Result<String, DecodeError> {
+        let start = self.pos;
+        let len = self.u8(what)? as usize;
+        let at = |what: String| DecodeError {
+            offset: start,
+            what,
+        };
+        if len == 0 {
+            return Err(at(format!("{what}: empty")));
+        }
+        let b = self.take(len, what).map_err(|e| at(e.what))?;
+        match std::str::from_utf8(b) {
+            Ok(s) => Ok(s.to_owned()),
+            Err(_) => Err(at(format!("{what}: not valid UTF-8"))),
         }
     }
 

@@ -24,8 +24,10 @@ pub struct RecordCounts {
     pub input: u64,
     /// Bytes carried by `Input` records.
     pub input_bytes: u64,
-    /// `StateHash` records.
+    /// `StateHash` records (those with a summary included).
     pub state_hash: u64,
+    /// State hashes recorded with a state summary (format version 2).
+    pub state_summary: u64,
     /// `End` records (0 or 1).
     pub end: u64,
 }
@@ -184,6 +186,7 @@ impl TraceInfo {
 /// [`integrity`](TraceInfo::integrity) verdict.
 pub fn info<R: Read>(input: R) -> Result<TraceInfo, TraceError> {
     let mut reader = TraceReader::with_options(input, ReadOptions { load_images: false })?;
+    reader.keep_summaries(false);
     let mut counts = RecordCounts::default();
     let (mut first, mut last) = (None, None);
     let mut integrity = Integrity::Ok;
@@ -200,6 +203,7 @@ pub fn info<R: Read>(input: R) -> Result<TraceInfo, TraceError> {
             }
         }
     }
+    counts.state_summary = reader.summaries_read();
     let images_verified = (0..reader.header().images.len())
         .map(|i| reader.image_verified(i))
         .collect();
@@ -272,13 +276,14 @@ impl fmt::Display for TraceInfo {
         let c = &self.counts;
         writeln!(
             f,
-            "records:        {} ({} console input / {} bytes, {} input / {} bytes, {} state hash, {} end)",
+            "records:        {} ({} console input / {} bytes, {} input / {} bytes, {} state hash ({} with summary), {} end)",
             c.total(),
             c.console_input,
             c.console_bytes,
             c.input,
             c.input_bytes,
             c.state_hash,
+            c.state_summary,
             c.end
         )?;
         writeln!(

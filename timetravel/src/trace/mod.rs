@@ -1,5 +1,5 @@
-//! The `.hsr` trace file format (version 1), specified in
-//! `docs/trace-format.md`.
+//! The `.hsr` trace file format (version 2; version 1 is still read),
+//! specified in `docs/trace-format.md`.
 //!
 //! | file | owns |
 //! |---|---|
@@ -9,6 +9,7 @@
 //! | `header.rs` | the header record (chunk 0) and the machine configuration |
 //! | `image.rs` | image descriptions and the embedded-image pieces |
 //! | `record.rs` | the input-log records and their encoding |
+//! | `summary.rs` | the encoding of a state summary (version 2) |
 //! | `writer.rs` | [`TraceWriter`] |
 //! | `reader.rs` | [`TraceReader`] |
 //! | `info.rs` | [`TraceInfo`], the summary `hindsight trace info` prints |
@@ -23,6 +24,7 @@ mod image;
 mod info;
 mod reader;
 mod record;
+mod summary;
 mod writer;
 
 pub use chunk::{ChunkKind, Codec};
@@ -37,12 +39,14 @@ pub use writer::{TraceWriter, WriterOptions};
 /// The first eight bytes of every trace file.
 pub const MAGIC: [u8; 8] = *b"HSTRACE\0";
 
-/// The format version this crate writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this crate writes: 2, which adds the `StateSummary`
+/// record to version 1.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Every format version this crate reads. Any other version is refused with
-/// [`TraceError::UnsupportedVersion`], which lists these.
-pub const SUPPORTED_VERSIONS: &[u32] = &[1];
+/// [`TraceError::UnsupportedVersion`], which lists these. Version 1 traces
+/// read as before (they have no state summaries).
+pub const SUPPORTED_VERSIONS: &[u32] = &[1, 2];
 
 /// Upper bound on a chunk's uncompressed payload (16 MiB). A frame that
 /// claims more is corrupt; it bounds every allocation a reader makes for a

@@ -27,6 +27,7 @@ use super::header::TraceHeader;
 use super::image::ImagePiece;
 use super::record::{decode_records, EndRecord, Record};
 use super::{Digest, MAGIC, MAX_RAW_LEN, SUPPORTED_VERSIONS};
+use hindsight_machine::StateSummary;
 
 /// Options for [`TraceReader::with_options`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,6 +102,12 @@ pub struct TraceReader<R: Read> {
     last_icount: Option<u64>,
     end: Option<EndRecord>,
     complete: bool,
+    /// Summaries of the `StateSummary` records of the chunks handed out.
+    summaries: Vec<StateSummary>,
+    /// Whether to keep them (else only count them).
+    keep_summaries: bool,
+    /// `StateSummary` records read.
+    summaries_read: u64,
 }
 
 impl TraceReader<BufReader<File>> {
@@ -245,6 +252,9 @@ impl<R: Read> TraceReader<R> {
             last_icount: None,
             end: None,
             complete: false,
+            summaries: Vec::new(),
+            keep_summaries: true,
+            summaries_read: 0,
         };
         if let Err(e) = reader.read_images() {
             reader.stage = Stage::Done;
@@ -305,6 +315,31 @@ impl<R: Read> TraceReader<R> {
     /// reading and after any error.
     pub fn is_complete(&self) -> bool {
         self.complete
+    }
+
+    /// Whether to keep the state summaries of `StateSummary` records (the
+    /// default) or only verify and count them ([`TraceReader::summaries_read`]).
+    pub fn keep_summaries(&mut self, keep: bool) {
+        self.keep_summaries = keep;
+    }
+
+    /// The state summaries read so far, in trace order: each belongs to the
+    /// [`Record::StateHash`] of the same instruction count. Version 1 traces
+    /// have none.
+    pub fn summaries(&self) -> &[StateSummary] {
+        &self.summaries
+    }
+
+    /// Takes the state summaries read so far (see
+    /// [`TraceReader::summaries`]), e.g. for
+    /// [`crate::replay_with_summaries`] after [`TraceReader::read_to_end`].
+    pub fn take_summaries(&mut self) -> Vec<StateSummary> {
+        std::mem::take(&mut self.summaries)
+    }
+
+    /// Number of `StateSummary` records read so far (kept or not).
+    pub fn summaries_read(&self) -> u64 {
+        self.summaries_read
     }
 
     /// Reads every remaining record. Returns them with `None` for a complete
@@ -459,9 +494,14 @@ impl<R: Read> TraceReader<R> {
                 format!("a {} chunk where records were expected", frame.kind.name()),
             ));
         }
-        let records = decode_records(&raw, self.last_icount.unwrap_or(0))
-            .map_err(|e| TraceError::corrupt(index, start, format!("records: {e}")))?;
+        let (records, summaries) =
+            decode_records(&raw, self.last_icount.unwrap_or(0), self.version)
+                .map_err(|e| TraceError::corrupt(index, start, format!("records: {e}")))?;
         self.commit(len, hash);
+        self.summaries_read += summaries.len() as u64;
+        if self.keep_summaries {
+            self.summaries.extend(summaries);
+        }
         self.last_icount = records.last().map(Record::icount).or(self.last_icount);
         if let Some(Record::End(end)) = records.last() {
             self.end = Some(end.clone());

@@ -9,11 +9,21 @@
 //! | 2 | `Input` | u64 icount, u16 channel, bytes data |
 //! | 3 | `StateHash` | u64 icount, hash state |
 //! | 4 | `End` | u64 icount, hash final state, i32 exit code, str reason |
+//! | 5 | `StateSummary` (version 2) | u64 icount, hash state, summary (`summary.rs`) |
 //!
 //! Tag 0 is never used (a zero-filled payload does not parse). Adding a record
 //! kind or changing one changes the format version.
+//!
+//! A `StateSummary` record is a state hash with a [`StateSummary`] of the
+//! machine beside it. The reader hands out its hash as a
+//! [`Record::StateHash`] and keeps the summary aside
+//! ([`super::TraceReader::take_summaries`]): the summaries are bulky and only
+//! a replay that diverges reads one.
+
+use hindsight_machine::StateSummary;
 
 use super::codec::{Dec, DecodeError, Put};
+use super::summary::decode_summary;
 use super::Digest;
 
 /// The kind of a [`Record`], with its tag byte as discriminant.
@@ -172,16 +182,42 @@ pub(crate) fn encode_state_hash(out: &mut Vec<u8>, icount: u64, hash: &Digest) {
     out.extend_from_slice(hash);
 }
 
-/// Decodes one record.
-fn decode_one(d: &mut Dec<'_>) -> Result<Record, DecodeError> {
+/// Tag of the `StateSummary` record (format version 2 on). It is not a
+/// [`RecordKind`]: it reads as a [`Record::StateHash`] and a summary.
+pub(crate) const STATE_SUMMARY_TAG: u8 = 5;
+
+/// Encodes a `StateSummary` record: the state hash and `summary`, the
+/// summary's encoding.
+pub(crate) fn encode_state_summary(out: &mut Vec<u8>, icount: u64, hash: &Digest, summary: &[u8]) {
+    out.put_u8(STATE_SUMMARY_TAG);
+    out.put_u64(icount);
+    out.extend_from_slice(hash);
+    out.extend_from_slice(summary);
+}
+
+/// Decodes one record of a trace of format `version`, and the summary a
+/// `StateSummary` record carries.
+fn decode_one(
+    d: &mut Dec<'_>,
+    version: u32,
+) -> Result<(Record, Option<StateSummary>), DecodeError> {
     let at = d.pos();
     let tag = d.u8("record tag")?;
+    if tag == STATE_SUMMARY_TAG && version >= 2 {
+        let icount = d.u64("record icount")?;
+        let hash = d.hash("state hash")?;
+        let summary = decode_summary(d, icount).map_err(|e| DecodeError {
+            what: format!("state summary at icount {icount}: {}", e.what),
+            ..e
+        })?;
+        return Ok((Record::StateHash { icount, hash }, Some(summary)));
+    }
     let kind = RecordKind::from_tag(tag).ok_or_else(|| DecodeError {
         offset: at,
         what: format!("unknown record tag {tag}"),
     })?;
     let icount = d.u64("record icount")?;
-    Ok(match kind {
+    let record = match kind {
         RecordKind::ConsoleInput => Record::ConsoleInput {
             icount,
             bytes: d.bytes("console input bytes")?.to_vec(),
@@ -204,16 +240,27 @@ fn decode_one(d: &mut Dec<'_>) -> Result<Record, DecodeError> {
             exit_code: d.i32("exit code")?,
             reason: d.str("end reason")?,
         }),
-    })
+    };
+    Ok((record, None))
 }
 
-/// Decodes a whole records payload. Checks what can be checked inside one
-/// chunk: at least one record, instruction counts never decrease (starting
-/// from `floor`, the last count of the chunks before), and an `End` record is
-/// the last one.
-pub(crate) fn decode_records(payload: &[u8], floor: u64) -> Result<Vec<Record>, DecodeError> {
+/// The records of one records chunk, and the summaries of its
+/// `StateSummary` records (in order).
+pub(crate) type Decoded = (Vec<Record>, Vec<StateSummary>);
+
+/// Decodes a whole records payload of a trace of format `version`. Checks
+/// what can be checked inside one chunk: at least one record, instruction
+/// counts never decrease (starting from `floor`, the last count of the chunks
+/// before), an `End` record is the last one, and `StateSummary` records only
+/// from version 2 on.
+pub(crate) fn decode_records(
+    payload: &[u8],
+    floor: u64,
+    version: u32,
+) -> Result<Decoded, DecodeError> {
     let mut d = Dec::new(payload);
     let mut records = Vec::new();
+    let mut summaries = Vec::new();
     let mut last = floor;
     if payload.is_empty() {
         return Err(d.error("records chunk holds no record"));
@@ -223,7 +270,7 @@ pub(crate) fn decode_records(payload: &[u8], floor: u64) -> Result<Vec<Record>, 
         if matches!(records.last(), Some(Record::End(_))) {
             return Err(d.error("records follow the end record"));
         }
-        let r = decode_one(&mut d)?;
+        let (r, summary) = decode_one(&mut d, version)?;
         if r.icount() < last {
             return Err(DecodeError {
                 offset: at,
@@ -236,8 +283,9 @@ pub(crate) fn decode_records(payload: &[u8], floor: u64) -> Result<Vec<Record>, 
         }
         last = r.icount();
         records.push(r);
+        summaries.extend(summary);
     }
-    Ok(records)
+    Ok((records, summaries))
 }
 
 #[cfg(test)]
@@ -281,7 +329,7 @@ mod tests {
             r.encode(&mut buf);
             assert_eq!(buf.len() - before, r.encoded_len(), "{r:?}");
         }
-        assert_eq!(decode_records(&buf, 0).unwrap(), records);
+        assert_eq!(decode_records(&buf, 0, 1).unwrap(), (records, Vec::new()));
     }
 
     #[test]
@@ -289,7 +337,7 @@ mod tests {
         let mut buf = Vec::new();
         encode_state_hash(&mut buf, 10, &[0; 32]);
         encode_state_hash(&mut buf, 9, &[0; 32]);
-        assert!(decode_records(&buf, 0)
+        assert!(decode_records(&buf, 0, 1)
             .unwrap_err()
             .what
             .contains("must not decrease"));
@@ -297,20 +345,20 @@ mod tests {
         let mut buf = Vec::new();
         encode_state_hash(&mut buf, 10, &[0; 32]);
         assert!(
-            decode_records(&buf, 11).is_err(),
+            decode_records(&buf, 11, 1).is_err(),
             "floor from earlier chunks"
         );
 
         let mut buf = Vec::new();
         every_kind()[4].encode(&mut buf);
         encode_state_hash(&mut buf, u64::MAX, &[0; 32]);
-        assert!(decode_records(&buf, 0)
+        assert!(decode_records(&buf, 0, 1)
             .unwrap_err()
             .what
             .contains("follow the end"));
 
-        assert!(decode_records(&[], 0).is_err());
-        assert!(decode_records(&[0; 20], 0)
+        assert!(decode_records(&[], 0, 1).is_err());
+        assert!(decode_records(&[0; 20], 0, 1)
             .unwrap_err()
             .what
             .contains("tag 0"));
@@ -333,7 +381,7 @@ mod tests {
                 .collect()
         };
         for cut in 1..buf.len() {
-            let res = decode_records(&buf[..cut], 0);
+            let res = decode_records(&buf[..cut], 0, 1);
             assert_eq!(res.is_ok(), ends.contains(&cut), "cut at {cut}");
         }
     }

@@ -17,8 +17,12 @@ use super::chunk::{chunk_hash, encode_chunk, ChunkKind};
 use super::error::TraceError;
 use super::header::TraceHeader;
 use super::image::{ImagePiece, PIECE_HEADER_LEN};
-use super::record::{encode_console_input, encode_input, encode_state_hash, EndRecord, Record};
+use super::record::{
+    encode_console_input, encode_input, encode_state_hash, encode_state_summary, EndRecord, Record,
+};
+use super::summary::encode_checked;
 use super::{Digest, MAX_RAW_LEN};
+use hindsight_machine::StateSummary;
 use sha2::{Digest as _, Sha256};
 
 /// Tunables of a [`TraceWriter`].
@@ -196,6 +200,23 @@ impl<W: Write> TraceWriter<W> {
     pub fn state_hash(&mut self, icount: u64, hash: &Digest) -> Result<(), TraceError> {
         self.append(icount, 1 + 8 + 32, |buf| {
             encode_state_hash(buf, icount, hash)
+        })
+    }
+
+    /// Appends a `StateSummary` record: the state hash `hash` at
+    /// `summary.icount` with the summary beside it (format version 2).
+    /// Refuses a summary that the format cannot hold (more than 65,535
+    /// vCPUs or parts, a name longer than 255 bytes, lists out of order).
+    pub fn state_summary(
+        &mut self,
+        hash: &Digest,
+        summary: &StateSummary,
+    ) -> Result<(), TraceError> {
+        let icount = summary.icount;
+        let encoded = encode_checked(summary)
+            .map_err(|e| TraceError::invalid(format!("state summary at icount {icount}: {e}")))?;
+        self.append(icount, 1 + 8 + 32 + encoded.len(), |buf| {
+            encode_state_summary(buf, icount, hash, &encoded)
         })
     }
 
