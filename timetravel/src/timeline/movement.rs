@@ -254,19 +254,12 @@ impl Timeline {
         }
     }
 
-    /// Where the next checkpoint is due when running on from `now`: one
-    /// interval after the checkpoint at or before `now`, if that leaves at
-    /// least a quarter interval before the next checkpoint (so a changed
-    /// interval does not sprinkle checkpoints over known history).
+    /// Where the next checkpoint is due when running on from `now` (see
+    /// [`due_after`]).
     fn checkpoint_due(&self, now: u64) -> Option<u64> {
         let i = self.store.find(now)?;
-        let k = self.interval();
-        let due = self.icount_of(i).saturating_add(k);
-        let room = match self.store.get(i + 1) {
-            Some(next) => due.saturating_add(k / 4) < next.icount(),
-            None => true,
-        };
-        (room && due > now).then_some(due)
+        let next = self.store.get(i + 1).map(|c| c.icount());
+        due_after(self.icount_of(i), self.interval(), now, next)
     }
 
     /// Takes a checkpoint of the machine at the present, then thins if the
@@ -312,6 +305,18 @@ impl Timeline {
     }
 }
 
+/// Where the next checkpoint is due, running on from `now` with the last
+/// checkpoint at `last` (≤ `now`) and the next one, if any, at `next`: one
+/// interval `k` after `last`, or at once if that is already behind (the
+/// interval adapts to the speed, and shrinks when an idle guest gets busy),
+/// provided that leaves at least a quarter interval before `next` (so a
+/// changed interval does not sprinkle checkpoints over known history).
+fn due_after(last: u64, k: u64, now: u64, next: Option<u64>) -> Option<u64> {
+    let due = last.saturating_add(k).max(now);
+    let room = next.is_none_or(|next| due.saturating_add(k / 4) < next);
+    (room && due > last).then_some(due)
+}
+
 /// Errors unless a run asked to stop at `stop` got there.
 pub(super) fn check_reached(stop: u64, reached: u64, exit: Exit) -> Result<(), TimelineError> {
     if reached > stop {
@@ -327,4 +332,24 @@ pub(super) fn check_reached(stop: u64, reached: u64, exit: Exit) -> Result<(), T
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::due_after;
+
+    #[test]
+    fn checkpoints_fall_due_one_interval_on_or_at_once_when_overdue() {
+        assert_eq!(due_after(100, 50, 120, None), Some(150));
+        // The interval shrank below the distance run since the last one.
+        assert_eq!(due_after(100, 10, 500, None), Some(500));
+        // Not at the last checkpoint itself.
+        assert_eq!(due_after(100, 50, 100, None), Some(150));
+        assert_eq!(due_after(100, 0, 100, None), None);
+        // Inside known history: only with room before the next one.
+        assert_eq!(due_after(100, 40, 120, Some(200)), Some(140));
+        assert_eq!(due_after(100, 40, 120, Some(145)), None);
+        assert_eq!(due_after(100, 10, 190, Some(200)), Some(190));
+        assert_eq!(due_after(100, 40, 190, Some(200)), None);
+    }
 }
