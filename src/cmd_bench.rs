@@ -1,4 +1,4 @@
-//! `hindsight bench`: interpreter speed on the CPU-bound bench guest.
+//! `hindsight bench`: engine speed on the CPU-bound bench guest.
 
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,7 @@ const STEP: u64 = 1_000_000;
 /// Runs the command; returns the process exit status.
 pub fn run(args: &BenchArgs) -> i32 {
     let image = guests::bench();
-    let mut m = match guest::boot(&image, None) {
+    let mut m = match guest::boot(&image, None, args.engine.engine) {
         Ok(m) => m,
         Err(code) => return code,
     };
@@ -40,6 +40,13 @@ pub fn run(args: &BenchArgs) -> i32 {
     };
     let secs = start.elapsed().as_secs_f64();
     println!("guest: {}", image.name);
+    println!("engine: {}", m.engine());
+    if let Some(s) = m.jit_stats() {
+        println!(
+            "jit: {} blocks translated ({} instructions, {} inlined), {} native block runs, {} interpreted",
+            s.translated, s.insns, s.inlined, s.native_runs, s.interp_runs
+        );
+    }
     println!("instructions: {}", m.icount());
     println!("wall time: {secs:.3} s");
     println!("{:.1} MIPS", mips(m.icount(), secs));

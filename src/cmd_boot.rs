@@ -87,6 +87,7 @@ fn setup(args: &BootArgs) -> Result<Setup, String> {
             // Linux clears COM1's FIFO when the shell opens the console:
             // keep early (piped) input until then.
             hold_input_until_rx_interrupts: true,
+            engine: args.engine.engine,
             ..MachineConfig::default()
         },
         guest: Guest::Linux {

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use hindsight_machine::Exit;
+use hindsight_machine::{Engine, Exit};
 use hindsight_testsuite::guests;
 
 use crate::console;
@@ -12,10 +12,10 @@ use crate::{exit_code, guest};
 /// Upper bound on the demo's run, so a CPU regression cannot hang it.
 const DEMO_MAX_INSNS: u64 = 10_000_000_000;
 
-/// Runs the command; returns the process exit status.
-pub fn run() -> i32 {
+/// Runs the command on `engine`; returns the process exit status.
+pub fn run(engine: Engine) -> i32 {
     let image = guests::demo();
-    let mut m = match guest::boot(&image, Some(DEMO_MAX_INSNS)) {
+    let mut m = match guest::boot(&image, Some(DEMO_MAX_INSNS), engine) {
         Ok(m) => m,
         Err(code) => return code,
     };

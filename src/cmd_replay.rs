@@ -37,6 +37,8 @@ pub fn run(args: &ReplayArgs) -> i32 {
             return exit_code::USAGE;
         }
     };
+    // The engine is the replayer's choice, never the trace's.
+    m.set_engine(args.engine.engine);
     let (records, error) = reader.read_to_end();
     if let Some(n) = args.check_seeks {
         if let Some(e) = error {

@@ -46,6 +46,7 @@ fn setup(args: &RunArgs) -> Result<Setup, String> {
             memory: args.memory,
             cpus: args.cpus,
             max_insns: args.max_insns,
+            engine: args.engine.engine,
             ..MachineConfig::default()
         },
         guest: Guest::Multiboot {

@@ -46,7 +46,8 @@ fn top_help() -> String {
   hindsight run --multiboot kernel.elf --append 'console=ttyS0'
   hindsight run --multiboot kernel.elf --module initrd.img,initrd --memory 1G
   hindsight selftest                         run the guest self-tests
-  hindsight bench --seconds 5                measure interpreter speed
+  hindsight bench --seconds 5                measure emulation speed
+  hindsight bench --engine jit               the same with the JIT
   hindsight fetch                            download Debian's kernel and busybox
 
 {}",
@@ -78,12 +79,12 @@ enum Command {
     Boot(BootArgs),
     /// Run the built-in demo guest, then print instructions, time and speed.
     #[command(after_help = "Example:\n  hindsight demo")]
-    Demo,
+    Demo(EngineArgs),
     /// Run the guest self-tests; the last line is `N passed, M failed`.
     #[command(after_help = "Example:\n  hindsight selftest\n\n\
         Exit status: 0 when no test failed, 1 otherwise.")]
-    Selftest,
-    /// Measure interpreter speed on a CPU-bound guest; the last line is `<N> MIPS`.
+    Selftest(EngineArgs),
+    /// Measure engine speed on a CPU-bound guest; the last line is `<N> MIPS`.
     #[command(after_help = "Examples:\n  hindsight bench                  \
         run a fixed number of instructions\n  hindsight bench --seconds 10     \
         run for ten seconds of host time")]
@@ -149,6 +150,8 @@ pub struct ReplayArgs {
     pub seed: u64,
     #[command(flatten)]
     pub gdb: GdbArgs,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 /// `hindsight trace` subcommands.
@@ -262,6 +265,8 @@ pub struct BootArgs {
     pub stats: bool,
     #[command(flatten)]
     pub gdb: GdbArgs,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 #[derive(Args, Debug)]
@@ -294,6 +299,18 @@ pub struct RunArgs {
     pub embed_images: bool,
     #[command(flatten)]
     pub gdb: GdbArgs,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// The execution engine option, shared by every command that runs a guest.
+#[derive(Args, Debug, Clone, Copy, Default)]
+pub struct EngineArgs {
+    /// Execution engine: interp (the interpreter) or jit (hot blocks
+    /// translated to host code); both give the same guest behaviour at
+    /// every instruction count, and traces do not depend on it
+    #[arg(long, value_name = "ENGINE", default_value = "interp")]
+    pub engine: hindsight_machine::Engine,
 }
 
 /// The gdb stub's options, shared by `run`, `boot` and `replay`.
@@ -337,6 +354,8 @@ pub struct BenchArgs {
     /// Instructions to run.
     #[arg(long, value_name = "N", default_value_t = cmd_bench::DEFAULT_INSNS)]
     pub insns: u64,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 /// Options of `hindsight fetch`.
@@ -365,11 +384,11 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
 
 fn main() {
     let cli = Cli::parse();
-    let code = match cli.command.unwrap_or(Command::Demo) {
+    let code = match cli.command.unwrap_or(Command::Demo(EngineArgs::default())) {
         Command::Run(args) => cmd_run::run(&args),
         Command::Boot(args) => cmd_boot::run(&args),
-        Command::Demo => cmd_demo::run(),
-        Command::Selftest => cmd_selftest::run(),
+        Command::Demo(e) => cmd_demo::run(e.engine),
+        Command::Selftest(e) => cmd_selftest::run(e.engine),
         Command::Bench(args) => cmd_bench::run(&args),
         Command::Fetch(args) => cmd_fetch::run(&args),
         Command::Trace(cmd) => cmd_trace::run(&cmd),

@@ -201,6 +201,8 @@ impl Setup {
                 .parse()
                 .map_err(|_| format!("the trace's '{}' is not a number", keys::RTC_BOOT_TIME))?,
             hold_input_until_rx_interrupts: flag(key::HOLD_INPUT),
+            // Host-side, never in a trace: the replayer picks it.
+            engine: Default::default(),
         };
         let mut images = Vec::new();
         for (i, info) in h.images.iter().enumerate() {

@@ -25,11 +25,14 @@ pub mod x87;
 
 #[cfg(test)]
 mod fuzz_tests;
-#[cfg(test)]
+/// The test harness of the instruction-group tests (flat RAM bus, CPUs set
+/// up in each mode), also offered to other crates' tests through the
+/// `testutil` feature.
+#[cfg(any(test, feature = "testutil"))]
 pub mod testutil;
 
 pub use block::CodeCache;
 pub use bus::{Bus, WritablePage};
 pub use fault::{Fault, Stop, StopKind};
-pub use interp::{run, Ctx, RunExit};
+pub use interp::{run, BlockRef, Ctx, RunExit};
 pub use state::{Cpu, Mode, SegReg, Segment};

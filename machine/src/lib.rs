@@ -46,6 +46,7 @@ pub mod bus;
 pub mod checkpoint;
 pub mod codec;
 pub mod devices;
+mod engine;
 mod event;
 pub mod layout;
 mod machine;
@@ -57,6 +58,7 @@ pub mod state_summary;
 
 pub use checkpoint::{Checkpoint, CheckpointStore, PageData, RestoreStats};
 pub use devices::ConsoleSink;
+pub use engine::Engine;
 pub use machine::{
     Exit, Machine, MachineConfig, MachineError, DEFAULT_RTC_UNIX_SECS, DEFAULT_SEED,
     ENTRY_CODE_SELECTOR, ENTRY_DATA_SELECTOR, MAX_CPUS,

@@ -34,6 +34,7 @@ use hindsight_firmware::{EntryMode, EntryState, LinuxEntry, LoadError, Module};
 use crate::apic::CpuSignal;
 use crate::bus::VcpuBus;
 use crate::devices::{Console, ConsoleSink, DeviceConfig, PcDevices};
+use crate::engine::Engine;
 use crate::event::EventQueue;
 use crate::layout::PAGE_SIZE;
 use crate::memory::{GuestRam, MemoryError};
@@ -77,6 +78,9 @@ pub struct MachineConfig {
     /// so input queued before then (typed or piped ahead of a Linux shell)
     /// would be lost; a guest that polls the UART needs it false.
     pub hold_input_until_rx_interrupts: bool,
+    /// The execution engine (default: the interpreter). Host-side: not
+    /// part of the machine's state nor of a trace.
+    pub engine: Engine,
 }
 
 /// The RTC's time at boot unless configured: 2026-01-01 00:00:00 UTC.
@@ -91,6 +95,7 @@ impl Default for MachineConfig {
             seed: DEFAULT_SEED,
             rtc_unix_secs: DEFAULT_RTC_UNIX_SECS,
             hold_input_until_rx_interrupts: false,
+            engine: Engine::Interp,
         }
     }
 }
@@ -229,6 +234,9 @@ pub struct Machine {
     debug: Option<Arc<DebugSet>>,
     /// The vCPU that ran last (host-side: which one a debugger's step moved).
     last_vcpu: usize,
+    /// The JIT when it is the engine (host-side; shared by the vCPUs like
+    /// `code`, whose blocks its translations are attached to).
+    jit: Option<Box<hindsight_jit::Jit>>,
 }
 
 impl fmt::Debug for Machine {
@@ -283,6 +291,7 @@ impl Machine {
             digests: RefCell::default(),
             debug: None,
             last_vcpu: 0,
+            jit: (cfg.engine == Engine::Jit).then(|| Box::new(hindsight_jit::Jit::new())),
         })
     }
 
@@ -566,6 +575,28 @@ impl Machine {
         }
     }
 
+    /// Switches the execution engine between runs (the guest sees no
+    /// difference: both engines agree at every instruction count).
+    pub fn set_engine(&mut self, engine: Engine) {
+        if engine != self.engine() {
+            self.jit = (engine == Engine::Jit).then(|| Box::new(hindsight_jit::Jit::new()));
+        }
+    }
+
+    /// The execution engine in use.
+    pub fn engine(&self) -> Engine {
+        if self.jit.is_some() {
+            Engine::Jit
+        } else {
+            Engine::Interp
+        }
+    }
+
+    /// The JIT's counters, when it is the engine.
+    pub fn jit_stats(&self) -> Option<hindsight_jit::JitStats> {
+        self.jit.as_ref().map(|j| j.stats())
+    }
+
     /// The breakpoints and watchpoints installed, if any.
     pub fn debug_set(&self) -> Option<&DebugSet> {
         self.debug.as_deref()
@@ -758,13 +789,19 @@ impl Machine {
         })
     }
 
-    /// Runs vCPU `i` for at most `budget` instructions.
+    /// Runs vCPU `i` for at most `budget` instructions, with the engine
+    /// of the configuration.
     #[inline]
     fn run_slice(&mut self, i: usize, budget: u64) -> Result<(), Stop> {
+        let mut jit = self.jit.take();
         let (exit, ran) = self.with_ctx(i, |ctx| {
             let limit = ctx.cpu.icount.saturating_add(budget);
-            ctx.run(limit)
+            match &mut jit {
+                Some(j) => j.run(ctx, limit),
+                None => ctx.run(limit),
+            }
         });
+        self.jit = jit;
         self.sched.consumed(ran);
         match exit {
             RunExit::Stop(s) => Err(s),

@@ -71,6 +71,19 @@ pub struct Ctx<'a> {
     pub code: &'a mut CodeCache,
 }
 
+/// A decoded block as [`Ctx::find_block`] returns it.
+#[derive(Clone, Copy, Debug)]
+pub struct BlockRef {
+    /// Slot of the block in the [`CodeCache`].
+    pub id: u32,
+    /// Its serial number (a reused slot has another).
+    pub serial: u32,
+    /// Its instructions; valid until the next [`CodeCache::collect`].
+    pub ops: *const [Op],
+    /// Mask applied to RIP after each instruction (IP wraps at the code width).
+    pub ip_mask: u64,
+}
+
 /// Why [`Ctx::run`] returned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RunExit {
@@ -107,7 +120,7 @@ impl<'a> Ctx<'a> {
             }
             self.code.collect();
             self.sync_code_gen();
-            let (ops, ip_mask) = match self.lookup_block() {
+            let b = match self.find_block() {
                 Ok(b) => b,
                 Err(f) => {
                     if let Err(stop) = self.raise(f) {
@@ -124,36 +137,10 @@ impl<'a> Ctx<'a> {
             // not called while this block runs (invalidation just marks it),
             // and a block's ops live in their own heap allocation, which does
             // not move when the block table grows.
-            let ops = unsafe { &*ops };
+            let ops = unsafe { &*b.ops };
             self.cpu.end_block = false;
-            if self.cpu.rflags & (flags::TF | flags::RF) != 0
-                || self.cpu.dr[7] & DR7_ENABLES != 0
-                || self.debugger_breakpoint_in(ops)
-            {
-                // Single-stepping, instruction breakpoints or RF to clear.
-                if let Err(stop) = self.run_block_debug(ops, ip_mask, limit) {
-                    return RunExit::Stop(stop);
-                }
-            } else {
-                let budget = (limit - self.cpu.icount).min(ops.len() as u64) as usize;
-                for op in &ops[..budget] {
-                    self.cpu.rip = op.insn.next_ip() & ip_mask;
-                    match (op.handler)(self, &op.insn) {
-                        Ok(()) => {
-                            self.cpu.icount += 1;
-                            if self.cpu.end_block {
-                                break;
-                            }
-                        }
-                        Err(f) => {
-                            self.cpu.rip = op.insn.ip();
-                            if let Err(stop) = self.raise(f) {
-                                return RunExit::Stop(stop);
-                            }
-                            break;
-                        }
-                    }
-                }
+            if let Err(stop) = self.run_block(ops, b.ip_mask, limit) {
+                return RunExit::Stop(stop);
             }
             self.cpu.end_block = false;
             if self.cpu.exit_request {
@@ -161,6 +148,51 @@ impl<'a> Ctx<'a> {
                 return RunExit::Exit;
             }
         }
+    }
+
+    /// Whether a block must run on the per-instruction debug path:
+    /// single-stepping (TF), RF to clear, DR7 breakpoints, or a debugger
+    /// breakpoint on one of its instructions.
+    #[inline(always)]
+    pub fn needs_debug_path(&self, ops: &[Op]) -> bool {
+        self.cpu.rflags & (flags::TF | flags::RF) != 0
+            || self.cpu.dr[7] & DR7_ENABLES != 0
+            || self.debugger_breakpoint_in(ops)
+    }
+
+    /// Interprets one block found by [`Ctx::find_block`] (its `ops` and
+    /// `ip_mask`), at most up to instruction count `limit`: the debug path
+    /// when [`Ctx::needs_debug_path`], else each instruction's handler in
+    /// turn until the block, the budget or `end_block` ends it. A fault is
+    /// delivered at once (RIP at the faulting instruction).
+    #[inline(always)]
+    pub fn run_block(
+        &mut self,
+        ops: &[Op],
+        ip_mask: u64,
+        limit: u64,
+    ) -> std::result::Result<(), Stop> {
+        if self.needs_debug_path(ops) {
+            // Single-stepping, instruction breakpoints or RF to clear.
+            return self.run_block_debug(ops, ip_mask, limit);
+        }
+        let budget = (limit - self.cpu.icount).min(ops.len() as u64) as usize;
+        for op in &ops[..budget] {
+            self.cpu.rip = op.insn.next_ip() & ip_mask;
+            match (op.handler)(self, &op.insn) {
+                Ok(()) => {
+                    self.cpu.icount += 1;
+                    if self.cpu.end_block {
+                        break;
+                    }
+                }
+                Err(f) => {
+                    self.cpu.rip = op.insn.ip();
+                    return self.raise(f);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Runs a block instruction by instruction with the debug checks of SDM
@@ -303,7 +335,7 @@ impl<'a> Ctx<'a> {
     /// Drops this vCPU's write translations when some page became a code page
     /// since they were made, so stores to it are seen (self-modifying code).
     #[inline(always)]
-    fn sync_code_gen(&mut self) {
+    pub fn sync_code_gen(&mut self) {
         if self.cpu.tlb.code_gen != self.code.gen {
             self.cpu.tlb.flush_writes();
             self.cpu.tlb.code_gen = self.code.gen;
@@ -357,11 +389,13 @@ impl<'a> Ctx<'a> {
         self.linear_ip(self.cpu.rip)
     }
 
-    /// The block at CS:RIP: its instructions and the IP mask of its width.
+    /// The block at CS:RIP (decoded now if needed): its slot, serial,
+    /// instructions and the IP mask of its width. A fetch fault is returned
+    /// for the caller to raise.
     ///
     /// The hit path is the jump cache plus a slot/serial check, no hashing.
     #[inline(always)]
-    fn lookup_block(&mut self) -> Result<(*const [Op], u64)> {
+    pub fn find_block(&mut self) -> Result<BlockRef> {
         let rip = self.cpu.rip;
         let bitness = self.cpu.bitness;
         let lin = if bitness == 64 {
@@ -387,7 +421,12 @@ impl<'a> Ctx<'a> {
             && self.cpu.tlb.lookup(Access::Exec, user, lin).is_some()
         {
             if let Some(b) = self.code.get_checked(je.id, je.serial) {
-                return Ok((&*b.ops as *const [Op], ip_mask(bitness)));
+                return Ok(BlockRef {
+                    id: je.id,
+                    serial: je.serial,
+                    ops: &*b.ops as *const [Op],
+                    ip_mask: ip_mask(bitness),
+                });
             }
         }
         self.lookup_block_slow(lin, rip, bitness, slot)
@@ -402,7 +441,7 @@ impl<'a> Ctx<'a> {
         rip: u64,
         bitness: u32,
         slot: usize,
-    ) -> Result<(*const [Op], u64)> {
+    ) -> Result<BlockRef> {
         if bitness == 64 && !is_canonical(lin) {
             // Instruction fetch from a non-canonical address (SDM vol. 3 6.15, #GP).
             return Err(Fault::gp(0));
@@ -438,7 +477,12 @@ impl<'a> Ctx<'a> {
             serial: b.serial,
             mode: key,
         };
-        Ok((&*b.ops as *const [Op], ip_mask(bitness)))
+        Ok(BlockRef {
+            id,
+            serial: b.serial,
+            ops: &*b.ops as *const [Op],
+            ip_mask: ip_mask(bitness),
+        })
     }
 
     /// Decodes the block starting at linear `lin` (IP `rip`, guest-physical `gpa`).

@@ -259,6 +259,11 @@ struct Args {
     /// that still mismatch in the same places, and print that too.
     #[arg(long)]
     minimize: bool,
+    /// Engine under test: interp (each instruction's handler, exceptions
+    /// seen directly) or jit (the code run from guest memory by hindsight's
+    /// JIT, every block translated, exceptions delivered through an IDT)
+    #[arg(long, value_name = "ENGINE", default_value = "interp", value_parser = ["interp", "jit"])]
+    engine: String,
     /// Also generate the x87/SSE forms excluded as not bit-exact by design
     /// (transcendentals, RCP/RSQRT approximations) or outside the harness's
     /// control (XGETBV...), to measure how far the model is from this CPU
@@ -552,6 +557,7 @@ impl Runner {
         } else {
             &mut self.emu
         };
+        emu.set_code(&case.code);
         let e = emu.run(
             &case.insns,
             &handlers,
@@ -952,6 +958,11 @@ fn main() -> ExitCode {
             unimplemented.len(),
             if args.strict { "; strict" } else { "" }
         );
+    }
+    let (mut emu, mut emu32) = (emu, emu32);
+    if args.engine == "jit" {
+        emu.use_jit();
+        emu32.use_jit();
     }
     let mut runner = Runner {
         host,

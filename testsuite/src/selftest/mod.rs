@@ -29,7 +29,7 @@ mod rings;
 mod timer;
 mod v86;
 
-use hindsight_machine::{Exit, Machine, MachineConfig};
+use hindsight_machine::{Engine, Exit, Machine, MachineConfig};
 
 use crate::guests::BuiltGuest;
 
@@ -114,9 +114,20 @@ pub struct GuestReport {
 
 /// Runs one built guest in a fresh machine and counts its checks.
 pub fn run_guest(name: &'static str, g: &BuiltGuest, input: &[u8]) -> GuestReport {
+    run_guest_on(Engine::Interp, name, g, input)
+}
+
+/// [`run_guest`] with the given execution engine.
+pub fn run_guest_on(
+    engine: Engine,
+    name: &'static str,
+    g: &BuiltGuest,
+    input: &[u8],
+) -> GuestReport {
     let cfg = MachineConfig {
         memory: MEMORY,
         max_insns: Some(MAX_INSNS),
+        engine,
         ..MachineConfig::default()
     };
     let mut lines = Vec::new();
@@ -197,6 +208,11 @@ pub fn run_guest(name: &'static str, g: &BuiltGuest, input: &[u8]) -> GuestRepor
 /// through `out` (one line per call, no trailing newline), and returns
 /// (passed, failed).
 pub fn run_all(out: &mut dyn FnMut(&str)) -> (usize, usize) {
+    run_all_on(Engine::Interp, out)
+}
+
+/// [`run_all`] with the given execution engine.
+pub fn run_all_on(engine: Engine, out: &mut dyn FnMut(&str)) -> (usize, usize) {
     let mut passed = 0;
     let mut failed = 0;
     for sg in guests() {
@@ -207,7 +223,7 @@ pub fn run_all(out: &mut dyn FnMut(&str)) -> (usize, usize) {
             built.checks.len(),
             built.image.bytes.len()
         ));
-        let r = run_guest(sg.name, &built, sg.input);
+        let r = run_guest_on(engine, sg.name, &built, sg.input);
         for l in &r.lines {
             out(l);
         }

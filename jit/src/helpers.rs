@@ -1,0 +1,62 @@
+//! Rust functions that generated code calls (`extern "sysv64"`), and the
+//! slot through which they report what generated code cannot carry: the
+//! stop of a fault that could not be delivered, and a caught panic.
+//!
+//! No panic unwinds through generated code: each helper catches it, records
+//! it here and asks the block to return; [`crate::Jit::run`] resumes the
+//! unwinding once it is back in Rust.
+
+use std::any::Any;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use hindsight_cpu::block::Op;
+use hindsight_cpu::{Ctx, Stop};
+
+/// What a block's helpers report besides "leave the block".
+#[derive(Default)]
+pub(crate) struct ExitSlot {
+    /// A fault escalated to a stop (triple fault, unimplemented instruction).
+    pub stop: Option<Stop>,
+    /// A panic caught in a helper, to resume once out of generated code.
+    pub panic: Option<Box<dyn Any + Send + 'static>>,
+}
+
+/// Runs one instruction through its interpreter handler, as the
+/// interpreter's block loop does (RIP already at the next instruction):
+/// on success counts it and returns 1 if the block must end
+/// (`end_block`), else 0; on a fault puts RIP back at the instruction,
+/// delivers the exception with [`Ctx::raise`] and returns 1.
+///
+/// # Safety
+/// `ctx` points at the live `Ctx` the engine runs, `op` at an instruction
+/// of a block that is not freed while it runs, `slot` at the engine's slot.
+pub(crate) unsafe extern "sysv64" fn exec_op(
+    ctx: *mut Ctx<'_>,
+    op: *const Op,
+    slot: *mut ExitSlot,
+) -> u64 {
+    // SAFETY: the caller (generated code entered by `Jit::run`) passes the
+    // pointers `Jit::run` gave it, which are valid and unaliased for the
+    // duration of the block.
+    let (ctx, op, slot) = unsafe { (&mut *ctx, &*op, &mut *slot) };
+    let r = catch_unwind(AssertUnwindSafe(|| match (op.handler)(ctx, &op.insn) {
+        Ok(()) => {
+            ctx.cpu.icount += 1;
+            u64::from(ctx.cpu.end_block)
+        }
+        Err(f) => {
+            ctx.cpu.rip = op.insn.ip();
+            if let Err(stop) = ctx.raise(f) {
+                slot.stop = Some(stop);
+            }
+            1
+        }
+    }));
+    match r {
+        Ok(v) => v,
+        Err(payload) => {
+            slot.panic = Some(payload);
+            1
+        }
+    }
+}

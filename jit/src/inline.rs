@@ -1,0 +1,386 @@
+//! Instructions translated to host code instead of a handler call: register
+//! MOV, ADD/SUB/CMP/AND/OR/XOR/TEST with register or immediate sources,
+//! INC/DEC, LEA and NOP in any mode; conditional and direct near jumps that
+//! end a 64-bit block.
+//!
+//! None of them can fault or touch memory, so none needs the precise-state
+//! machinery: they update the guest registers in `Cpu` directly. RFLAGS is
+//! exact: the host executes the same operation at the same size and its
+//! status flags are merged into the guest's (AF, undefined after logic
+//! operations, is cleared as the interpreter does). High-byte registers
+//! (AH..BH), LOCK prefixes and every other form fall back to the handler.
+
+use dynasmrt::{dynasm, DynasmApi, DynasmLabelApi};
+use hindsight_cpu::block::Op;
+use hindsight_cpu::flags::{AF, CF, STATUS};
+use hindsight_cpu::memory::is_canonical;
+use iced_x86::{ConditionCode, Mnemonic, OpKind, Register};
+
+use crate::translate::{gpr, Emitter, RFLAGS};
+
+/// Whether (and how) an instruction was inlined.
+pub(crate) enum Inlined {
+    /// Not inlined: call its handler.
+    No,
+    /// Inlined; the block goes on.
+    Yes,
+    /// Inlined and it ended the block (RIP and the count are stored).
+    Ends,
+}
+
+/// A guest general-purpose register usable inline: its index in `gpr` and
+/// size in bytes (high-byte registers are not).
+fn reg(r: Register) -> Option<(usize, u8)> {
+    if !r.is_gpr() || (Register::AH..=Register::BH).contains(&r) {
+        return None;
+    }
+    Some((r.full_register().number(), r.size() as u8))
+}
+
+/// A source operand.
+#[derive(Clone, Copy)]
+enum Src {
+    Reg(usize),
+    Imm(u64),
+}
+
+/// The second operand of `op` as a source of `size` bytes.
+fn src(op: &Op, size: u8) -> Option<Src> {
+    let insn = &op.insn;
+    match insn.op1_kind() {
+        OpKind::Register => {
+            let (n, s) = reg(insn.op1_register())?;
+            (s == size).then_some(Src::Reg(n))
+        }
+        OpKind::Immediate8
+        | OpKind::Immediate16
+        | OpKind::Immediate32
+        | OpKind::Immediate64
+        | OpKind::Immediate8to16
+        | OpKind::Immediate8to32
+        | OpKind::Immediate8to64
+        | OpKind::Immediate32to64 => Some(Src::Imm(insn.immediate(1))),
+        _ => None,
+    }
+}
+
+/// Emits `op` inline if it is one of the forms this module handles.
+pub(crate) fn emit(e: &mut Emitter, op: &Op, last: bool) -> Inlined {
+    let insn = &op.insn;
+    if insn.has_lock_prefix() {
+        return Inlined::No;
+    }
+    let done = match insn.mnemonic() {
+        Mnemonic::Nop => true,
+        Mnemonic::Mov => mov(e, op),
+        Mnemonic::Add => alu(e, op, Alu::Add),
+        Mnemonic::Sub => alu(e, op, Alu::Sub),
+        Mnemonic::Cmp => alu(e, op, Alu::Cmp),
+        Mnemonic::And => alu(e, op, Alu::And),
+        Mnemonic::Or => alu(e, op, Alu::Or),
+        Mnemonic::Xor => alu(e, op, Alu::Xor),
+        Mnemonic::Test => alu(e, op, Alu::Test),
+        Mnemonic::Inc => incdec(e, op, false),
+        Mnemonic::Dec => incdec(e, op, true),
+        Mnemonic::Lea => lea(e, op),
+        Mnemonic::Jmp if last => return branch(e, op, None),
+        _ if last && insn.is_jcc_short_or_near() => {
+            return branch(e, op, Some(insn.condition_code()))
+        }
+        _ => false,
+    };
+    if !done {
+        return Inlined::No;
+    }
+    e.pending += 1;
+    e.rip_due = Some(insn.next_ip() & e.ip_mask);
+    Inlined::Yes
+}
+
+/// MOV r, r and MOV r, imm (8-bit low, 16, 32 and 64-bit registers; the
+/// x86 merge rules come from doing the move on the host at the same size).
+fn mov(e: &mut Emitter, op: &Op) -> bool {
+    let insn = &op.insn;
+    if insn.op0_kind() != OpKind::Register {
+        return false;
+    }
+    let Some((d, size)) = reg(insn.op0_register()) else {
+        return false;
+    };
+    let Some(s) = src(op, size) else {
+        return false;
+    };
+    load_src(e, s);
+    if size == 8 {
+        dynasm!(e.a
+            ; .arch x64
+            ; mov [rbp + gpr(d)], rcx
+        );
+        return true;
+    }
+    dynasm!(e.a
+        ; .arch x64
+        ; mov rax, [rbp + gpr(d)]
+    );
+    match size {
+        1 => dynasm!(e.a ; .arch x64 ; mov al, cl),
+        2 => dynasm!(e.a ; .arch x64 ; mov ax, cx),
+        _ => dynasm!(e.a ; .arch x64 ; mov eax, ecx),
+    }
+    dynasm!(e.a
+        ; .arch x64
+        ; mov [rbp + gpr(d)], rax
+    );
+    true
+}
+
+/// Loads a source operand into RCX.
+fn load_src(e: &mut Emitter, s: Src) {
+    match s {
+        Src::Reg(n) => dynasm!(e.a
+            ; .arch x64
+            ; mov rcx, [rbp + gpr(n)]
+        ),
+        Src::Imm(v) => dynasm!(e.a
+            ; .arch x64
+            ; mov rcx, QWORD v as i64
+        ),
+    }
+}
+
+/// The two-operand arithmetic and logic operations inlined.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Alu {
+    Add,
+    Sub,
+    Cmp,
+    And,
+    Or,
+    Xor,
+    Test,
+}
+
+/// `op0 = op0 OP op1` on registers/immediates, with the host's flags.
+fn alu(e: &mut Emitter, op: &Op, kind: Alu) -> bool {
+    let insn = &op.insn;
+    if insn.op0_kind() != OpKind::Register {
+        return false;
+    }
+    let Some((d, size)) = reg(insn.op0_register()) else {
+        return false;
+    };
+    let Some(s) = src(op, size) else {
+        return false;
+    };
+    dynasm!(e.a
+        ; .arch x64
+        ; mov rax, [rbp + gpr(d)]
+    );
+    load_src(e, s);
+    macro_rules! sized {
+        ($op:ident) => {
+            match size {
+                1 => dynasm!(e.a ; .arch x64 ; $op al, cl),
+                2 => dynasm!(e.a ; .arch x64 ; $op ax, cx),
+                4 => dynasm!(e.a ; .arch x64 ; $op eax, ecx),
+                _ => dynasm!(e.a ; .arch x64 ; $op rax, rcx),
+            }
+        };
+    }
+    match kind {
+        Alu::Add => sized!(add),
+        Alu::Sub => sized!(sub),
+        Alu::Cmp => sized!(cmp),
+        Alu::And => sized!(and),
+        Alu::Or => sized!(or),
+        Alu::Xor => sized!(xor),
+        Alu::Test => sized!(test),
+    }
+    dynasm!(e.a
+        ; .arch x64
+        ; pushfq
+        ; pop rdx
+    );
+    if !matches!(kind, Alu::Cmp | Alu::Test) {
+        dynasm!(e.a
+            ; .arch x64
+            ; mov [rbp + gpr(d)], rax
+        );
+    }
+    let logic = matches!(kind, Alu::And | Alu::Or | Alu::Xor | Alu::Test);
+    merge_flags(e, STATUS, if logic { STATUS & !AF } else { STATUS });
+    true
+}
+
+/// INC/DEC r: CF is kept.
+fn incdec(e: &mut Emitter, op: &Op, dec: bool) -> bool {
+    let insn = &op.insn;
+    if insn.op0_kind() != OpKind::Register {
+        return false;
+    }
+    let Some((d, size)) = reg(insn.op0_register()) else {
+        return false;
+    };
+    dynasm!(e.a
+        ; .arch x64
+        ; mov rax, [rbp + gpr(d)]
+    );
+    match (dec, size) {
+        (false, 1) => dynasm!(e.a ; .arch x64 ; inc al),
+        (false, 2) => dynasm!(e.a ; .arch x64 ; inc ax),
+        (false, 4) => dynasm!(e.a ; .arch x64 ; inc eax),
+        (false, _) => dynasm!(e.a ; .arch x64 ; inc rax),
+        (true, 1) => dynasm!(e.a ; .arch x64 ; dec al),
+        (true, 2) => dynasm!(e.a ; .arch x64 ; dec ax),
+        (true, 4) => dynasm!(e.a ; .arch x64 ; dec eax),
+        (true, _) => dynasm!(e.a ; .arch x64 ; dec rax),
+    }
+    dynasm!(e.a
+        ; .arch x64
+        ; pushfq
+        ; pop rdx
+        ; mov [rbp + gpr(d)], rax
+    );
+    merge_flags(e, STATUS & !CF, STATUS & !CF);
+    true
+}
+
+/// RFLAGS = (RFLAGS & !clear) | (host flags in RDX & take).
+fn merge_flags(e: &mut Emitter, clear: u64, take: u64) {
+    let keep = !clear as i32;
+    let take = take as i32;
+    dynasm!(e.a
+        ; .arch x64
+        ; mov rsi, [rbp + RFLAGS]
+        ; and rsi, keep
+        ; and edx, take
+        ; or rsi, rdx
+        ; mov [rbp + RFLAGS], rsi
+    );
+}
+
+/// LEA r32/r64, [base + index*scale + disp] with 64- or 32-bit addresses
+/// (RIP-relative included: iced gives the absolute address).
+fn lea(e: &mut Emitter, op: &Op) -> bool {
+    let insn = &op.insn;
+    if insn.op0_kind() != OpKind::Register || insn.op1_kind() != OpKind::Memory {
+        return false;
+    }
+    let Some((d, size)) = reg(insn.op0_register()) else {
+        return false;
+    };
+    if size < 4 {
+        return false;
+    }
+    let base = insn.memory_base();
+    let index = insn.memory_index();
+    let addr32 = match (base, index) {
+        (Register::RIP, _) => false,
+        (Register::EIP, _) => true,
+        (b, _) if b != Register::None => b.size() == 4,
+        (_, i) if i != Register::None => i.size() == 4,
+        _ => return false,
+    };
+    if (base != Register::None && !matches!(base, Register::RIP | Register::EIP))
+        && reg(base).is_none_or(|(_, s)| s < 4)
+    {
+        return false;
+    }
+    if index != Register::None && reg(index).is_none_or(|(_, s)| s < 4) {
+        return false;
+    }
+    let disp = insn.memory_displacement64();
+    dynasm!(e.a
+        ; .arch x64
+        ; mov rax, QWORD disp as i64
+    );
+    if base != Register::None && !matches!(base, Register::RIP | Register::EIP) {
+        let (b, _) = reg(base).unwrap_or((0, 8));
+        dynasm!(e.a
+            ; .arch x64
+            ; add rax, [rbp + gpr(b)]
+        );
+    }
+    if index != Register::None {
+        let (i, _) = reg(index).unwrap_or((0, 8));
+        let shift = insn.memory_index_scale().trailing_zeros() as i8;
+        dynasm!(e.a
+            ; .arch x64
+            ; mov rcx, [rbp + gpr(i)]
+            ; shl rcx, shift
+            ; add rax, rcx
+        );
+    }
+    if addr32 || size == 4 {
+        dynasm!(e.a
+            ; .arch x64
+            ; mov eax, eax
+        );
+    }
+    dynasm!(e.a
+        ; .arch x64
+        ; mov [rbp + gpr(d)], rax
+    );
+    true
+}
+
+/// A near JMP rel or Jcc rel ending a 64-bit block: counts the block's
+/// instructions, sets RIP to the target or the next instruction, leaves.
+fn branch(e: &mut Emitter, op: &Op, cc: Option<ConditionCode>) -> Inlined {
+    let insn = &op.insn;
+    let target = insn.near_branch_target();
+    if !e.long || insn.op0_kind() != OpKind::NearBranch64 || !is_canonical(target) {
+        return Inlined::No;
+    }
+    e.flush_count(1);
+    e.rip_due = None;
+    let exit = e.exit;
+    let Some(cc) = cc else {
+        e.store_rip(target);
+        dynasm!(e.a
+            ; .arch x64
+            ; jmp =>exit
+        );
+        return Inlined::Ends;
+    };
+    let taken = e.a.new_dynamic_label();
+    let status = STATUS as i32;
+    dynasm!(e.a
+        ; .arch x64
+        ; mov rax, [rbp + RFLAGS]
+        ; and eax, status
+        ; push rax
+        ; popfq
+    );
+    match cc {
+        ConditionCode::o => dynasm!(e.a ; .arch x64 ; jo =>taken),
+        ConditionCode::no => dynasm!(e.a ; .arch x64 ; jno =>taken),
+        ConditionCode::b => dynasm!(e.a ; .arch x64 ; jb =>taken),
+        ConditionCode::ae => dynasm!(e.a ; .arch x64 ; jae =>taken),
+        ConditionCode::e => dynasm!(e.a ; .arch x64 ; je =>taken),
+        ConditionCode::ne => dynasm!(e.a ; .arch x64 ; jne =>taken),
+        ConditionCode::be => dynasm!(e.a ; .arch x64 ; jbe =>taken),
+        ConditionCode::a => dynasm!(e.a ; .arch x64 ; ja =>taken),
+        ConditionCode::s => dynasm!(e.a ; .arch x64 ; js =>taken),
+        ConditionCode::ns => dynasm!(e.a ; .arch x64 ; jns =>taken),
+        ConditionCode::p => dynasm!(e.a ; .arch x64 ; jp =>taken),
+        ConditionCode::np => dynasm!(e.a ; .arch x64 ; jnp =>taken),
+        ConditionCode::l => dynasm!(e.a ; .arch x64 ; jl =>taken),
+        ConditionCode::ge => dynasm!(e.a ; .arch x64 ; jge =>taken),
+        ConditionCode::le => dynasm!(e.a ; .arch x64 ; jle =>taken),
+        ConditionCode::g => dynasm!(e.a ; .arch x64 ; jg =>taken),
+        ConditionCode::None => dynasm!(e.a ; .arch x64 ; jmp =>taken),
+    }
+    e.store_rip(insn.next_ip());
+    dynasm!(e.a
+        ; .arch x64
+        ; jmp =>exit
+        ; =>taken
+    );
+    e.store_rip(target);
+    dynasm!(e.a
+        ; .arch x64
+        ; jmp =>exit
+    );
+    Inlined::Ends
+}

@@ -1,0 +1,31 @@
+//! hindsight-jit owns the dynamic binary translator: guest x86 blocks
+//! turned into host x86-64 code with dynasmrt, the executable code buffer
+//! that holds them (flushed whole when full), and [`Jit::run`], an engine
+//! with the same contract as the interpreter's
+//! [`Ctx::run`](hindsight_cpu::Ctx::run).
+//!
+//! One decode, one invalidation: native code is attached to the
+//! interpreter's decoded blocks (by slot and serial in the shared
+//! [`CodeCache`](hindsight_cpu::CodeCache)), so self-modifying code, page
+//! invalidation and code-cache clears retire translations for free: a block
+//! whose serial changed is never entered.
+//!
+//! Exactness (virtual time is the instruction count): a block runs natively
+//! only when all of it fits the remaining budget and it needs no debug path
+//! (TF, RF, DR7, a debugger breakpoint inside it); otherwise the interpreter
+//! runs it. Every instruction not inlined calls the interpreter's handler
+//! through [`helpers`], which delivers faults exactly as the interpreter
+//! does and catches panics so none unwinds through generated code. Inlined
+//! instructions (register moves and arithmetic, LEA, conditional and direct
+//! jumps in 64-bit code) compute RFLAGS exactly with the host's own flags.
+
+mod codebuf;
+mod engine;
+mod helpers;
+mod inline;
+mod translate;
+
+#[cfg(test)]
+mod tests;
+
+pub use engine::{Jit, JitStats, DEFAULT_THRESHOLD};

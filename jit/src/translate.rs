@@ -1,0 +1,164 @@
+//! Block translation: one decoded block (the interpreter's `[Op]`) becomes
+//! one host function `extern "sysv64" fn(ctx, cpu, slot) -> u64`.
+//!
+//! Register use inside a block: RBX = `&mut Ctx`, RBP = `&mut Cpu`, R12 =
+//! the [`ExitSlot`]; RAX, RCX, RDX, RSI, RDI are scratch. Guest registers,
+//! RIP, RFLAGS and the instruction count stay in [`Cpu`] (reached at
+//! `offset_of!` offsets); inlined instructions update them in place, and a
+//! run of inlined instructions adds its count to `icount` and writes RIP
+//! once, before the next helper call or the block's exit.
+//!
+//! An instruction that is not inlined calls [`exec_op`] with RIP set to
+//! the next instruction, exactly as the interpreter's block loop does; a
+//! nonzero return (fault delivered, `end_block`, a stop or panic recorded
+//! in the slot) leaves the block at once: the helper left RIP and the count
+//! exact.
+
+use std::mem::offset_of;
+
+use dynasmrt::x64::X64Relocation;
+use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler};
+use hindsight_cpu::block::Op;
+use hindsight_cpu::Cpu;
+
+use crate::helpers::exec_op;
+use crate::inline::{self, Inlined};
+
+/// `Cpu::gpr` offset.
+pub(crate) const GPR: i32 = offset_of!(Cpu, gpr) as i32;
+/// `Cpu::rip` offset.
+pub(crate) const RIP: i32 = offset_of!(Cpu, rip) as i32;
+/// `Cpu::rflags` offset.
+pub(crate) const RFLAGS: i32 = offset_of!(Cpu, rflags) as i32;
+/// `Cpu::icount` offset.
+pub(crate) const ICOUNT: i32 = offset_of!(Cpu, icount) as i32;
+
+/// Offset of guest register `n` (0 = RAX .. 15 = R15) in `Cpu`.
+#[inline]
+pub(crate) fn gpr(n: usize) -> i32 {
+    GPR + 8 * n as i32
+}
+
+/// An assembler for one block plus what the emitters track.
+pub(crate) struct Emitter {
+    pub a: VecAssembler<X64Relocation>,
+    /// The epilogue.
+    pub exit: DynamicLabel,
+    /// Inlined instructions retired since `icount` was last written.
+    pub pending: i32,
+    /// RIP value after the last instruction when not yet stored.
+    pub rip_due: Option<u64>,
+    /// The block is 64-bit code.
+    pub long: bool,
+    /// Mask applied to RIP after an instruction.
+    pub ip_mask: u64,
+}
+
+impl Emitter {
+    /// Adds the retired inlined instructions to `icount`.
+    pub(crate) fn flush_count(&mut self, extra: i32) {
+        let n = self.pending + extra;
+        self.pending = 0;
+        if n > 0 {
+            dynasm!(self.a
+                ; .arch x64
+                ; add QWORD [rbp + ICOUNT], n
+            );
+        }
+    }
+
+    /// Stores `v` into RIP.
+    pub(crate) fn store_rip(&mut self, v: u64) {
+        dynasm!(self.a
+            ; .arch x64
+            ; mov rax, QWORD v as i64
+            ; mov [rbp + RIP], rax
+        );
+    }
+
+    /// Calls the interpreter's handler for `op`.
+    fn call_handler(&mut self, op: &Op) {
+        self.flush_count(0);
+        self.rip_due = None;
+        self.store_rip(op.insn.next_ip() & self.ip_mask);
+        let exit = self.exit;
+        let helper = exec_op as *const () as usize as i64;
+        let op_ptr = op as *const Op as usize as i64;
+        dynasm!(self.a
+            ; .arch x64
+            ; mov rdi, rbx
+            ; mov rsi, QWORD op_ptr
+            ; mov rdx, r12
+            ; mov rax, QWORD helper
+            ; call rax
+            ; test rax, rax
+            ; jnz =>exit
+        );
+    }
+}
+
+/// What translating a block produced.
+pub(crate) struct Translated {
+    /// Machine code, to be placed at the address it was assembled for.
+    pub code: Vec<u8>,
+    /// Instructions inlined (the rest call their handler).
+    pub inlined: usize,
+}
+
+/// Translates `ops` into code assembled for address `base`; it holds no
+/// absolute reference to itself (jumps are relative), so it runs wherever
+/// it is copied. The `ops` must stay where they are for as long as the code
+/// may run (their addresses are embedded).
+pub(crate) fn translate(ops: &[Op], ip_mask: u64, base: usize) -> Option<Translated> {
+    let mut a = VecAssembler::<X64Relocation>::new(base);
+    let exit = a.new_dynamic_label();
+    let mut e = Emitter {
+        a,
+        exit,
+        pending: 0,
+        rip_due: None,
+        long: ip_mask == u64::MAX,
+        ip_mask,
+    };
+    // Three pushes leave RSP 16-byte aligned for the helper calls.
+    dynasm!(e.a
+        ; .arch x64
+        ; push rbx
+        ; push rbp
+        ; push r12
+        ; mov rbx, rdi
+        ; mov rbp, rsi
+        ; mov r12, rdx
+    );
+    let mut inlined = 0;
+    let mut ended = false;
+    for (i, op) in ops.iter().enumerate() {
+        let last = i + 1 == ops.len();
+        match inline::emit(&mut e, op, last) {
+            Inlined::No => e.call_handler(op),
+            Inlined::Yes => inlined += 1,
+            Inlined::Ends => {
+                inlined += 1;
+                ended = true;
+                break;
+            }
+        }
+    }
+    if !ended {
+        e.flush_count(0);
+        if let Some(rip) = e.rip_due.take() {
+            e.store_rip(rip);
+        }
+    }
+    dynasm!(e.a
+        ; .arch x64
+        ; =>exit
+        ; xor eax, eax
+        ; pop r12
+        ; pop rbp
+        ; pop rbx
+        ; ret
+    );
+    let code = e.a.finalize().ok()?;
+    Some(Translated { code, inlined })
+}
