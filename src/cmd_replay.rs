@@ -40,11 +40,13 @@ pub fn run(args: &ReplayArgs) -> i32 {
     // The engine is the replayer's choice, never the trace's.
     m.set_engine(args.engine.engine);
     let (records, error) = reader.read_to_end();
+    // A verifying replay names what differed from the recorded summaries.
+    let summaries = reader.take_summaries();
     if let Some(n) = args.check_seeks {
         if let Some(e) = error {
             eprintln!("hindsight: the trace ends early ({e}); checking what it holds");
         }
-        return seek_check::run(m, records, n, args.seed);
+        return seek_check::run(m, records, summaries, n, args.seed);
     }
     if gdb_session::wanted(&args.gdb) {
         if args.until.is_some() || args.verify {
@@ -57,12 +59,10 @@ pub fn run(args: &ReplayArgs) -> i32 {
         if let Some(e) = error {
             eprintln!("hindsight: the trace ends early ({e}); debugging what it holds");
         }
-        return gdb_session::run_replay(m, records, &args.gdb);
+        return gdb_session::run_replay(m, records, summaries, &args.gdb);
     }
     console::to_stdout(&mut m);
     let mut stats = ReplayStats::default();
-    // A verifying replay names what differed from the recorded summaries.
-    let summaries = reader.take_summaries();
     let end = replay_with_summaries(
         &mut m,
         &records,

@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use hindsight_gdb::{
     Debuggee, GdbOptions, InputSource, Resume, SessionEnd, StopEvent, TimelineDebuggee,
 };
-use hindsight_machine::Machine;
+use hindsight_machine::{Machine, StateSummary};
 use hindsight_timetravel::{Record, Timeline, TimelineConfig};
 
 use crate::console::StdinReader;
@@ -74,8 +74,14 @@ pub fn run_live(mut m: Machine, args: &GdbArgs, max_insns: Option<u64>) -> i32 {
 }
 
 /// Replays a trace under gdb; returns the process exit status.
-pub fn run_replay(mut m: Machine, records: Vec<Record>, args: &GdbArgs) -> i32 {
-    let tl = match Timeline::replay(&mut m, records, timeline_config(args)) {
+pub fn run_replay(
+    mut m: Machine,
+    records: Vec<Record>,
+    summaries: Vec<StateSummary>,
+    args: &GdbArgs,
+) -> i32 {
+    let config = timeline_config(args);
+    let tl = match Timeline::replay_with_summaries(&mut m, records, summaries, config) {
         Ok(tl) => tl,
         Err(e) => {
             eprintln!("hindsight: cannot replay the trace: {e}");

@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use hindsight_machine::Machine;
+use hindsight_machine::{Machine, StateSummary};
 use hindsight_timetravel::{Record, Timeline, TimelineConfig, TimelineError};
 
 use crate::exit_code;
@@ -37,8 +37,15 @@ impl Rng {
 
 /// Runs the check on a machine built from the trace; returns the exit
 /// status (0 all matched, 7 a seek landed on another state).
-pub fn run(mut m: Machine, records: Vec<Record>, seeks: usize, seed: u64) -> i32 {
-    let mut tl = match Timeline::replay(&mut m, records, TimelineConfig::default()) {
+pub fn run(
+    mut m: Machine,
+    records: Vec<Record>,
+    summaries: Vec<StateSummary>,
+    seeks: usize,
+    seed: u64,
+) -> i32 {
+    let config = TimelineConfig::default();
+    let mut tl = match Timeline::replay_with_summaries(&mut m, records, summaries, config) {
         Ok(tl) => tl,
         Err(e) => {
             eprintln!("hindsight: cannot replay the trace: {e}");

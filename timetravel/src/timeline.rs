@@ -64,7 +64,7 @@ mod thin;
 
 use std::collections::BTreeSet;
 
-use hindsight_machine::{CheckpointStore, Machine};
+use hindsight_machine::{CheckpointStore, Machine, StateSummary};
 
 pub use config::{Spacing, TimelineConfig, DEFAULT_CHECKPOINT_MEMORY, DEFAULT_TARGET_REPLAY};
 pub use debugger::{DebugStop, Resumed};
@@ -141,6 +141,9 @@ pub struct Timeline {
     log: InputLog,
     /// Recorded state hashes (replay), ascending; the end record's last.
     hashes: Vec<(u64, Digest)>,
+    /// The trace's state summaries (format 2), ascending: what a
+    /// divergence report names.
+    summaries: Vec<StateSummary>,
     /// Hashes `..checked` have been passed.
     checked: usize,
     store: CheckpointStore,
@@ -158,7 +161,14 @@ impl Timeline {
     /// instruction count (the beginning of history), where it takes the
     /// first (full) checkpoint.
     pub fn live(m: &mut Machine, config: TimelineConfig) -> Result<Timeline, TimelineError> {
-        Timeline::start(m, config, Kind::Live, InputLog::default(), Vec::new())
+        Timeline::start(
+            m,
+            config,
+            Kind::Live,
+            InputLog::default(),
+            Vec::new(),
+            Vec::new(),
+        )
     }
 
     /// A replay's timeline over a trace's records (as
@@ -170,6 +180,18 @@ impl Timeline {
     pub fn replay(
         m: &mut Machine,
         records: Vec<Record>,
+        config: TimelineConfig,
+    ) -> Result<Timeline, TimelineError> {
+        Timeline::replay_with_summaries(m, records, Vec::new(), config)
+    }
+
+    /// [`Timeline::replay`] with the trace's state summaries
+    /// ([`crate::TraceReader::take_summaries`]), so that a divergence says
+    /// what differed, not only that the state hash did.
+    pub fn replay_with_summaries(
+        m: &mut Machine,
+        records: Vec<Record>,
+        summaries: Vec<StateSummary>,
         config: TimelineConfig,
     ) -> Result<Timeline, TimelineError> {
         let origin = m.icount();
@@ -205,7 +227,7 @@ impl Timeline {
             end: last,
             record: end_record,
         };
-        Timeline::start(m, config, kind, log, hashes)
+        Timeline::start(m, config, kind, log, hashes, summaries)
     }
 
     fn start(
@@ -214,6 +236,7 @@ impl Timeline {
         kind: Kind,
         log: InputLog,
         hashes: Vec<(u64, Digest)>,
+        summaries: Vec<StateSummary>,
     ) -> Result<Timeline, TimelineError> {
         let origin = m.icount();
         // Settle the machine at its count (as any run that stops there
@@ -229,6 +252,7 @@ impl Timeline {
             pos: origin,
             log,
             hashes,
+            summaries,
             checked: 0,
             bytes: store.bytes(),
             store,
@@ -352,16 +376,12 @@ impl Timeline {
             if at < now || !self.config.verify_hashes || !self.log.untouched_at(now) {
                 continue;
             }
-            let found = m.state_hash();
-            if found != hash {
-                return Err(TimelineError::Diverged(Divergence {
-                    icount: now,
-                    what: format!(
-                        "state hash {} differs from the recorded {}",
-                        hex(&found),
-                        hex(&hash)
-                    ),
-                }));
+            if m.state_hash() != hash {
+                let i = self.summaries.partition_point(|s| s.icount < now);
+                let summary = self.summaries.get(i).filter(|s| s.icount == now);
+                return Err(TimelineError::Diverged(Divergence::state_differs(
+                    m, &hash, summary, None,
+                )));
             }
             self.stats.hashes_verified += 1;
         }
@@ -373,8 +393,4 @@ impl Timeline {
         let &(at, _) = self.hashes.get(self.checked)?;
         (self.config.verify_hashes && at > now).then_some(at)
     }
-}
-
-fn hex(d: &Digest) -> String {
-    d.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -269,3 +269,26 @@ fn a_page_the_recording_also_changed_is_named_from_the_trace_alone() {
         "{d}"
     );
 }
+
+/// A timeline over a trace (as `replay --gdb` and `--check-seeks` use)
+/// names what differs too, once given the trace's summaries.
+#[test]
+fn a_timeline_divergence_names_the_register() {
+    use hindsight_timetravel::{Timeline, TimelineConfig, TimelineError};
+    let (records, summaries) = read(&record());
+    let mut m = guest::machine(GuestConfig::default());
+    // R12, which the 32-bit guest cannot touch, differs from the start.
+    m.edit_cpu(0, |c| c.gpr[12] = 0x40);
+    let config = TimelineConfig::default();
+    // The trace's first state hash is at the origin: checked at once.
+    match Timeline::replay_with_summaries(&mut m, records, summaries, config) {
+        Err(TimelineError::Diverged(d)) => {
+            assert_eq!(d.icount, 0, "{d}");
+            assert!(
+                d.what.contains("vCPU 0 r12: recorded 0x0, replayed 0x40"),
+                "{d}"
+            );
+        }
+        other => panic!("no divergence: {other:?}"),
+    }
+}
