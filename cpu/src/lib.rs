@@ -18,6 +18,7 @@ pub mod interp;
 pub mod memory;
 pub mod mmu;
 pub mod msr;
+pub mod paging_log;
 pub mod simd;
 pub mod state;
 pub mod tlb;

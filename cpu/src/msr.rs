@@ -185,6 +185,7 @@ pub fn write(cpu: &mut Cpu, i: u32, v: u64) -> Result<WriteEffect> {
             let new = (v & !cr::EFER_LMA) | (cpu.efer & cr::EFER_LMA);
             effect.flush_tlb = (new ^ cpu.efer) & cr::EFER_NXE != 0;
             cpu.efer = new;
+            cpu.note_paging_change();
         }
         index::STAR => cpu.msr.star = v,
         index::LSTAR => cpu.msr.lstar = canonical(v)?,

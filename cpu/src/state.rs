@@ -271,6 +271,9 @@ pub struct Cpu {
     /// A debugger's breakpoints and watchpoints, and what this vCPU hit.
     #[serde(skip)]
     pub debug: crate::debug::DebugHooks,
+    /// Paging-regime changes, noted for a debugger's reverse search.
+    #[serde(skip)]
+    pub paging_log: crate::paging_log::PagingLog,
 }
 
 impl Cpu {
@@ -328,6 +331,7 @@ impl Cpu {
             end_block: false,
             exit_request: false,
             debug: crate::debug::DebugHooks::default(),
+            paging_log: crate::paging_log::PagingLog::default(),
         };
         cpu.seg[SegReg::Cs as usize] = Segment {
             selector: 0xf000,

@@ -27,6 +27,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use hindsight_cpu::debug::{DebugHit, DebugSet};
+use hindsight_cpu::paging_log::PagingRegime;
 use hindsight_cpu::state::{attr, cr, reg, SegReg, Segment, TableReg};
 use hindsight_cpu::{flags, CodeCache, Cpu, Ctx, RunExit, Stop};
 use hindsight_firmware::{EntryMode, EntryState, LinuxEntry, LoadError, Module};
@@ -630,11 +631,32 @@ impl Machine {
         // Virtual time is the machine's, not a register.
         cpu.icount = icount;
         cpu.update_mode();
+        cpu.note_paging_change();
         cpu.tlb.flush_all();
         cpu.end_block = false;
         cpu.exit_request = false;
         self.code.clear();
         true
+    }
+
+    /// Keeps (or stops keeping) a log of every vCPU's paging-regime changes
+    /// (see [`hindsight_cpu::paging_log`]), drained by
+    /// [`Machine::take_paging_changes`].
+    pub fn set_paging_log(&mut self, on: bool) {
+        for cpu in &mut self.vcpus {
+            cpu.paging_log.enabled = on;
+            cpu.paging_log.changes.clear();
+        }
+    }
+
+    /// The paging-regime changes noted since the last call, by every vCPU:
+    /// (instruction count, vCPU, regime after the change).
+    pub fn take_paging_changes(&mut self) -> Vec<(u64, usize, PagingRegime)> {
+        let mut all = Vec::new();
+        for (v, cpu) in self.vcpus.iter_mut().enumerate() {
+            all.extend(cpu.paging_log.changes.drain(..).map(|(t, r)| (t, v, r)));
+        }
+        all
     }
 
     /// The first debugger hit a vCPU noted, as the run's exit.
@@ -700,9 +722,12 @@ impl Machine {
                 CpuSignal::Init => {
                     let icount = cpu.icount;
                     let debug = std::mem::take(&mut cpu.debug);
+                    let log = std::mem::take(&mut cpu.paging_log);
                     *cpu = Cpu::new(i as u32);
                     cpu.debug = debug;
+                    cpu.paging_log = log;
                     cpu.icount = icount;
+                    cpu.note_paging_change();
                     cpu.halted = true;
                     self.waiting_sipi[i] = true;
                 }

@@ -64,6 +64,7 @@ mod thin;
 
 use std::collections::BTreeSet;
 
+use hindsight_cpu::paging_log::PagingRegime;
 use hindsight_machine::{CheckpointStore, Machine, StateSummary};
 
 pub use config::{Spacing, TimelineConfig, DEFAULT_CHECKPOINT_MEMORY, DEFAULT_TARGET_REPLAY};
@@ -97,6 +98,9 @@ pub struct TimelineStats {
     pub over_budget: bool,
     /// Virtual time per host second measured while running, if measured.
     pub speed: Option<f64>,
+    /// Stretches a reverse search passed over without replaying them (no
+    /// page behind a write watchpoint written there).
+    pub stretches_skipped: u64,
 }
 
 /// One checkpoint, as `monitor checkpoints` lists it.
@@ -149,6 +153,10 @@ pub struct Timeline {
     store: CheckpointStore,
     /// Instruction counts of edit checkpoints.
     edits: BTreeSet<u64>,
+    /// Every paging-regime change of known history, ascending: (count,
+    /// vCPU, regime after it). Lets a reverse search know the translations
+    /// a stretch can have used.
+    paging: Vec<(u64, usize, PagingRegime)>,
     pace: Pace,
     /// Bytes the store holds (estimated between exact counts).
     bytes: usize,
@@ -242,6 +250,7 @@ impl Timeline {
         // Settle the machine at its count (as any run that stops there
         // does), so the first checkpoint is the state at `origin`.
         m.run_until(origin);
+        m.set_paging_log(true);
         let mut store = CheckpointStore::new();
         store.take(m)?;
         let mut t = Timeline {
@@ -257,6 +266,7 @@ impl Timeline {
             bytes: store.bytes(),
             store,
             edits: BTreeSet::new(),
+            paging: Vec::new(),
             pace: Pace::default(),
             gate: ConsoleGate::default(),
             stats: TimelineStats {

@@ -128,6 +128,7 @@ pub(super) fn write_cr0(ctx: &mut Ctx, v: u64) -> Result<()> {
         cpu.cpl = 0;
     }
     cpu.update_mode();
+    cpu.note_paging_change();
     Ok(())
 }
 
@@ -149,6 +150,7 @@ fn write_cr3(ctx: &mut Ctx, v: u64) -> Result<()> {
     } else {
         cpu.tlb.flush_all();
     }
+    cpu.note_paging_change();
     cpu.end_block = true;
     Ok(())
 }
@@ -168,6 +170,7 @@ fn write_cr4(ctx: &mut Ctx, v: u64) -> Result<()> {
     if (old ^ v) & (cr::CR4_PAE | cr::CR4_PSE | cr::CR4_PGE | cr::CR4_SMEP | cr::CR4_SMAP) != 0 {
         cpu.tlb.flush_all();
     }
+    cpu.note_paging_change();
     cpu.end_block = true;
     Ok(())
 }

@@ -41,8 +41,10 @@ impl Machine {
             let mut restored = saved.clone();
             // Keep this vCPU's TLB allocation; its contents are stale.
             std::mem::swap(&mut restored.tlb, &mut cpu.tlb);
-            // The debugger's set is the host's, not the state's.
+            // The debugger's set and the paging log are the host's, not
+            // the state's.
             restored.debug = std::mem::take(&mut cpu.debug);
+            restored.paging_log = std::mem::take(&mut cpu.paging_log);
             restored.debug.hit = None;
             restored.debug.skip_at = u64::MAX;
             *cpu = restored;

@@ -12,12 +12,33 @@
 //! stepping), then a seek to the hit. With nothing set, nothing can hit:
 //! the search goes straight to the beginning.
 //!
+//! # Write watchpoints: skipping stretches
+//! With only write watchpoints set, a stretch is passed over without
+//! replay when no page behind the watched addresses can have been written
+//! in it. The pages written between two checkpoints are known (the later
+//! checkpoint holds them); the translations the stretch used are known
+//! too: the timeline logs every paging-regime change (CR0, CR3, CR4, EFER
+//! writes, vCPU resets) of its history, and a page walk done on the
+//! checkpoint's memory gives the same answer all through the stretch if no
+//! page-table page it read was written there (write translations are made
+//! within the stretch: the write TLB is flushed at every checkpoint). So a
+//! stretch is skipped when, for every regime in force in it, each watched
+//! page's walk read only unwritten pages and led to an unwritten RAM page
+//! (or to none). Only vCPUs write RAM (there is no DMA device yet; one
+//! would have to mark the pages it writes dirty, as vCPUs do).
+//!
 //! Where a reverse search leaves the machine follows gdb's convention for
 //! reverse execution: at a breakpoint, before its instruction (as forward);
 //! at a watchpoint, before the instruction that accessed the data, so the
 //! value read there is the one before the access.
 
-use hindsight_cpu::debug::DebugHit;
+use std::collections::HashSet;
+
+use hindsight_cpu::debug::{DebugHit, DebugSet, WatchKind, Watchpoint};
+use hindsight_cpu::debug_walk::debug_translate;
+use hindsight_cpu::paging_log::PagingRegime;
+use hindsight_cpu::Cpu;
+use hindsight_machine::layout::PAGE_SIZE;
 use hindsight_machine::{Exit, Machine};
 
 use super::{Timeline, TimelineError};
@@ -89,9 +110,26 @@ impl Timeline {
             self.seek_within(m, self.origin)?;
             return Err(self.beginning());
         }
+        let writes_only = m.debug_set().and_then(write_watches_only);
         let mut hi = self.pos;
         let mut i = self.store.find(hi - 1).ok_or_else(|| self.beginning())?;
         loop {
+            if let Some(watches) = &writes_only {
+                if self.unwritten_behind(m, i, hi, watches)? {
+                    self.stats.stretches_skipped += 1;
+                    if i == 0 {
+                        self.seek_within(m, self.origin)?;
+                        return Err(self.beginning());
+                    }
+                    if interrupted() {
+                        self.seek_within(m, self.icount_of(i))?;
+                        return Ok(None);
+                    }
+                    hi = self.icount_of(i);
+                    i -= 1;
+                    continue;
+                }
+            }
             if let Some(hit) = self.last_hit(m, i, hi)? {
                 let at = match hit.hit {
                     DebugHit::Breakpoint { .. } => hit.icount,
@@ -112,6 +150,63 @@ impl Timeline {
             hi = self.icount_of(i);
             i -= 1;
         }
+    }
+
+    /// Whether no page behind the write watchpoints can have been written
+    /// from checkpoint `i` to `hi`, so the stretch holds no hit. True only
+    /// when the next checkpoint (at or after `hi`) lists the pages written
+    /// since checkpoint `i`, and, for every paging regime in force in the
+    /// stretch (each vCPU's at checkpoint `i`, and every change logged
+    /// before `hi`), the walk of each watched page, done on the memory of
+    /// checkpoint `i`, read no page-table page written in the stretch
+    /// (so every walk in the stretch gave the same answer) and led to a RAM
+    /// page not written in it (or to no page: a write there faults). Leaves
+    /// the machine at checkpoint `i`.
+    fn unwritten_behind(
+        &mut self,
+        m: &mut Machine,
+        i: usize,
+        hi: u64,
+        watches: &[Watchpoint],
+    ) -> Result<bool, TimelineError> {
+        let Some(next) = self.store.get(i + 1).filter(|c| c.icount() >= hi) else {
+            return Ok(false);
+        };
+        let written: Vec<u64> = next.pages().iter().map(|&(gpa, _)| gpa).collect();
+        let is_written = |page: u64| written.binary_search(&page).is_ok();
+        self.restore(m, i)?;
+        let from = m.icount();
+        let mut regimes: Vec<PagingRegime> = m.cpus().iter().map(PagingRegime::of).collect();
+        let later = self.paging.iter().filter(|c| c.0 >= from && c.0 < hi);
+        regimes.extend(later.map(|c| c.2));
+        let mut seen = HashSet::new();
+        regimes.retain(|r| seen.insert(*r));
+        let mut scratch = Cpu::new(0);
+        for regime in &regimes {
+            regime.apply(&mut scratch);
+            for page in watches.iter().flat_map(watched_pages) {
+                let mut walked = Vec::new();
+                let mut read = |gpa: u64| {
+                    walked.push(gpa & !(PAGE_SIZE - 1));
+                    let mut b = [0u8; 8];
+                    m.read_phys(gpa, &mut b)
+                        .ok()
+                        .map(|()| u64::from_le_bytes(b))
+                };
+                let target = debug_translate(&scratch, &mut read, page);
+                if walked.iter().any(|&p| is_written(p)) {
+                    return Ok(false);
+                }
+                if let Some(gpa) = target {
+                    let page = gpa & !(PAGE_SIZE - 1);
+                    let ram = m.read_phys(page, &mut [0u8; 1]).is_ok();
+                    if !ram || is_written(page) {
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+        Ok(true)
     }
 
     /// Replays from checkpoint `i` to `hi` at full speed; the last hit on
@@ -147,4 +242,20 @@ impl Timeline {
             super::Kind::Replay { end, .. } => end,
         }
     }
+}
+
+/// The watchpoints of `set` if it holds only write watchpoints (whose
+/// stretches can be skipped by the pages written there).
+fn write_watches_only(set: &DebugSet) -> Option<Vec<Watchpoint>> {
+    let only = set.breakpoints.is_empty()
+        && !set.watchpoints.is_empty()
+        && set.watchpoints.iter().all(|w| w.kind == WatchKind::Write);
+    only.then(|| set.watchpoints.clone())
+}
+
+/// The linear addresses of the 4 KiB pages `w` covers.
+fn watched_pages(w: &Watchpoint) -> impl Iterator<Item = u64> {
+    let first = w.addr & !(PAGE_SIZE - 1);
+    let last = w.addr.saturating_add(w.len.max(1) - 1) & !(PAGE_SIZE - 1);
+    (first..=last).step_by(PAGE_SIZE as usize)
 }

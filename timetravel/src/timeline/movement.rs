@@ -154,6 +154,8 @@ impl Timeline {
         self.store.truncate(keep);
         self.log.truncate_after(now);
         self.edits.retain(|&e| e <= now);
+        // The instruction at `now` runs again in the new branch.
+        self.paging.retain(|c| c.0 < now);
         self.head = now;
         self.bytes = self.store.bytes();
         self.stats.branches += 1;
@@ -220,6 +222,7 @@ impl Timeline {
             self.gate.set_muted(stop <= self.head);
             let started = Instant::now();
             let exit = m.run_until(stop);
+            self.note_paging(m);
             let reached = m.icount();
             if reached > now {
                 self.pace.observe(reached - now, started.elapsed());
@@ -252,6 +255,15 @@ impl Timeline {
                 m.resume_over_breakpoints();
             }
         }
+    }
+
+    /// Keeps the paging-regime changes of instructions beyond the end of
+    /// history (those below it are known already).
+    pub(super) fn note_paging(&mut self, m: &mut Machine) {
+        let head = self.head;
+        let changes = m.take_paging_changes();
+        self.paging
+            .extend(changes.into_iter().filter(|c| c.0 >= head));
     }
 
     /// Where the next checkpoint is due when running on from `now` (see

@@ -216,6 +216,7 @@ impl Timeline {
         // Stepping over a breakpoint here: the condition decides.
         m.resume_over_breakpoints();
         let exit = m.run_until(now + 1);
+        self.note_paging(m);
         let reached = m.icount();
         self.pos = reached;
         check_reached(now + 1, reached, exit)?;
