@@ -28,6 +28,10 @@ pub const TLB_ENTRIES: usize = 256;
 /// Entries in the jump cache (a power of two).
 pub const JMP_ENTRIES: usize = 4096;
 
+/// Size in bytes of a [`TlbEntry`] (the stride of the arrays behind
+/// [`Tlb::SETS_PTR_OFFSET`]).
+pub const TLB_ENTRY_SIZE: usize = std::mem::size_of::<TlbEntry>();
+
 /// Kind of memory access.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
@@ -230,6 +234,27 @@ impl Tlb {
         &self.sets
     }
 
+    /// Byte offset within `Tlb` of the pointer to the entries, for
+    /// generated code that inlines [`Tlb::lookup`]: the pointer-sized
+    /// value at this offset is the address of the six arrays, laid out
+    /// contiguously (array [`Tlb::set_index`] `(kind, user)` first-to-last,
+    /// [`TLB_ENTRIES`] entries of [`TLB_ENTRY_SIZE`] bytes each, at
+    /// [`Tlb::slot`]), the address [`Tlb::sets`] returns. The arrays are
+    /// one heap allocation that lives as long as the `Tlb` (it is replaced
+    /// only when the whole `Tlb` is), so code must reload the pointer after
+    /// anything that may replace the vCPU state. A hit is
+    /// `tag == lin & !0xfff` (an empty entry's tag is never page-aligned),
+    /// the host address of byte `lin` then `host + (lin & 0xfff)`, for
+    /// accesses that stay within the page. Fields are at
+    /// `offset_of!(TlbEntry, tag)` and `offset_of!(TlbEntry, host)`.
+    pub const SETS_PTR_OFFSET: usize = std::mem::offset_of!(Tlb, sets);
+
+    /// Byte offset within `Tlb` of the jump-cache epoch (a `u32`), for
+    /// generated code that checks a jump-cache slot the way the block
+    /// lookup does: a slot's `mode` equals [`Tlb::jmp_key`] only while the
+    /// epoch it holds in bits 9.. is the current one.
+    pub const JMP_EPOCH_OFFSET: usize = std::mem::offset_of!(Tlb, jmp_epoch);
+
     /// Empties, among the entries that may be valid, those `drop` selects,
     /// and leaves the used list exact (only valid entries, no repeats).
     fn flush_where(&mut self, drop: impl Fn(usize, &TlbEntry) -> bool) {
@@ -419,6 +444,42 @@ mod tests {
         assert!(t
             .lookup(Access::Exec, false, 0xffff_8000_0000_2fff)
             .is_some());
+    }
+
+    #[test]
+    fn raw_layout_for_generated_code() {
+        let mut t = Tlb::default();
+        t.insert(Access::Write, true, 0x7000_5123, 0xdead_b000, 0x9000, false);
+        // SAFETY: the offset is that of the `Box` field, a thin non-null
+        // pointer to the arrays, read within the live `t`.
+        let base = unsafe {
+            ((&t as *const Tlb as *const u8).add(Tlb::SETS_PTR_OFFSET) as *const usize)
+                .read_unaligned()
+        };
+        assert_eq!(base, t.sets().as_ptr() as usize);
+        let set = Tlb::set_index(Access::Write, true);
+        let at = base + (set * TLB_ENTRIES + Tlb::slot(0x7000_5123)) * TLB_ENTRY_SIZE;
+        // SAFETY: `at` is the address of an entry inside the arrays.
+        let (tag, host) = unsafe {
+            let p = at as *const u8;
+            (
+                (p.add(std::mem::offset_of!(TlbEntry, tag)) as *const u64).read(),
+                (p.add(std::mem::offset_of!(TlbEntry, host)) as *const usize).read(),
+            )
+        };
+        assert_eq!(tag, 0x7000_5000);
+        assert_eq!(host, 0xdead_b000);
+        assert_eq!(
+            TLB_ENTRY_SIZE * TLB_ENTRIES * 6,
+            std::mem::size_of_val(t.sets())
+        );
+        t.flush_jmp();
+        // SAFETY: the offset is that of the `u32` epoch field inside `t`.
+        let epoch = unsafe {
+            ((&t as *const Tlb as *const u8).add(Tlb::JMP_EPOCH_OFFSET) as *const u32).read()
+        };
+        assert_eq!(epoch, 2);
+        assert_eq!(t.jmp_key(64, true), 64 | 1 << 8 | epoch << 9);
     }
 
     #[test]

@@ -2,8 +2,13 @@
 //! [`Ctx::run`] (stop exactly at `limit`, on HLT, on an exit request or a
 //! stop) and runs hot blocks as native code.
 
+use std::cell::UnsafeCell;
+use std::mem::size_of;
+
+use hindsight_cpu::tlb::{Access, JmpEntry, Tlb, TLB_ENTRIES, TLB_ENTRY_SIZE};
 use hindsight_cpu::{Ctx, RunExit};
 
+use crate::chain::{Cell, CELLS};
 use crate::codebuf::CodeBuf;
 use crate::helpers::ExitSlot;
 use crate::translate::translate;
@@ -18,15 +23,22 @@ type Entry = unsafe extern "sysv64" fn(*mut Ctx<'_>, *mut hindsight_cpu::Cpu, *m
 
 /// What the engine knows about one decoded block (by code-cache slot).
 #[derive(Clone, Copy, Default)]
-struct Native {
+pub(crate) struct Native {
     /// Serial of the block this describes (another serial: a new block).
-    serial: u32,
+    pub(crate) serial: u32,
     /// Executions so far (counts up to the threshold).
     runs: u32,
     /// Address of its code, 0 if not translated (or refused).
     entry: usize,
+    /// Address of its body (where chained exits enter).
+    pub(crate) body: usize,
     /// Code-buffer epoch the entry belongs to.
-    epoch: u32,
+    pub(crate) epoch: u32,
+    /// Instructions in the block.
+    pub(crate) len: u32,
+    /// Link generation in which the block lookup last found this block
+    /// valid (indirect exits enter only blocks checked in the current one).
+    pub(crate) checked: u64,
 }
 
 /// Counters for reports and tests.
@@ -44,6 +56,10 @@ pub struct JitStats {
     pub interp_runs: u64,
     /// Whole-buffer flushes.
     pub flushes: u64,
+    /// Blocks entered from another block's code (chained, no dispatch).
+    pub chained: u64,
+    /// Links made between blocks.
+    pub links: u64,
 }
 
 /// The translator and its code buffer, shared by the vCPUs of a machine
@@ -59,6 +75,16 @@ pub struct Jit {
     stats: JitStats,
     /// Why no code buffer could be mapped (the engine then interprets).
     error: Option<String>,
+    /// Link cells of the translations in the buffer (freed with them).
+    /// Boxed: generated code holds their addresses, which must not move
+    /// when the vector grows.
+    #[allow(clippy::vec_box)]
+    cells: Vec<Box<UnsafeCell<[Cell; CELLS]>>>,
+    /// Link generation: links of older generations are dead. Bumped
+    /// whenever a decoded block may have been invalidated.
+    link_gen: u64,
+    /// `CodeCache::len` when last looked at (a drop: blocks invalidated).
+    code_len: usize,
 }
 
 impl Default for Jit {
@@ -88,12 +114,18 @@ impl Jit {
             slot: ExitSlot::default(),
             stats: JitStats::default(),
             error,
+            cells: Vec::new(),
+            link_gen: 1,
+            code_len: 0,
         }
     }
 
     /// Counters since the engine was made.
     pub fn stats(&self) -> JitStats {
-        self.stats
+        JitStats {
+            chained: self.slot.chains,
+            ..self.stats
+        }
     }
 
     /// Why the engine cannot translate (it then only interprets), if so.
@@ -108,6 +140,9 @@ impl Jit {
         if let Some(b) = &mut self.buf {
             b.reset();
         }
+        // No code runs now, and none of the old code will again.
+        self.cells.clear();
+        self.link_gen += 1;
         self.stats.flushes += 1;
     }
 
@@ -115,6 +150,13 @@ impl Jit {
     /// stop: [`Ctx::run`]'s contract, with hot blocks run natively.
     pub fn run(&mut self, ctx: &mut Ctx, limit: u64) -> RunExit {
         ctx.cpu.exit_request = false;
+        // Between runs anything may have changed (host writes, a cleared
+        // code cache, the debugger's sets).
+        self.link_gen += 1;
+        let chaining = ctx.cpu.debug.breakpoints().is_none();
+        self.slot.limit = limit;
+        // An exit that asked to be linked, with the flush epoch it was in.
+        let mut link: Option<(usize, u32)> = None;
         loop {
             if ctx.cpu.halted {
                 return RunExit::Halted;
@@ -124,9 +166,16 @@ impl Jit {
             }
             ctx.code.collect();
             ctx.sync_code_gen();
+            let len = ctx.code.len();
+            if len != self.code_len {
+                // Fewer blocks: some were invalidated (self-modifying code).
+                self.code_len = len;
+                self.link_gen += 1;
+            }
             let b = match ctx.find_block() {
                 Ok(b) => b,
                 Err(f) => {
+                    self.link_gen += 1;
                     if let Err(stop) = ctx.raise(f) {
                         return RunExit::Stop(stop);
                     }
@@ -141,6 +190,16 @@ impl Jit {
             // not called while this block runs (invalidation just marks it);
             // a block's ops live in their own heap allocation.
             let ops = unsafe { &*b.ops };
+            let known = self
+                .blocks
+                .get(b.id as usize)
+                .is_some_and(|n| n.serial == b.serial && n.epoch == self.epoch);
+            if !known {
+                // A block new to the engine: finding it may have replaced
+                // an invalidated one.
+                self.link_gen += 1;
+            }
+            let pending = link.take();
             ctx.cpu.end_block = false;
             let fits = ops.len() as u64 <= limit - ctx.cpu.icount;
             let entry = if fits && !ctx.needs_debug_path(ops) {
@@ -150,6 +209,20 @@ impl Jit {
             };
             match entry {
                 Some(entry) => {
+                    if let Some((cell, epoch)) = pending {
+                        if epoch == self.epoch {
+                            self.link(ctx, cell, &b, ops.len());
+                        }
+                    }
+                    self.slot.gen = if chaining { self.link_gen } else { 0 };
+                    if ctx.code.get(b.id).is_some_and(|blk| blk.page2.is_none()) {
+                        if let Some(n) = self.blocks.get_mut(b.id as usize) {
+                            n.checked = self.link_gen;
+                        }
+                    }
+                    self.slot.natives = self.blocks.as_ptr() as usize;
+                    self.slot.natives_len = self.blocks.len() as u64;
+                    self.slot.epoch = u64::from(self.epoch);
                     self.stats.native_runs += 1;
                     let slot: *mut ExitSlot = &mut self.slot;
                     let cpu: *mut hindsight_cpu::Cpu = &mut *ctx.cpu;
@@ -166,6 +239,10 @@ impl Jit {
                     }
                     if let Some(p) = self.slot.panic.take() {
                         std::panic::resume_unwind(p);
+                    }
+                    let cell = std::mem::take(&mut self.slot.link);
+                    if cell != 0 {
+                        link = Some((cell, self.epoch));
                     }
                     if let Some(stop) = self.slot.stop.take() {
                         return RunExit::Stop(stop);
@@ -186,6 +263,38 @@ impl Jit {
         }
     }
 
+    /// Makes the exit whose cell is at `cell` (just taken, RIP at block
+    /// `b`'s start) continue into `b`'s code from now on, while what the
+    /// cell records still holds (see [`crate::chain`]).
+    fn link(&mut self, ctx: &Ctx, cell: usize, b: &hindsight_cpu::BlockRef, len: usize) {
+        let rip = ctx.cpu.rip;
+        let page2 = ctx.code.get(b.id).is_some_and(|blk| blk.page2.is_some());
+        let body = self.blocks.get(b.id as usize).map_or(0, |n| n.body);
+        if ctx.cpu.bitness != 64 || page2 || body == 0 {
+            return;
+        }
+        let user = ctx.cpu.cpl == 3;
+        let tlb = &ctx.cpu.tlb;
+        let set = Tlb::set_index(Access::Exec, user);
+        let c = Cell {
+            gen: self.link_gen,
+            body: body as u64,
+            len: len as u64,
+            cpl: u64::from(ctx.cpu.cpl),
+            epoch: u64::from(tlb.jmp_key(0, false) >> 9),
+            tlb_off: ((set * TLB_ENTRIES + Tlb::slot(rip)) * TLB_ENTRY_SIZE) as u64,
+            jmp_off: (Tlb::jmp_slot(rip) * size_of::<JmpEntry>()) as u64,
+            mode: u64::from(tlb.jmp_key(64, user)),
+            id: u64::from(b.id),
+            serial: u64::from(b.serial),
+        };
+        // SAFETY: `cell` is the address of a cell in `self.cells` of the
+        // current flush epoch (checked by the caller), so it is live; no
+        // generated code runs now, so nothing else accesses it.
+        unsafe { (cell as *mut Cell).write(c) };
+        self.stats.links += 1;
+    }
+
     /// The native code of block (`id`, `serial`), translating it when it
     /// has become hot; `None` while it is cold or cannot be translated.
     #[inline]
@@ -204,9 +313,8 @@ impl Jit {
         if n.serial != serial || n.epoch != self.epoch {
             *n = Native {
                 serial,
-                runs: 0,
-                entry: 0,
                 epoch: self.epoch,
+                ..Native::default()
             };
         }
         if n.entry != 0 {
@@ -219,27 +327,37 @@ impl Jit {
         if n.runs == u32::MAX {
             return None; // translation refused earlier
         }
-        let entry = self.translate(ops, ip_mask);
+        let code = self.translate(ops, ip_mask);
         // A flush while translating emptied the table.
         if i >= self.blocks.len() {
             self.blocks.resize(i + 1, Native::default());
         }
+        let (entry, body) = code.unwrap_or((0, 0));
         self.blocks[i] = Native {
             serial,
-            runs: if entry.is_some() { 0 } else { u32::MAX },
-            entry: entry.unwrap_or(0),
+            runs: if code.is_some() { 0 } else { u32::MAX },
+            entry,
+            body,
             epoch: self.epoch,
+            len: ops.len() as u32,
+            checked: 0,
         };
-        entry
+        code.map(|c| c.0)
     }
 
-    /// Translates a block into the code buffer (flushing it when full).
+    /// Translates a block into the code buffer (flushing it when full);
+    /// returns the addresses of its entry and body.
     #[cold]
-    fn translate(&mut self, ops: &[hindsight_cpu::block::Op], ip_mask: u64) -> Option<usize> {
-        // The code is position-independent (jumps are relative, helper
-        // and op addresses are immediates), so it is assembled once and
-        // copied where it fits.
-        let t = translate(ops, ip_mask, 0)?;
+    fn translate(
+        &mut self,
+        ops: &[hindsight_cpu::block::Op],
+        ip_mask: u64,
+    ) -> Option<(usize, usize)> {
+        // The code is position-independent (jumps are relative, helper,
+        // op and cell addresses are immediates), so it is assembled once
+        // and copied where it fits.
+        let cells = Box::new(UnsafeCell::new([Cell::default(); CELLS]));
+        let t = translate(ops, ip_mask, 0, cells.get() as usize)?;
         if self.buf.as_mut()?.reserve(t.code.len()).is_none() {
             // Full: drop everything and start again (no native code is
             // running now).
@@ -247,10 +365,12 @@ impl Jit {
             self.buf.as_mut()?.reserve(t.code.len())?;
         }
         let addr = self.buf.as_mut()?.push(&t.code)?;
+        // Kept (at the same address) for as long as the code may run.
+        self.cells.push(cells);
         self.stats.translated += 1;
         self.stats.insns += ops.len() as u64;
         self.stats.inlined += t.inlined as u64;
-        Some(addr)
+        Some((addr, addr + t.body))
     }
 
     /// Bytes of code in the buffer.

@@ -19,6 +19,19 @@ pub(crate) struct ExitSlot {
     pub stop: Option<Stop>,
     /// A panic caught in a helper, to resume once out of generated code.
     pub panic: Option<Box<dyn Any + Send + 'static>>,
+    /// Link generation chained exits must match (0: no chaining).
+    pub gen: u64,
+    /// The run's instruction limit (chained blocks must fit it).
+    pub limit: u64,
+    /// Address of the cell of an unlinked exit just taken (0: none).
+    pub link: usize,
+    /// Chained block entries (statistics).
+    pub chains: u64,
+    /// The engine's table of translations by code-cache slot (address and
+    /// length), and its flush epoch, for indirect chaining.
+    pub natives: usize,
+    pub natives_len: u64,
+    pub epoch: u64,
 }
 
 /// Runs one instruction through its interpreter handler, as the

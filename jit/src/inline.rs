@@ -16,6 +16,7 @@ use hindsight_cpu::flags::{AF, CF, STATUS};
 use hindsight_cpu::memory::is_canonical;
 use iced_x86::{ConditionCode, Mnemonic, OpKind, Register};
 
+use crate::chain;
 use crate::translate::{gpr, Emitter, RFLAGS};
 
 /// Whether (and how) an instruction was inlined.
@@ -30,7 +31,7 @@ pub(crate) enum Inlined {
 
 /// A guest general-purpose register usable inline: its index in `gpr` and
 /// size in bytes (high-byte registers are not).
-fn reg(r: Register) -> Option<(usize, u8)> {
+pub(crate) fn reg(r: Register) -> Option<(usize, u8)> {
     if !r.is_gpr() || (Register::AH..=Register::BH).contains(&r) {
         return None;
     }
@@ -84,11 +85,16 @@ pub(crate) fn emit(e: &mut Emitter, op: &Op, last: bool) -> Inlined {
         Mnemonic::Dec => incdec(e, op, true),
         Mnemonic::Lea => lea(e, op),
         Mnemonic::Jmp if last => return branch(e, op, None),
+        Mnemonic::Call if last => return crate::calls::call(e, op),
+        Mnemonic::Ret if last => return crate::calls::ret(e, op),
         _ if last && insn.is_jcc_short_or_near() => {
             return branch(e, op, Some(insn.condition_code()))
         }
         _ => false,
     };
+    let done = done
+        || crate::shift::emit(e, op)
+        || (insn.mnemonic() != Mnemonic::Lea && crate::mem::emit(e, op));
     if !done {
         return Inlined::No;
     }
@@ -150,7 +156,7 @@ fn load_src(e: &mut Emitter, s: Src) {
 
 /// The two-operand arithmetic and logic operations inlined.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Alu {
+pub(crate) enum Alu {
     Add,
     Sub,
     Cmp,
@@ -246,7 +252,7 @@ fn incdec(e: &mut Emitter, op: &Op, dec: bool) -> bool {
 }
 
 /// RFLAGS = (RFLAGS & !clear) | (host flags in RDX & take).
-fn merge_flags(e: &mut Emitter, clear: u64, take: u64) {
+pub(crate) fn merge_flags(e: &mut Emitter, clear: u64, take: u64) {
     let keep = !clear as i32;
     let take = take as i32;
     dynasm!(e.a
@@ -337,6 +343,7 @@ fn branch(e: &mut Emitter, op: &Op, cc: Option<ConditionCode>) -> Inlined {
     let exit = e.exit;
     let Some(cc) = cc else {
         e.store_rip(target);
+        chain::emit(e, target);
         dynasm!(e.a
             ; .arch x64
             ; jmp =>exit
@@ -344,13 +351,18 @@ fn branch(e: &mut Emitter, op: &Op, cc: Option<ConditionCode>) -> Inlined {
         return Inlined::Ends;
     };
     let taken = e.a.new_dynamic_label();
-    let status = STATUS as i32;
+    // The guest's status flags into the host's without POPFQ (slow): OF
+    // by an 8-bit add that overflows exactly when the guest's OF (bit 11,
+    // moved to bit 7) is set, then SF, ZF, AF, PF and CF by SAHF.
     dynasm!(e.a
         ; .arch x64
-        ; mov rax, [rbp + RFLAGS]
-        ; and eax, status
-        ; push rax
-        ; popfq
+        ; mov eax, [rbp + RFLAGS]
+        ; mov edx, eax
+        ; shr eax, 4
+        ; and eax, 0x80
+        ; add al, -128
+        ; mov ah, dl
+        ; sahf
     );
     match cc {
         ConditionCode::o => dynasm!(e.a ; .arch x64 ; jo =>taken),
@@ -372,12 +384,14 @@ fn branch(e: &mut Emitter, op: &Op, cc: Option<ConditionCode>) -> Inlined {
         ConditionCode::None => dynasm!(e.a ; .arch x64 ; jmp =>taken),
     }
     e.store_rip(insn.next_ip());
+    chain::emit(e, insn.next_ip());
     dynasm!(e.a
         ; .arch x64
         ; jmp =>exit
         ; =>taken
     );
     e.store_rip(target);
+    chain::emit(e, target);
     dynasm!(e.a
         ; .arch x64
         ; jmp =>exit

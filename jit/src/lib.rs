@@ -17,12 +17,24 @@
 //! through [`helpers`], which delivers faults exactly as the interpreter
 //! does and catches panics so none unwinds through generated code. Inlined
 //! instructions (register moves and arithmetic, LEA, conditional and direct
-//! jumps in 64-bit code) compute RFLAGS exactly with the host's own flags.
+//! jumps in 64-bit code) compute RFLAGS exactly with the host's own flags;
+//! in 64-bit code, memory operands, PUSH/POP and CALL/RET go through an
+//! inlined TLB lookup (`mem`, `calls`) with the handler as slow path.
+//!
+//! Blocks chain without returning to the engine's loop: static exits
+//! through link cells (`chain`), RET through the jump cache (`indirect`),
+//! each after checking in native code what the loop would check, under a
+//! link generation that retires every link whenever a block may be stale.
 
+mod calls;
+mod chain;
 mod codebuf;
 mod engine;
 mod helpers;
+mod indirect;
 mod inline;
+mod mem;
+mod shift;
 mod translate;
 
 #[cfg(test)]

@@ -14,13 +14,15 @@
 //! in the slot) leaves the block at once: the helper left RIP and the count
 //! exact.
 
-use std::mem::offset_of;
+use std::mem::{offset_of, size_of};
 
 use dynasmrt::x64::X64Relocation;
 use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler};
 use hindsight_cpu::block::Op;
 use hindsight_cpu::Cpu;
+use iced_x86::{FlowControl, OpKind};
 
+use crate::chain::{self, Cell, CELLS};
 use crate::helpers::exec_op;
 use crate::inline::{self, Inlined};
 
@@ -52,6 +54,10 @@ pub(crate) struct Emitter {
     pub long: bool,
     /// Mask applied to RIP after an instruction.
     pub ip_mask: u64,
+    /// Address of this block's link cells (0: no chaining).
+    pub cells: usize,
+    /// Cells handed out so far.
+    pub used_cells: usize,
 }
 
 impl Emitter {
@@ -65,6 +71,15 @@ impl Emitter {
                 ; add QWORD [rbp + ICOUNT], n
             );
         }
+    }
+
+    /// The address of the next free link cell of a 64-bit block, if any.
+    pub(crate) fn next_cell(&mut self) -> Option<usize> {
+        if !self.long || self.cells == 0 || self.used_cells >= CELLS {
+            return None;
+        }
+        self.used_cells += 1;
+        Some(self.cells + (self.used_cells - 1) * size_of::<Cell>())
     }
 
     /// Stores `v` into RIP.
@@ -103,13 +118,16 @@ pub(crate) struct Translated {
     pub code: Vec<u8>,
     /// Instructions inlined (the rest call their handler).
     pub inlined: usize,
+    /// Offset of the body (past the prologue), where chained exits enter.
+    pub body: usize,
 }
 
 /// Translates `ops` into code assembled for address `base`; it holds no
 /// absolute reference to itself (jumps are relative), so it runs wherever
 /// it is copied. The `ops` must stay where they are for as long as the code
-/// may run (their addresses are embedded).
-pub(crate) fn translate(ops: &[Op], ip_mask: u64, base: usize) -> Option<Translated> {
+/// may run (their addresses are embedded), and so must the [`CELLS`] link
+/// cells at `cells` (0: exits do not chain).
+pub(crate) fn translate(ops: &[Op], ip_mask: u64, base: usize, cells: usize) -> Option<Translated> {
     let mut a = VecAssembler::<X64Relocation>::new(base);
     let exit = a.new_dynamic_label();
     let mut e = Emitter {
@@ -119,6 +137,8 @@ pub(crate) fn translate(ops: &[Op], ip_mask: u64, base: usize) -> Option<Transla
         rip_due: None,
         long: ip_mask == u64::MAX,
         ip_mask,
+        cells,
+        used_cells: 0,
     };
     // Three pushes leave RSP 16-byte aligned for the helper calls.
     dynasm!(e.a
@@ -130,6 +150,7 @@ pub(crate) fn translate(ops: &[Op], ip_mask: u64, base: usize) -> Option<Transla
         ; mov rbp, rsi
         ; mov r12, rdx
     );
+    let body = e.a.offset().0;
     let mut inlined = 0;
     let mut ended = false;
     for (i, op) in ops.iter().enumerate() {
@@ -149,6 +170,9 @@ pub(crate) fn translate(ops: &[Op], ip_mask: u64, base: usize) -> Option<Transla
         if let Some(rip) = e.rip_due.take() {
             e.store_rip(rip);
         }
+        if let Some(target) = ops.last().and_then(static_successor) {
+            chain::emit(&mut e, target);
+        }
     }
     dynasm!(e.a
         ; .arch x64
@@ -160,5 +184,25 @@ pub(crate) fn translate(ops: &[Op], ip_mask: u64, base: usize) -> Option<Transla
         ; ret
     );
     let code = e.a.finalize().ok()?;
-    Some(Translated { code, inlined })
+    Some(Translated {
+        code,
+        inlined,
+        body,
+    })
+}
+
+/// Where a 64-bit block whose last instruction is `op` continues when that
+/// instruction completes without ending the block: the next instruction,
+/// or the target of a direct JMP or CALL.
+fn static_successor(op: &Op) -> Option<u64> {
+    let insn = &op.insn;
+    match insn.flow_control() {
+        FlowControl::Next => Some(insn.next_ip()),
+        FlowControl::UnconditionalBranch | FlowControl::Call
+            if insn.op0_kind() == OpKind::NearBranch64 =>
+        {
+            Some(insn.near_branch_target())
+        }
+        _ => None,
+    }
 }

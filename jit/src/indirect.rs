@@ -1,0 +1,131 @@
+//! Indirect chaining: at an exit whose target is known only at run time
+//! (RET), generated code finds the next block as the block lookup's fast
+//! path would — the jump-cache slot of RIP holds it under the current key
+//! and RIP's page has its execute TLB entry — and enters its native code
+//! directly when the engine's loop would have run it natively: translated
+//! in the current flush epoch, found valid by the lookup in the current
+//! link generation, fitting the budget, with no debug path or exit
+//! request (the same conditions as [`crate::chain`]). Otherwise the block
+//! returns to the engine's loop.
+
+use std::mem::{offset_of, size_of};
+
+use dynasmrt::{dynasm, DynasmApi, DynasmLabelApi};
+use hindsight_cpu::flags::{RF, TF};
+use hindsight_cpu::tlb::{JmpEntry, Tlb, TlbEntry, JMP_ENTRIES, TLB_ENTRIES, TLB_ENTRY_SIZE};
+use hindsight_cpu::Cpu;
+
+use crate::engine::Native;
+use crate::helpers::ExitSlot;
+use crate::translate::{Emitter, ICOUNT, RFLAGS, RIP};
+
+const SLOT_GEN: i32 = offset_of!(ExitSlot, gen) as i32;
+const SLOT_LIMIT: i32 = offset_of!(ExitSlot, limit) as i32;
+const SLOT_CHAINS: i32 = offset_of!(ExitSlot, chains) as i32;
+const SLOT_NATIVES: i32 = offset_of!(ExitSlot, natives) as i32;
+const SLOT_NLEN: i32 = offset_of!(ExitSlot, natives_len) as i32;
+const SLOT_EPOCH: i32 = offset_of!(ExitSlot, epoch) as i32;
+const DR7: i32 = (offset_of!(Cpu, dr) + 7 * 8) as i32;
+const CPL: i32 = offset_of!(Cpu, cpl) as i32;
+const BITNESS: i32 = offset_of!(Cpu, bitness) as i32;
+const EXIT_REQ: i32 = offset_of!(Cpu, exit_request) as i32;
+const TLB_SETS: i32 = (offset_of!(Cpu, tlb) + Tlb::SETS_PTR_OFFSET) as i32;
+const TLB_JMP: i32 = (offset_of!(Cpu, tlb) + offset_of!(Tlb, jmp)) as i32;
+const TLB_EPOCH: i32 = (offset_of!(Cpu, tlb) + Tlb::JMP_EPOCH_OFFSET) as i32;
+/// The execute arrays (supervisor first) and an entry's tag.
+const EXEC_TAG: i32 = (4 * TLB_ENTRIES * TLB_ENTRY_SIZE + offset_of!(TlbEntry, tag)) as i32;
+const ENTRY_SHIFT: i8 = TLB_ENTRY_SIZE.trailing_zeros() as i8;
+const USER_SHIFT: i8 = TLB_ENTRIES.trailing_zeros() as i8;
+const J_LIN: i32 = offset_of!(JmpEntry, lin) as i32;
+const J_RIP: i32 = offset_of!(JmpEntry, rip) as i32;
+const J_MODE: i32 = offset_of!(JmpEntry, mode) as i32;
+const J_ID: i32 = offset_of!(JmpEntry, id) as i32;
+const J_SERIAL: i32 = offset_of!(JmpEntry, serial) as i32;
+const J_SIZE: i32 = size_of::<JmpEntry>() as i32;
+const N_SIZE: i32 = size_of::<Native>() as i32;
+const N_SERIAL: i32 = offset_of!(Native, serial) as i32;
+const N_BODY: i32 = offset_of!(Native, body) as i32;
+const N_EPOCH: i32 = offset_of!(Native, epoch) as i32;
+const N_LEN: i32 = offset_of!(Native, len) as i32;
+const N_CHECKED: i32 = offset_of!(Native, checked) as i32;
+
+/// Emits the indirect continuation to the block at RIP (stored, and the
+/// count flushed); falls through to the caller's exit when it cannot.
+pub(crate) fn emit(e: &mut Emitter) {
+    let out = e.a.new_dynamic_label();
+    let debug = (TF | RF) as i32;
+    dynasm!(e.a
+        ; .arch x64
+        ; cmp QWORD [r12 + SLOT_GEN], 0
+        ; je =>out
+        ; test DWORD [rbp + RFLAGS], debug
+        ; jnz =>out
+        ; test BYTE [rbp + DR7], -1
+        ; jnz =>out
+        ; cmp BYTE [rbp + EXIT_REQ], 0
+        ; jne =>out
+        ; cmp DWORD [rbp + BITNESS], 64
+        ; jne =>out
+        ; mov rsi, [rbp + RIP]
+        // The jump-cache key: 64 | user << 8 | epoch << 9.
+        ; xor r8d, r8d
+        ; cmp BYTE [rbp + CPL], 3
+        ; sete r8b
+        ; mov r9d, DWORD [rbp + TLB_EPOCH]
+        ; shl r9d, 9
+        ; mov eax, r8d
+        ; shl eax, 8
+        ; or r9d, eax
+        ; or r9d, 64
+        // The jump-cache slot.
+        ; mov rdx, rsi
+        ; shr rdx, 12
+        ; xor rdx, rsi
+        ; and edx, (JMP_ENTRIES - 1) as i32
+        ; imul edx, edx, J_SIZE
+        ; add rdx, [rbp + TLB_JMP]
+        ; cmp rsi, [rdx + J_LIN]
+        ; jne =>out
+        ; cmp rsi, [rdx + J_RIP]
+        ; jne =>out
+        ; cmp r9d, DWORD [rdx + J_MODE]
+        ; jne =>out
+        // The execute TLB entry of RIP's page.
+        ; mov rax, rsi
+        ; shr rax, 12
+        ; and eax, (TLB_ENTRIES - 1) as i32
+        ; shl r8d, USER_SHIFT
+        ; add eax, r8d
+        ; shl rax, ENTRY_SHIFT
+        ; add rax, [rbp + TLB_SETS]
+        ; mov rcx, rsi
+        ; and rcx, -4096
+        ; cmp rcx, [rax + EXEC_TAG]
+        ; jne =>out
+        // The engine's translation of the block.
+        ; mov eax, DWORD [rdx + J_ID]
+        ; cmp rax, [r12 + SLOT_NLEN]
+        ; jae =>out
+        ; imul rax, rax, N_SIZE
+        ; add rax, [r12 + SLOT_NATIVES]
+        ; mov ecx, DWORD [rdx + J_SERIAL]
+        ; cmp ecx, DWORD [rax + N_SERIAL]
+        ; jne =>out
+        ; mov ecx, DWORD [rax + N_EPOCH]
+        ; cmp rcx, [r12 + SLOT_EPOCH]
+        ; jne =>out
+        ; mov rcx, [rax + N_CHECKED]
+        ; cmp rcx, [r12 + SLOT_GEN]
+        ; jne =>out
+        ; mov rcx, [rax + N_BODY]
+        ; test rcx, rcx
+        ; jz =>out
+        ; mov r8d, DWORD [rax + N_LEN]
+        ; add r8, [rbp + ICOUNT]
+        ; cmp r8, [r12 + SLOT_LIMIT]
+        ; ja =>out
+        ; add QWORD [r12 + SLOT_CHAINS], 1
+        ; jmp rcx
+        ; =>out
+    );
+}

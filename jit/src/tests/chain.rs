@@ -1,0 +1,130 @@
+//! CALL/RET inline, chained and indirect exits against the interpreter.
+
+use hindsight_cpu::fault::vector;
+use hindsight_cpu::state::reg;
+use hindsight_cpu::testutil::{fault_of, TestMode, CODE, DATA};
+use iced_x86::code_asm::*;
+
+use super::{alu_loop, lockstep, same, World, CHUNKS};
+use crate::Jit;
+
+/// Calls, nested calls and returns in a loop; the stack starts misaligned
+/// so some pushes and pops straddle a page boundary.
+fn call_loop(w: &mut World, stack: u64) {
+    w.asm(CODE, &|a| {
+        let (mut top, mut f, mut g) = (a.create_label(), a.create_label(), a.create_label());
+        a.mov(ecx, 700u32)?;
+        a.set_label(&mut top)?;
+        a.call(f)?;
+        a.call(g)?;
+        a.dec(ecx)?;
+        a.jnz(top)?;
+        a.hlt()?;
+        a.set_label(&mut f)?;
+        a.add(rax, rcx)?;
+        a.ret()?;
+        a.set_label(&mut g)?;
+        a.push(rcx)?;
+        a.call(f)?;
+        a.pop(rcx)?;
+        a.xor(rdx, rax)?;
+        a.ret()
+    });
+    w.cpu.gpr[reg::RSP] = stack;
+    w.cpu.rip = CODE;
+}
+
+#[test]
+fn calls_and_returns_match_the_interpreter() {
+    for stack in [DATA + 0x1000, DATA + 0x1004, DATA + 0x1010] {
+        for threshold in [0, 1, 16] {
+            let w = lockstep(TestMode::Long64, threshold, CHUNKS, 1 << 20, &|w| {
+                call_loop(w, stack)
+            });
+            assert!(w.cpu.halted);
+            if stack == DATA + 0x1000 {
+                let s = w.stats();
+                assert!(s.chained > s.native_runs, "mostly chained: {s:?}");
+            }
+        }
+    }
+    for step in [1, 2, 3, 7, 50] {
+        lockstep(TestMode::Long64, 0, &[step], 20_000, &|w| {
+            call_loop(w, DATA)
+        });
+    }
+}
+
+#[test]
+fn return_and_call_faults_are_precise() {
+    // RET to a non-canonical address: #GP at the RET.
+    let w = lockstep(TestMode::Long64, 0, CHUNKS, 1 << 20, &|w| {
+        w.asm(CODE, &|a| {
+            let (mut top, mut back) = (a.create_label(), a.create_label());
+            a.set_label(&mut top)?;
+            a.lea(rax, qword_ptr(back))?;
+            a.cmp(rdx, 50)?;
+            a.cmovae(rax, rbx)?;
+            a.push(rax)?;
+            a.ret()?;
+            a.set_label(&mut back)?;
+            a.inc(rdx)?;
+            a.jmp(top)
+        });
+        w.cpu.gpr[reg::RBX] = 0x8000_0000_0000;
+        w.cpu.rip = CODE;
+    });
+    assert_eq!(fault_of(&w.cpu, &w.bus).map(|f| f.0), Some(vector::GP));
+    // CALL pushing into an unmapped page: #PF at the CALL (lockstep
+    // compares the state the escalation leaves).
+    let w = lockstep(TestMode::Long64, 0, CHUNKS, 1 << 20, &|w| {
+        w.asm(CODE, &|a| {
+            let (mut top, mut f) = (a.create_label(), a.create_label());
+            a.set_label(&mut top)?;
+            a.sub(rsp, 0x10_0000)?;
+            a.call(f)?;
+            a.jmp(top)?;
+            a.set_label(&mut f)?;
+            a.ret()
+        });
+        w.cpu.gpr[reg::RSP] = 0x4000_0000 - 20 * 0x10_0000 + 0x100_0000;
+        w.cpu.rip = CODE;
+    });
+    // The #PF frame cannot be pushed either: the same escalation in both.
+    assert!(w.cpu.gpr[reg::RSP] < 0x4000_0000 + 0x100_0000);
+}
+
+#[test]
+fn code_rewritten_between_runs_is_not_entered_chained() {
+    let mut a = World::new(TestMode::Long64, None);
+    let mut b = World::new(TestMode::Long64, Some(Jit::with_threshold(0)));
+    for w in [&mut a, &mut b] {
+        alu_loop(w);
+        w.run_to(5000);
+        // The host rewrites the loop's first instruction (mov ecx, imm
+        // stays; the next, mov rax, imm64, gets a new immediate).
+        let bytes = w.asm(CODE + 5, &|a| a.mov(rax, 0x1111_2222_3333_4444u64));
+        assert_eq!(bytes.len(), 10);
+        w.run_to(1 << 20);
+    }
+    same(&a, &b, "after the rewrite");
+    // Code rewritten by the guest in a chained successor block.
+    let w = lockstep(TestMode::Long64, 0, CHUNKS, 1 << 20, &|w| {
+        w.asm(CODE, &|a| {
+            let (mut top, mut mid) = (a.create_label(), a.create_label());
+            a.mov(ecx, 300u32)?;
+            a.set_label(&mut top)?;
+            a.mov(eax, 0u32)?; // the immediate at top + 1 = CODE + 6
+            a.add(r8, rax)?;
+            a.jmp(mid)?;
+            a.set_label(&mut mid)?;
+            a.add(dword_ptr(CODE + 6), 1)?;
+            a.dec(ecx)?;
+            a.jnz(top)?;
+            a.hlt()
+        });
+        w.cpu.rip = CODE;
+    });
+    assert!(w.cpu.halted);
+    assert_eq!(w.cpu.gpr[8], (0..300).sum::<u64>());
+}
