@@ -12,35 +12,23 @@ use std::mem::{offset_of, size_of};
 
 use dynasmrt::{dynasm, DynasmApi, DynasmLabelApi};
 use hindsight_cpu::flags::{RF, TF};
-use hindsight_cpu::tlb::{JmpEntry, Tlb, TlbEntry, JMP_ENTRIES, TLB_ENTRIES, TLB_ENTRY_SIZE};
-use hindsight_cpu::Cpu;
+use hindsight_cpu::tlb::{JmpEntry, TlbEntry, JMP_ENTRIES, TLB_ENTRIES, TLB_ENTRY_SIZE};
 
+use crate::chain::{
+    BITNESS, CPL, DR7, EXIT_REQ, J_ID, J_LIN, J_MODE, J_RIP, J_SERIAL, SLOT_CHAINS, SLOT_GEN,
+    SLOT_LIMIT, TLB_EPOCH, TLB_JMP, TLB_SETS,
+};
 use crate::engine::Native;
 use crate::helpers::ExitSlot;
 use crate::translate::{Emitter, ICOUNT, RFLAGS, RIP};
 
-const SLOT_GEN: i32 = offset_of!(ExitSlot, gen) as i32;
-const SLOT_LIMIT: i32 = offset_of!(ExitSlot, limit) as i32;
-const SLOT_CHAINS: i32 = offset_of!(ExitSlot, chains) as i32;
 const SLOT_NATIVES: i32 = offset_of!(ExitSlot, natives) as i32;
 const SLOT_NLEN: i32 = offset_of!(ExitSlot, natives_len) as i32;
 const SLOT_EPOCH: i32 = offset_of!(ExitSlot, epoch) as i32;
-const DR7: i32 = (offset_of!(Cpu, dr) + 7 * 8) as i32;
-const CPL: i32 = offset_of!(Cpu, cpl) as i32;
-const BITNESS: i32 = offset_of!(Cpu, bitness) as i32;
-const EXIT_REQ: i32 = offset_of!(Cpu, exit_request) as i32;
-const TLB_SETS: i32 = (offset_of!(Cpu, tlb) + Tlb::SETS_PTR_OFFSET) as i32;
-const TLB_JMP: i32 = (offset_of!(Cpu, tlb) + offset_of!(Tlb, jmp)) as i32;
-const TLB_EPOCH: i32 = (offset_of!(Cpu, tlb) + Tlb::JMP_EPOCH_OFFSET) as i32;
 /// The execute arrays (supervisor first) and an entry's tag.
 const EXEC_TAG: i32 = (4 * TLB_ENTRIES * TLB_ENTRY_SIZE + offset_of!(TlbEntry, tag)) as i32;
 const ENTRY_SHIFT: i8 = TLB_ENTRY_SIZE.trailing_zeros() as i8;
 const USER_SHIFT: i8 = TLB_ENTRIES.trailing_zeros() as i8;
-const J_LIN: i32 = offset_of!(JmpEntry, lin) as i32;
-const J_RIP: i32 = offset_of!(JmpEntry, rip) as i32;
-const J_MODE: i32 = offset_of!(JmpEntry, mode) as i32;
-const J_ID: i32 = offset_of!(JmpEntry, id) as i32;
-const J_SERIAL: i32 = offset_of!(JmpEntry, serial) as i32;
 const J_SIZE: i32 = size_of::<JmpEntry>() as i32;
 const N_SIZE: i32 = size_of::<Native>() as i32;
 const N_SERIAL: i32 = offset_of!(Native, serial) as i32;

@@ -183,6 +183,19 @@ fn alu(e: &mut Emitter, op: &Op, kind: Alu) -> bool {
         ; mov rax, [rbp + gpr(d)]
     );
     load_src(e, s);
+    alu_op(e, kind, size);
+    if !matches!(kind, Alu::Cmp | Alu::Test) {
+        dynasm!(e.a
+            ; .arch x64
+            ; mov [rbp + gpr(d)], rax
+        );
+    }
+    alu_flags(e, kind);
+    true
+}
+
+/// `rax = rax OP rcx` at `size` bytes, then the host flags into RDX.
+pub(crate) fn alu_op(e: &mut Emitter, kind: Alu, size: u8) {
     macro_rules! sized {
         ($op:ident) => {
             match size {
@@ -207,15 +220,12 @@ fn alu(e: &mut Emitter, op: &Op, kind: Alu) -> bool {
         ; pushfq
         ; pop rdx
     );
-    if !matches!(kind, Alu::Cmp | Alu::Test) {
-        dynasm!(e.a
-            ; .arch x64
-            ; mov [rbp + gpr(d)], rax
-        );
-    }
+}
+
+/// Merges the flags an ALU operation leaves in RDX into RFLAGS.
+pub(crate) fn alu_flags(e: &mut Emitter, kind: Alu) {
     let logic = matches!(kind, Alu::And | Alu::Or | Alu::Xor | Alu::Test);
     merge_flags(e, STATUS, if logic { STATUS & !AF } else { STATUS });
-    true
 }
 
 /// INC/DEC r: CF is kept.

@@ -28,9 +28,8 @@ use hindsight_cpu::{Cpu, Segment};
 use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 
 use crate::helpers::exec_op;
-use crate::inline::{merge_flags, reg, Alu};
+use crate::inline::{alu_flags, alu_op, reg, Alu};
 use crate::translate::{gpr, Emitter, ICOUNT};
-use hindsight_cpu::flags::{AF, STATUS};
 
 /// Offset in `Cpu` of the pointer to the TLB arrays.
 const TLB_SETS: i32 = (offset_of!(Cpu, tlb) + Tlb::SETS_PTR_OFFSET) as i32;
@@ -347,40 +346,6 @@ fn store(e: &mut Emitter, op: &Op) -> bool {
     }
     store_rcx(e, size);
     finish(e, op, miss)
-}
-
-/// `rax = rax OP rcx` at `size` bytes, then the host flags into RDX.
-fn alu_op(e: &mut Emitter, kind: Alu, size: u8) {
-    macro_rules! sized {
-        ($op:ident) => {
-            match size {
-                1 => dynasm!(e.a ; .arch x64 ; $op al, cl),
-                2 => dynasm!(e.a ; .arch x64 ; $op ax, cx),
-                4 => dynasm!(e.a ; .arch x64 ; $op eax, ecx),
-                _ => dynasm!(e.a ; .arch x64 ; $op rax, rcx),
-            }
-        };
-    }
-    match kind {
-        Alu::Add => sized!(add),
-        Alu::Sub => sized!(sub),
-        Alu::Cmp => sized!(cmp),
-        Alu::And => sized!(and),
-        Alu::Or => sized!(or),
-        Alu::Xor => sized!(xor),
-        Alu::Test => sized!(test),
-    }
-    dynasm!(e.a
-        ; .arch x64
-        ; pushfq
-        ; pop rdx
-    );
-}
-
-/// Merges the flags an ALU operation leaves in RDX into RFLAGS.
-fn alu_flags(e: &mut Emitter, kind: Alu) {
-    let logic = matches!(kind, Alu::And | Alu::Or | Alu::Xor | Alu::Test);
-    merge_flags(e, STATUS, if logic { STATUS & !AF } else { STATUS });
 }
 
 /// ALU r, m.
