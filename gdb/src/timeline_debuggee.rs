@@ -173,39 +173,6 @@ impl TimelineDebuggee {
         }
     }
 
-    /// Seeks to `icount`: within executed history at once (one restore and
-    /// at most an interval of replay); beyond it, running on from the
-    /// furthest count executed a slice at a time, reporting progress.
-    fn seek_in_slices(
-        &mut self,
-        icount: u64,
-        progress: &mut dyn FnMut(u64) -> bool,
-    ) -> Result<u64, String> {
-        let (m, tl) = (&mut self.machine, &mut self.timeline);
-        let at =
-            |e: TimelineError, m: &Machine| format!("{e}; the machine is at icount {}", m.icount());
-        let head = tl.head();
-        if icount <= head {
-            return tl.seek(m, icount).map_err(|e| at(e, m));
-        }
-        if m.icount() != head {
-            tl.seek(m, head).map_err(|e| at(e, m))?;
-        }
-        let target = icount.min(tl.limit());
-        while m.icount() < target {
-            let to = target.min(m.icount().saturating_add(SLICE));
-            tl.advance(m, to).map_err(|e| at(e, m))?;
-            if !progress(m.icount()) {
-                return Err(format!("seek interrupted at icount {}", m.icount()));
-            }
-        }
-        if icount > target {
-            let e = TimelineError::EndOfHistory { end: target };
-            return Err(at(e, m));
-        }
-        Ok(icount)
-    }
-
     /// A timeline error as gdb's stop.
     fn error_event(&mut self, e: TimelineError) -> StopEvent {
         let vcpu = self.machine.last_vcpu();
@@ -331,8 +298,33 @@ impl Debuggee for TimelineDebuggee {
         }
     }
 
+    /// Seeks to `icount`: within executed history at once (one restore and
+    /// at most an interval of replay); beyond it, running on from the
+    /// furthest count executed a slice at a time, reporting progress.
     fn seek(&mut self, icount: u64, progress: &mut dyn FnMut(u64) -> bool) -> Result<u64, String> {
-        self.seek_in_slices(icount, progress)
+        let (m, tl) = (&mut self.machine, &mut self.timeline);
+        let at =
+            |e: TimelineError, m: &Machine| format!("{e}; the machine is at icount {}", m.icount());
+        let head = tl.head();
+        if icount <= head {
+            return tl.seek(m, icount).map_err(|e| at(e, m));
+        }
+        if m.icount() != head {
+            tl.seek(m, head).map_err(|e| at(e, m))?;
+        }
+        let target = icount.min(tl.limit());
+        while m.icount() < target {
+            let to = target.min(m.icount().saturating_add(SLICE));
+            tl.advance(m, to).map_err(|e| at(e, m))?;
+            if !progress(m.icount()) {
+                return Err(format!("seek interrupted at icount {}", m.icount()));
+            }
+        }
+        if icount > target {
+            let e = TimelineError::EndOfHistory { end: target };
+            return Err(at(e, m));
+        }
+        Ok(icount)
     }
 
     fn checkpoints(&self) -> Vec<String> {

@@ -114,23 +114,13 @@ impl Timeline {
         let mut hi = self.pos;
         let mut i = self.store.find(hi - 1).ok_or_else(|| self.beginning())?;
         loop {
-            if let Some(watches) = &writes_only {
-                if self.unwritten_behind(m, i, hi, watches)? {
-                    self.stats.stretches_skipped += 1;
-                    if i == 0 {
-                        self.seek_within(m, self.origin)?;
-                        return Err(self.beginning());
-                    }
-                    if interrupted() {
-                        self.seek_within(m, self.icount_of(i))?;
-                        return Ok(None);
-                    }
-                    hi = self.icount_of(i);
-                    i -= 1;
-                    continue;
-                }
-            }
-            if let Some(hit) = self.last_hit(m, i, hi)? {
+            let skip = match &writes_only {
+                Some(watches) => self.unwritten_behind(m, i, hi, watches)?,
+                None => false,
+            };
+            if skip {
+                self.stats.stretches_skipped += 1;
+            } else if let Some(hit) = self.last_hit(m, i, hi)? {
                 let at = match hit.hit {
                     DebugHit::Breakpoint { .. } => hit.icount,
                     // Before the accessing instruction.
@@ -169,10 +159,9 @@ impl Timeline {
         hi: u64,
         watches: &[Watchpoint],
     ) -> Result<bool, TimelineError> {
-        let Some(next) = self.store.get(i + 1).filter(|c| c.icount() >= hi) else {
+        let Some(written) = self.written_since(i, hi) else {
             return Ok(false);
         };
-        let written: Vec<u64> = next.pages().iter().map(|&(gpa, _)| gpa).collect();
         let is_written = |page: u64| written.binary_search(&page).is_ok();
         self.restore(m, i)?;
         let from = m.icount();

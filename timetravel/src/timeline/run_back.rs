@@ -159,16 +159,19 @@ impl Timeline {
     }
 
     /// Whether none of `pages` can have been written between checkpoint
-    /// `i` and `hi`: the next checkpoint, at or after `hi`, holds every
-    /// page written since checkpoint `i`, and none of these.
+    /// `i` and `hi` (see [`Timeline::written_since`]).
     fn unwritten(&self, i: usize, hi: u64, pages: &[u64]) -> bool {
-        let Some(next) = self.store.get(i + 1).filter(|c| c.icount() >= hi) else {
-            return false;
-        };
-        let held = next.pages();
-        pages
-            .iter()
-            .all(|&p| held.binary_search_by_key(&p, |&(g, _)| g).is_err())
+        self.written_since(i, hi)
+            .is_some_and(|written| pages.iter().all(|p| written.binary_search(p).is_err()))
+    }
+
+    /// The pages (page-aligned guest-physical addresses, ascending) that
+    /// can have been written between checkpoint `i` and `hi`, if that is
+    /// known: the next checkpoint, at or after `hi`, holds every page
+    /// written since checkpoint `i`.
+    pub(super) fn written_since(&self, i: usize, hi: u64) -> Option<Vec<u64>> {
+        let next = self.store.get(i + 1).filter(|c| c.icount() >= hi)?;
+        Some(next.pages().iter().map(|&(gpa, _)| gpa).collect())
     }
 
     /// Replays checkpoint `i` to `hi` a count at a time; the last count at
