@@ -4,11 +4,12 @@
 //! target directory (network needed on the first run; no skipping: without
 //! apt or network the test fails with hindsight's own message).
 
+mod guest_cache;
+
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 fn hindsight() -> Command {
@@ -24,20 +25,9 @@ fn show(out: &Output) -> String {
     )
 }
 
-/// The guest image cache, fetched once per test process (the tests of
-/// this file share it; `tests/fetch.rs` uses the same directory).
+/// The guest image cache (see `guest_cache`).
 fn cache() -> &'static Path {
-    static CACHE: OnceLock<PathBuf> = OnceLock::new();
-    CACHE.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fetch-cache");
-        let out = hindsight()
-            .args(["fetch", "--cache-dir"])
-            .arg(&dir)
-            .output()
-            .expect("run hindsight fetch");
-        assert_eq!(out.status.code(), Some(0), "fetch failed\n{}", show(&out));
-        dir
-    })
+    &guest_cache::fetch().0
 }
 
 /// Kernel log lines that must never appear in a healthy boot.

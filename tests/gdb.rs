@@ -16,6 +16,8 @@
 
 mod common;
 
+mod guest_cache;
+
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -922,24 +924,12 @@ fn a_replay_refuses_writes_and_ends_with_its_trace() {
 fn linux_images() -> &'static (PathBuf, PathBuf) {
     static IMAGES: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     IMAGES.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fetch-cache");
-        let out = Command::new(env!("CARGO_BIN_EXE_hindsight"))
-            .args(["fetch", "--cache-dir"])
-            .arg(&dir)
-            .output()
-            .expect("run hindsight fetch");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "fetch failed\n{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (dir, stdout) = guest_cache::fetch();
         let map = stdout
             .lines()
             .find_map(|l| l.strip_prefix("system_map:"))
             .unwrap_or_else(|| panic!("hindsight fetch printed no 'system_map:' line\n{stdout}"));
-        (dir, PathBuf::from(map.trim()))
+        (dir.clone(), PathBuf::from(map.trim()))
     })
 }
 

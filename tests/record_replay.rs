@@ -5,6 +5,8 @@
 //! truncated and killed recordings are refused or replayed up to their last
 //! whole chunk, as the trace format promises.
 
+mod guest_cache;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -28,19 +30,9 @@ fn tmp(name: &str) -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("rr-{name}-{}", std::process::id()))
 }
 
-/// The guest image cache shared with the other Linux tests (fetched once).
+/// The guest image cache (see `guest_cache`).
 fn cache() -> &'static Path {
-    static CACHE: OnceLock<PathBuf> = OnceLock::new();
-    CACHE.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fetch-cache");
-        let out = hindsight()
-            .args(["fetch", "--cache-dir"])
-            .arg(&dir)
-            .output()
-            .expect("run hindsight fetch");
-        assert_eq!(out.status.code(), Some(0), "fetch failed\n{}", show(&out));
-        dir
-    })
+    &guest_cache::fetch().0
 }
 
 /// Typed at the shell: a command whose output proves the input arrived, then
