@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Boot+workload wall time of hindsight (interpreter) against QEMU's TCG on
-# the same Debian kernel, the same initramfs and the same workload, in the
-# same run, and their ratio.
+# Boot+workload wall time of hindsight, recording, against QEMU's TCG not
+# recording, on the same Debian kernel, the same initramfs and the same
+# workload, in the same run, and their ratio (the issue's goal: <= 0.7).
 #
 #   bench/linux-vs-qemu.sh [WORKLOAD]
+#
+# ENGINE=interp|jit (default jit) picks hindsight's engine; RECORD=0 runs
+# without recording.
 #
 # WORKLOAD is the shell command /init runs before powering off (default:
 # the issue's cpuinfo + sha256 of 32 MiB of zeros). The QEMU side is
@@ -32,10 +35,16 @@ cmdline=console=ttyS0
 log=$(mktemp -d)
 trap 'rm -rf "$log"' EXIT
 
+engine=${ENGINE:-jit}
+record=()
+if [ "${RECORD:-1}" != 0 ]; then
+  record=(--record "$log/run.hsr")
+fi
+
 start=$(date +%s%N)
 set +e
-"$hs" boot --kernel "$kernel" --initrd "$initrd" --append "$cmdline" --stats \
-  </dev/null >"$log/hindsight.out" 2>"$log/hindsight.err"
+"$hs" boot --engine "$engine" "${record[@]}" --kernel "$kernel" --initrd "$initrd" \
+  --append "$cmdline" --stats </dev/null >"$log/hindsight.out" 2>"$log/hindsight.err"
 status=$?
 set -e
 end=$(date +%s%N)
@@ -52,6 +61,7 @@ mips=$(sed -n 's/.*mips=\([0-9.]*\).*/\1/p' <<<"$stats")
 qemu=$(bash "$peer" "$kernel" "$initrd" "$cmdline" 2>"$log/qemu.log" | tail -1)
 qemu_s=$(sed -n 's/.*wall_s=\([0-9.]*\).*/\1/p' <<<"$qemu")
 
-printf 'hindsight wall_s=%d.%03d insns=%s mips=%s\n' $((hs_ms / 1000)) $((hs_ms % 1000)) "$insns" "$mips"
+printf 'hindsight engine=%s recording=%s wall_s=%d.%03d insns=%s mips=%s\n' "$engine" \
+  "$([ ${#record[@]} -gt 0 ] && echo on || echo off)" $((hs_ms / 1000)) $((hs_ms % 1000)) "$insns" "$mips"
 echo "$qemu"
 awk -v h="$hs_ms" -v q="$qemu_s" 'BEGIN { printf "ratio hindsight/qemu=%.2f\n", (h / 1000) / q }'

@@ -15,8 +15,15 @@ const STEP: u64 = 1_000_000;
 
 /// Runs the command; returns the process exit status.
 pub fn run(args: &BenchArgs) -> i32 {
+    let engine = match args.engine.engine.plain("bench") {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("hindsight: {e}");
+            return exit_code::USAGE;
+        }
+    };
     let image = guests::bench();
-    let mut m = match guest::boot(&image, None, args.engine.engine) {
+    let mut m = match guest::boot(&image, None, engine) {
         Ok(m) => m,
         Err(code) => return code,
     };

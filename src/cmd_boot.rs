@@ -38,6 +38,7 @@ pub fn run(args: &BootArgs) -> i32 {
             stats: args.stats,
             cache_dir,
             gdb: &args.gdb,
+            check: args.engine.engine.checks(),
         },
     )
 }
@@ -87,7 +88,7 @@ fn setup(args: &BootArgs) -> Result<Setup, String> {
             // Linux clears COM1's FIFO when the shell opens the console:
             // keep early (piped) input until then.
             hold_input_until_rx_interrupts: true,
-            engine: args.engine.engine,
+            engine: args.engine.engine.engine(),
             ..MachineConfig::default()
         },
         guest: Guest::Linux {

@@ -7,22 +7,37 @@ use hindsight_testsuite::guests;
 
 use crate::console;
 use crate::drive::{self, mips, Drive, End};
+use crate::engine_choice::EngineChoice;
 use crate::{exit_code, guest};
 
 /// Upper bound on the demo's run, so a CPU regression cannot hang it.
 const DEMO_MAX_INSNS: u64 = 10_000_000_000;
 
 /// Runs the command on `engine`; returns the process exit status.
-pub fn run(engine: Engine) -> i32 {
+pub fn run(engine: EngineChoice) -> i32 {
     let image = guests::demo();
-    let mut m = match guest::boot(&image, Some(DEMO_MAX_INSNS), engine) {
+    let mut m = match guest::boot(&image, Some(DEMO_MAX_INSNS), engine.engine()) {
         Ok(m) => m,
         Err(code) => return code,
+    };
+    let check = match engine.checks() {
+        true => {
+            let twin = || {
+                guest::boot(&image, Some(DEMO_MAX_INSNS), Engine::Interp)
+                    .map_err(|code| format!("the interpreter twin did not boot (status {code})"))
+            };
+            match drive::lockstep(&mut m, twin) {
+                Ok(l) => Some(l),
+                Err(code) => return code,
+            }
+        }
+        false => None,
     };
     console::to_stdout(&mut m);
     let start = Instant::now();
     let exit = Drive {
         max_insns: Some(DEMO_MAX_INSNS),
+        check,
         ..Drive::default()
     }
     .run(&mut m);

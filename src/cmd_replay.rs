@@ -38,7 +38,13 @@ pub fn run(args: &ReplayArgs) -> i32 {
         }
     };
     // The engine is the replayer's choice, never the trace's.
-    m.set_engine(args.engine.engine);
+    match args.engine.engine.plain("replay") {
+        Ok(e) => m.set_engine(e),
+        Err(e) => {
+            eprintln!("hindsight: {e}");
+            return exit_code::USAGE;
+        }
+    }
     let (records, error) = reader.read_to_end();
     // A verifying replay names what differed from the recorded summaries.
     let summaries = reader.take_summaries();

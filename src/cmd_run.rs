@@ -46,7 +46,7 @@ fn setup(args: &RunArgs) -> Result<Setup, String> {
             memory: args.memory,
             cpus: args.cpus,
             max_insns: args.max_insns,
-            engine: args.engine.engine,
+            engine: args.engine.engine.engine(),
             ..MachineConfig::default()
         },
         guest: Guest::Multiboot {
@@ -77,6 +77,7 @@ pub fn run(args: &RunArgs) -> i32 {
             stats: false,
             cache_dir,
             gdb: &args.gdb,
+            check: args.engine.engine.checks(),
         },
     )
 }

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::time::{Duration, Instant};
 
 use hindsight_cpu::flags;
-use hindsight_machine::{Exit, Machine};
+use hindsight_machine::{Exit, Lockstep, Machine, DEFAULT_CHECK_INTERVAL};
 use hindsight_timetravel::Recorder;
 
 use crate::console::{self, StdinReader};
@@ -31,6 +31,8 @@ pub struct Drive {
     /// Keep guest time from running ahead of host time (interactive use):
     /// changes only host timing, never what the guest sees at each count.
     pub pace: bool,
+    /// The interpreter twin the run is checked against (`--engine check`).
+    pub check: Option<Lockstep>,
 }
 
 /// How a driven run ended.
@@ -40,6 +42,29 @@ pub enum End {
     Machine(Exit),
     /// The user quit with the console escape (Ctrl-A x).
     Quit,
+    /// Under `--engine check`, the engines differed (the report).
+    Mismatch(String),
+}
+
+/// Pairs `m` with an interpreter twin built by `twin` for `--engine
+/// check`; on failure reports it and gives the exit status.
+pub fn lockstep(
+    m: &mut Machine,
+    twin: impl FnOnce() -> Result<Machine, String>,
+) -> Result<Lockstep, i32> {
+    let twin = twin().map_err(|e| {
+        eprintln!("hindsight: {e}");
+        exit_code::USAGE
+    })?;
+    let l = Lockstep::new(m, twin, DEFAULT_CHECK_INTERVAL).map_err(|e| {
+        eprintln!("hindsight: {e}");
+        exit_code::DIVERGED
+    })?;
+    eprintln!(
+        "hindsight: checking the JIT against the interpreter every {DEFAULT_CHECK_INTERVAL} \
+         instructions"
+    );
+    Ok(l)
 }
 
 impl Drive {
@@ -61,7 +86,16 @@ impl Drive {
             if let Some(max) = self.max_insns {
                 target = target.min(max);
             }
-            let exit = m.run_until(target);
+            let exit = match &mut self.check {
+                Some(l) => match l.run_until(m, target) {
+                    Ok(exit) => exit,
+                    Err(e) => {
+                        console::flush();
+                        return End::Mismatch(e.to_string());
+                    }
+                },
+                None => m.run_until(target),
+            };
             console::flush();
             if let Some(r) = &mut self.recorder {
                 // No checkpoint store runs here: the recorder may start the
@@ -107,6 +141,9 @@ impl Drive {
                     }
                 }
                 None => m.console_input(&bytes),
+            }
+            if let Some(l) = &mut self.check {
+                l.twin_mut().console_input(&bytes);
             }
         }
     }
@@ -167,6 +204,10 @@ fn report_at(end: &End, max_insns: Option<u64>, at: Option<&str>) -> i32 {
             return exit_code::OK;
         }
         End::Machine(exit) => exit,
+        End::Mismatch(report) => {
+            eprintln!("hindsight: {report}");
+            return exit_code::DIVERGED;
+        }
     };
     match exit {
         Exit::PowerOff | Exit::Reset | Exit::DebugExit(_) => {

@@ -14,7 +14,8 @@ pub const DEADLOCK: i32 = 4;
 pub const INSN_LIMIT: i32 = 5;
 /// The guest asked for a system reset, which hindsight does not perform.
 pub const RESET: i32 = 6;
-/// A replay did not reproduce its recording.
+/// A replay did not reproduce its recording, or `--engine check` found the
+/// engines differ.
 pub const DIVERGED: i32 = 7;
 /// A replayed trace is truncated or corrupt (it replayed up to there).
 pub const TRACE_DAMAGED: i32 = 8;
@@ -33,7 +34,8 @@ Exit status:
                 interrupt source left to wake it
   5             instruction limit (--max-insns) reached
   6             the guest asked for a reset (reboot), which stops hindsight
-  7             replay: the run diverged from its recording
+  7             replay: the run diverged from its recording; --engine check:
+                the JIT and the interpreter differed
   8             replay: the trace is truncated or corrupt
   Statuses 3 and 5 can also be debug-exit statuses (v = 1, 2): the message
   on stderr tells them apart.";

@@ -13,6 +13,7 @@ mod cmd_selftest;
 mod cmd_trace;
 mod console;
 mod drive;
+mod engine_choice;
 mod exit_code;
 mod fetch;
 mod gdb_session;
@@ -47,7 +48,8 @@ fn top_help() -> String {
   hindsight run --multiboot kernel.elf --module initrd.img,initrd --memory 1G
   hindsight selftest                         run the guest self-tests
   hindsight bench --seconds 5                measure emulation speed
-  hindsight bench --engine jit               the same with the JIT
+  hindsight bench --engine interp            the same with the interpreter
+  hindsight boot --engine check --run 'ls'   check the JIT against the interpreter
   hindsight fetch                            download Debian's kernel and busybox
 
 {}",
@@ -304,13 +306,26 @@ pub struct RunArgs {
 }
 
 /// The execution engine option, shared by every command that runs a guest.
-#[derive(Args, Debug, Clone, Copy, Default)]
+#[derive(Args, Debug, Clone, Copy)]
 pub struct EngineArgs {
-    /// Execution engine: interp (the interpreter) or jit (hot blocks
-    /// translated to host code); both give the same guest behaviour at
-    /// every instruction count, and traces do not depend on it
-    #[arg(long, value_name = "ENGINE", default_value = "interp")]
-    pub engine: hindsight_machine::Engine,
+    /// Execution engine: jit (hot blocks translated to host code), interp
+    /// (the interpreter), or check (the JIT with an interpreter twin in
+    /// lockstep, stopping at the first instruction count where they differ;
+    /// run, boot and demo). jit and interp give the same guest behaviour at
+    /// every instruction count, and traces do not depend on the engine
+    #[arg(long, value_name = "ENGINE", env = hindsight_machine::ENGINE_ENV, default_value = "jit")]
+    pub engine: engine_choice::EngineChoice,
+}
+
+impl Default for EngineArgs {
+    /// As the command line gives it with no `--engine`.
+    fn default() -> Self {
+        let engine = std::env::var(hindsight_machine::ENGINE_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_default();
+        EngineArgs { engine }
+    }
 }
 
 /// The gdb stub's options, shared by `run`, `boot` and `replay`.

@@ -29,6 +29,8 @@ pub struct Options<'a> {
     pub cache_dir: PathBuf,
     /// The gdb stub's options.
     pub gdb: &'a GdbArgs,
+    /// Check the JIT against an interpreter twin in lockstep.
+    pub check: bool,
 }
 
 /// Starts a recording of `setup` into `path`.
@@ -59,6 +61,14 @@ pub fn run(setup: &Setup, opts: &Options) -> i32 {
             return exit_code::USAGE;
         }
     };
+    if opts.check && (opts.record.is_some() || gdb_session::wanted(opts.gdb)) {
+        eprintln!(
+            "hindsight: --engine check goes with neither --record nor --gdb (it goes back \
+             and forth itself): record or debug under --engine jit, then replay the trace \
+             with --verify under each engine"
+        );
+        return exit_code::USAGE;
+    }
     if gdb_session::wanted(opts.gdb) {
         if opts.record.is_some() {
             eprintln!(
@@ -85,11 +95,19 @@ pub fn run(setup: &Setup, opts: &Options) -> i32 {
         eprintln!("hindsight: console on this terminal; press Ctrl-A x to quit");
     }
     let raw = interactive.then(console::RawMode::enter).flatten();
+    let check = match opts.check {
+        true => match drive::lockstep(&mut m, || setup.build(&opts.cache_dir)) {
+            Ok(l) => Some(l),
+            Err(code) => return code,
+        },
+        false => None,
+    };
     let mut d = Drive {
         recorder,
         max_insns: opts.max_insns,
         input: Some(StdinReader::spawn(interactive)),
         pace: std::io::stdin().is_terminal(),
+        check,
     };
     let start = Instant::now();
     let end = d.run(&mut m);
@@ -112,6 +130,7 @@ pub fn run(setup: &Setup, opts: &Options) -> i32 {
 fn reason(end: &End) -> String {
     match end {
         End::Quit => "quit by the user (Ctrl-A x)".into(),
+        End::Mismatch(_) => "the engines differed".into(),
         End::Machine(exit) => exit.to_string(),
     }
 }

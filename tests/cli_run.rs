@@ -327,3 +327,49 @@ fn triple_fault_is_reported_with_where_it_happened() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--engine check` runs the multiboot guest under the JIT with an
+/// interpreter twin in lockstep: same output and exit status as a plain
+/// run; a command that cannot run a twin refuses it by name.
+#[test]
+fn engine_check_runs_a_guest_in_lockstep_and_is_refused_where_it_cannot() {
+    let dir = tmp_dir("check");
+    let kernel = write(
+        &dir,
+        "kernel.elf",
+        &elf32_multiboot(&info_kernel(), 3, good_checksum(3)),
+    );
+    let run = |engine: &str| {
+        hindsight()
+            .args(["run", "--engine", engine, "--multiboot"])
+            .arg(&kernel)
+            .output()
+            .expect("run hindsight")
+    };
+    let plain = run("interp");
+    let checked = run("check");
+    assert_eq!(
+        checked.status.code(),
+        Some((0x21 << 1) | 1),
+        "{}",
+        show(&checked)
+    );
+    assert_eq!(checked.stdout, plain.stdout, "{}", show(&checked));
+    let err = String::from_utf8_lossy(&checked.stderr);
+    assert!(
+        err.contains("checking the JIT against the interpreter"),
+        "{}",
+        show(&checked)
+    );
+    let o = hindsight()
+        .args(["bench", "--engine", "check"])
+        .output()
+        .expect("run hindsight bench");
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--engine check runs under 'run'"),
+        "{}",
+        show(&o)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,7 +1,9 @@
 //! End-to-end record/replay of the Debian Linux guest with the real
-//! program: a session with typed (piped) console input is recorded, then
-//! replayed from the trace file alone, verifying every state hash, and
-//! sought backwards to 1,000 random counts; damaged,
+//! program: a session with typed (piped) console input is recorded under
+//! the JIT, then replayed from the trace file alone under the interpreter
+//! and the JIT, verifying every state hash, and sought backwards to 1,000
+//! random counts; a session recorded under the interpreter verifies under
+//! the JIT; damaged,
 //! truncated and killed recordings are refused or replayed up to their last
 //! whole chunk, as the trace format promises.
 
@@ -39,13 +41,19 @@ fn cache() -> &'static Path {
 /// power-off. Piped before the shell exists, as a script would.
 const TYPED: &[u8] = b"echo typed-$((6*7))\npoweroff -f\n";
 
-/// One recording shared by the tests: (trace path, console output).
+/// One recording under the JIT shared by the tests: (trace path, console
+/// output).
 fn recording() -> &'static (PathBuf, Vec<u8>) {
     static REC: OnceLock<(PathBuf, Vec<u8>)> = OnceLock::new();
-    REC.get_or_init(|| {
-        let trace = tmp("session.hsr");
+    REC.get_or_init(|| record_session("jit"))
+}
+
+/// Records the typed session under `engine`: (trace path, console output).
+fn record_session(engine: &str) -> (PathBuf, Vec<u8>) {
+    {
+        let trace = tmp(&format!("session-{engine}.hsr"));
         let mut child = hindsight()
-            .args(["boot", "--cache-dir"])
+            .args(["boot", "--engine", engine, "--cache-dir"])
             .arg(cache())
             .arg("--record")
             .arg(&trace)
@@ -70,7 +78,7 @@ fn recording() -> &'static (PathBuf, Vec<u8>) {
         let console = String::from_utf8_lossy(&out.stdout);
         assert!(console.contains("typed-42"), "{}", show(&out));
         (trace, out.stdout)
-    })
+    }
 }
 
 fn replay(trace: &Path, extra: &[&str]) -> Output {
@@ -85,11 +93,13 @@ fn replay(trace: &Path, extra: &[&str]) -> Output {
         .expect("run hindsight replay")
 }
 
+/// The JIT's recording replays, verified, under both engines (twice under
+/// the JIT: its translations must not depend on an earlier run).
 #[test]
 fn a_typed_linux_session_replays_identically() {
     let (trace, console) = recording();
-    for _ in 0..2 {
-        let out = replay(trace, &["--verify"]);
+    for engine in ["interp", "jit", "jit"] {
+        let out = replay(trace, &["--verify", "--engine", engine]);
         assert_eq!(out.status.code(), Some(0), "{}", show(&out));
         assert!(
             out.stdout == *console,
@@ -99,6 +109,18 @@ fn a_typed_linux_session_replays_identically() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("state hashes verified"), "{}", show(&out));
     }
+}
+
+/// A session recorded under the interpreter replays, verified, under the
+/// JIT: the trace does not depend on the engine.
+#[test]
+fn an_interpreter_recording_verifies_under_the_jit() {
+    let (trace, console) = record_session("interp");
+    let out = replay(&trace, &["--verify", "--engine", "jit"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(out.stdout == console, "console differs\n{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("state hashes verified"), "{}", show(&out));
 }
 
 /// Seeking backwards to 1,000 random counts of the Linux session lands,

@@ -49,6 +49,7 @@ pub mod devices;
 mod engine;
 mod event;
 pub mod layout;
+mod lockstep;
 mod machine;
 pub mod memory;
 mod sched;
@@ -58,7 +59,8 @@ pub mod state_summary;
 
 pub use checkpoint::{Checkpoint, CheckpointStore, PageData, RestoreStats};
 pub use devices::ConsoleSink;
-pub use engine::Engine;
+pub use engine::{Engine, ENGINE_ENV};
+pub use lockstep::{Lockstep, LockstepError, DEFAULT_CHECK_INTERVAL};
 pub use machine::{
     Exit, Machine, MachineConfig, MachineError, DEFAULT_RTC_UNIX_SECS, DEFAULT_SEED,
     ENTRY_CODE_SELECTOR, ENTRY_DATA_SELECTOR, MAX_CPUS,

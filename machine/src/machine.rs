@@ -79,8 +79,10 @@ pub struct MachineConfig {
     /// so input queued before then (typed or piped ahead of a Linux shell)
     /// would be lost; a guest that polls the UART needs it false.
     pub hold_input_until_rx_interrupts: bool,
-    /// The execution engine (default: the interpreter). Host-side: not
-    /// part of the machine's state nor of a trace.
+    /// The execution engine (default: the JIT, or the one the
+    /// `HINDSIGHT_ENGINE` environment variable names, see
+    /// [`Engine::from_env`]). Host-side: not part of the machine's state
+    /// nor of a trace.
     pub engine: Engine,
 }
 
@@ -96,7 +98,7 @@ impl Default for MachineConfig {
             seed: DEFAULT_SEED,
             rtc_unix_secs: DEFAULT_RTC_UNIX_SECS,
             hold_input_until_rx_interrupts: false,
-            engine: Engine::Interp,
+            engine: Engine::from_env(),
         }
     }
 }
@@ -584,6 +586,17 @@ impl Machine {
         }
     }
 
+    /// Makes the JIT (when it is the engine) translate a block once it ran
+    /// `runs` times in the interpreter (0: on first sight), dropping its
+    /// translations. With 0, whether a block runs natively no longer
+    /// depends on how often it ran before, which lockstep checking needs to
+    /// reproduce a difference after going back.
+    pub fn set_jit_threshold(&mut self, runs: u32) {
+        if self.jit.is_some() {
+            self.jit = Some(Box::new(hindsight_jit::Jit::with_threshold(runs)));
+        }
+    }
+
     /// The execution engine in use.
     pub fn engine(&self) -> Engine {
         if self.jit.is_some() {
@@ -948,4 +961,4 @@ mod snapshot_tests;
 mod checkpoint_tests;
 
 #[cfg(test)]
-mod test_guest;
+pub(crate) mod test_guest;

@@ -43,7 +43,7 @@ fn gate(handler: u64) -> [u8; 8] {
 }
 
 /// The busy guest on a machine with `cpus` vCPUs and `memory` bytes.
-pub(super) fn busy_guest(cpus: u32, memory: u64) -> Machine {
+pub(crate) fn busy_guest(cpus: u32, memory: u64) -> Machine {
     let mut m = machine_with(MachineConfig {
         cpus,
         memory,

@@ -306,7 +306,7 @@ fn demo_built() -> BuiltGuest {
             "Try next:\n",
             "  hindsight selftest                  the emulator checks itself from inside guests\n",
             "  hindsight run --multiboot KERNEL    boot a multiboot kernel, COM1 on stdin/stdout\n",
-            "  hindsight bench                     interpreter speed on a CPU-bound guest\n",
+            "  hindsight bench                     engine speed on a CPU-bound guest\n",
             "\n",
             "Demo done: exit through the debug-exit port (write 0 to port 0xf4).\n",
         ))?;

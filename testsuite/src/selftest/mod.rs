@@ -112,9 +112,10 @@ pub struct GuestReport {
     pub console: String,
 }
 
-/// Runs one built guest in a fresh machine and counts its checks.
+/// Runs one built guest in a fresh machine on the default engine
+/// ([`Engine::from_env`]) and counts its checks.
 pub fn run_guest(name: &'static str, g: &BuiltGuest, input: &[u8]) -> GuestReport {
-    run_guest_on(Engine::Interp, name, g, input)
+    run_guest_on(Engine::from_env(), name, g, input)
 }
 
 /// [`run_guest`] with the given execution engine.
@@ -204,11 +205,11 @@ pub fn run_guest_on(
     }
 }
 
-/// Runs every selftest guest in a fresh machine, streams each PASS/FAIL line
-/// through `out` (one line per call, no trailing newline), and returns
-/// (passed, failed).
+/// Runs every selftest guest in a fresh machine on the default engine
+/// ([`Engine::from_env`]), streams each PASS/FAIL line through `out` (one
+/// line per call, no trailing newline), and returns (passed, failed).
 pub fn run_all(out: &mut dyn FnMut(&str)) -> (usize, usize) {
-    run_all_on(Engine::Interp, out)
+    run_all_on(Engine::from_env(), out)
 }
 
 /// [`run_all`] with the given execution engine.
