@@ -202,7 +202,7 @@ impl Setup {
                 .map_err(|_| format!("the trace's '{}' is not a number", keys::RTC_BOOT_TIME))?,
             hold_input_until_rx_interrupts: flag(key::HOLD_INPUT),
             // Host-side, never in a trace: the replayer picks it.
-            engine: Default::default(),
+            engine: hindsight_machine::Engine::from_env(),
         };
         let mut images = Vec::new();
         for (i, info) in h.images.iter().enumerate() {
