@@ -9,6 +9,10 @@
 //! status flags are merged into the guest's (AF, undefined after logic
 //! operations, is cleared as the interpreter does). High-byte registers
 //! (AH..BH), LOCK prefixes and every other form fall back to the handler.
+//!
+//! `emit` also dispatches to the other groups: shifts and rotates
+//! (`shift`), IMUL (`muldiv`), CMOVcc/SETcc (`cond`), MOVZX/MOVSX/BSWAP/
+//! XCHG (`data`), NOT/NEG (`unary`) and memory operands (`mem`).
 
 use dynasmrt::{dynasm, DynasmApi, DynasmLabelApi};
 use hindsight_cpu::block::Op;
@@ -94,6 +98,10 @@ pub(crate) fn emit(e: &mut Emitter, op: &Op, last: bool) -> Inlined {
     };
     let done = done
         || crate::shift::emit(e, op)
+        || crate::muldiv::emit(e, op)
+        || crate::cond::emit(e, op)
+        || crate::data::emit(e, op)
+        || crate::unary::emit(e, op)
         || (insn.mnemonic() != Mnemonic::Lea && crate::mem::emit(e, op));
     if !done {
         return Inlined::No;
@@ -361,38 +369,8 @@ fn branch(e: &mut Emitter, op: &Op, cc: Option<ConditionCode>) -> Inlined {
         return Inlined::Ends;
     };
     let taken = e.a.new_dynamic_label();
-    // The guest's status flags into the host's without POPFQ (slow): OF
-    // by an 8-bit add that overflows exactly when the guest's OF (bit 11,
-    // moved to bit 7) is set, then SF, ZF, AF, PF and CF by SAHF.
-    dynasm!(e.a
-        ; .arch x64
-        ; mov eax, [rbp + RFLAGS]
-        ; mov edx, eax
-        ; shr eax, 4
-        ; and eax, 0x80
-        ; add al, -128
-        ; mov ah, dl
-        ; sahf
-    );
-    match cc {
-        ConditionCode::o => dynasm!(e.a ; .arch x64 ; jo =>taken),
-        ConditionCode::no => dynasm!(e.a ; .arch x64 ; jno =>taken),
-        ConditionCode::b => dynasm!(e.a ; .arch x64 ; jb =>taken),
-        ConditionCode::ae => dynasm!(e.a ; .arch x64 ; jae =>taken),
-        ConditionCode::e => dynasm!(e.a ; .arch x64 ; je =>taken),
-        ConditionCode::ne => dynasm!(e.a ; .arch x64 ; jne =>taken),
-        ConditionCode::be => dynasm!(e.a ; .arch x64 ; jbe =>taken),
-        ConditionCode::a => dynasm!(e.a ; .arch x64 ; ja =>taken),
-        ConditionCode::s => dynasm!(e.a ; .arch x64 ; js =>taken),
-        ConditionCode::ns => dynasm!(e.a ; .arch x64 ; jns =>taken),
-        ConditionCode::p => dynasm!(e.a ; .arch x64 ; jp =>taken),
-        ConditionCode::np => dynasm!(e.a ; .arch x64 ; jnp =>taken),
-        ConditionCode::l => dynasm!(e.a ; .arch x64 ; jl =>taken),
-        ConditionCode::ge => dynasm!(e.a ; .arch x64 ; jge =>taken),
-        ConditionCode::le => dynasm!(e.a ; .arch x64 ; jle =>taken),
-        ConditionCode::g => dynasm!(e.a ; .arch x64 ; jg =>taken),
-        ConditionCode::None => dynasm!(e.a ; .arch x64 ; jmp =>taken),
-    }
+    crate::cond::guest_flags(e);
+    crate::cond::jcc(e, cc, taken);
     e.store_rip(insn.next_ip());
     chain::emit(e, insn.next_ip());
     dynasm!(e.a

@@ -16,10 +16,13 @@
 //! runs it. Every instruction not inlined calls the interpreter's handler
 //! through [`helpers`], which delivers faults exactly as the interpreter
 //! does and catches panics so none unwinds through generated code. Inlined
-//! instructions (register moves and arithmetic, LEA, conditional and direct
-//! jumps in 64-bit code) compute RFLAGS exactly with the host's own flags;
-//! in 64-bit code, memory operands, PUSH/POP and CALL/RET go through an
-//! inlined TLB lookup (`mem`, `calls`) with the handler as slow path.
+//! instructions (register moves and arithmetic, shifts and rotates, IMUL,
+//! CMOVcc/SETcc, MOVZX/MOVSX, NOT/NEG, BSWAP, XCHG, LEA, conditional and
+//! direct jumps in 64-bit code) compute RFLAGS exactly as the interpreter
+//! does, with the host's own flags where they are defined; in 64-bit code
+//! and in 32-bit code with flat segments, memory operands go through an
+//! inlined TLB lookup (`mem`) with the handler as slow path, and so do
+//! PUSH/POP and CALL/RET in 64-bit code (`calls`).
 //!
 //! Blocks chain without returning to the engine's loop: static exits
 //! through link cells (`chain`), RET through the jump cache (`indirect`),
@@ -29,13 +32,17 @@
 mod calls;
 mod chain;
 mod codebuf;
+mod cond;
+mod data;
 mod engine;
 mod helpers;
 mod indirect;
 mod inline;
 mod mem;
+mod muldiv;
 mod shift;
 mod translate;
+mod unary;
 
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,7 @@
-//! Memory operands in 64-bit code through an inlined TLB lookup: MOV r, m
-//! and MOV m, r/imm; MOVZX/MOVSX/MOVSXD r, m; ADD/SUB/CMP/AND/OR/XOR/TEST
-//! with a memory source or destination; PUSH r64/imm and POP r64.
+//! Memory operands in 64-bit code, and in 32-bit code through flat
+//! segments, via an inlined TLB lookup: MOV r, m and MOV m, r/imm;
+//! MOVZX/MOVSX/MOVSXD r, m; ADD/SUB/CMP/AND/OR/XOR/TEST with a memory
+//! source or destination; PUSH r64/imm and POP r64 (64-bit code only).
 //!
 //! The fast path computes the linear address as the interpreter does
 //! (base + index * scale + displacement, masked to the address size, plus
@@ -10,6 +11,12 @@
 //! the write entry, as the interpreter reads then writes), and then loads or
 //! stores at the host page. A non-canonical address never matches a tag
 //! (tags are canonical), so it misses too.
+//!
+//! In 32-bit code the segment is checked at run time (segments change
+//! without retranslation): only a present, writable, expand-up data
+//! segment with a 4 GiB limit takes the fast path, where no segment check
+//! of the interpreter can fail; the linear address is then its base plus
+//! the offset, truncated to 32 bits. Any other segment takes the handler.
 //!
 //! Everything else (a miss, a page crossing, MMIO, watched, code and clean
 //! pages, which have no write entry) calls the instruction's interpreter
@@ -23,6 +30,7 @@ use std::mem::{offset_of, size_of};
 use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi};
 use hindsight_cpu::block::Op;
 use hindsight_cpu::interp::operand::addr_size;
+use hindsight_cpu::state::attr;
 use hindsight_cpu::tlb::{Access, Tlb, TlbEntry, TLB_ENTRIES, TLB_ENTRY_SIZE};
 use hindsight_cpu::{Cpu, Segment};
 use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
@@ -51,11 +59,40 @@ fn seg_base(i: usize) -> i32 {
     (offset_of!(Cpu, seg) + i * size_of::<Segment>() + offset_of!(Segment, base)) as i32
 }
 
+/// Offset in `Cpu` of the limit of segment register `i`.
+fn seg_limit(i: usize) -> i32 {
+    (offset_of!(Cpu, seg) + i * size_of::<Segment>() + offset_of!(Segment, limit)) as i32
+}
+
+/// Offset in `Cpu` of the attributes of segment register `i`.
+fn seg_attr(i: usize) -> i32 {
+    (offset_of!(Cpu, seg) + i * size_of::<Segment>() + offset_of!(Segment, attr)) as i32
+}
+
+/// The index in `Cpu::seg` of segment register `r`.
+fn seg_index(r: Register) -> Option<usize> {
+    Some(match r {
+        Register::ES => 0,
+        Register::CS => 1,
+        Register::SS => 2,
+        Register::DS => 3,
+        Register::FS => 4,
+        Register::GS => 5,
+        _ => return None,
+    })
+}
+
+/// Whether the block's code has the inline fast path: 64-bit code, or
+/// 32-bit code (flat segments, checked at run time).
+pub(crate) fn fast(e: &Emitter) -> bool {
+    e.long || e.ip_mask == 0xffff_ffff
+}
+
 /// Emits `op` with the inline TLB fast path if it is one of the forms this
 /// module handles (64-bit code only); false leaves it to the handler call.
 pub(crate) fn emit(e: &mut Emitter, op: &Op) -> bool {
     let insn = &op.insn;
-    if !e.long {
+    if !fast(e) {
         return false;
     }
     let k0 = insn.op0_kind();
@@ -67,8 +104,8 @@ pub(crate) fn emit(e: &mut Emitter, op: &Op) -> bool {
         Mnemonic::Mov if k0 == OpKind::Memory => Form::Store,
         Mnemonic::Movzx if k1 == Some(OpKind::Memory) => Form::Load(Ext::Zero),
         Mnemonic::Movsx | Mnemonic::Movsxd if k1 == Some(OpKind::Memory) => Form::Load(Ext::Sign),
-        Mnemonic::Push => return push(e, op),
-        Mnemonic::Pop => return pop(e, op),
+        Mnemonic::Push if e.long => return push(e, op),
+        Mnemonic::Pop if e.long => return pop(e, op),
         m => match alu_kind(m) {
             Some(kind) if k0 == OpKind::Register && k1 == Some(OpKind::Memory) => Form::AluRm(kind),
             Some(kind) if k0 == OpKind::Memory => Form::AluMr(kind),
@@ -113,7 +150,7 @@ fn alu_kind(m: Mnemonic) -> Option<Alu> {
 }
 
 /// Size of the memory operand, if 1, 2, 4 or 8 bytes.
-fn mem_size(insn: &Instruction) -> Option<u8> {
+pub(crate) fn mem_size(insn: &Instruction) -> Option<u8> {
     let s = insn.memory_size().size();
     matches!(s, 1 | 2 | 4 | 8).then_some(s as u8)
 }
@@ -121,7 +158,7 @@ fn mem_size(insn: &Instruction) -> Option<u8> {
 /// Whether the memory operand's address can be computed inline: 64- or
 /// 32-bit address size, base and index full-width general registers (or
 /// a RIP-relative base).
-fn addressable(insn: &Instruction) -> bool {
+pub(crate) fn addressable(insn: &Instruction) -> bool {
     let asz = addr_size(insn);
     if asz != 8 && asz != 4 {
         return false;
@@ -133,8 +170,9 @@ fn addressable(insn: &Instruction) -> bool {
     base_ok && ok(index)
 }
 
-/// Linear address of the memory operand into RSI (clobbers RCX).
-fn linear(e: &mut Emitter, insn: &Instruction) {
+/// Linear address of the memory operand into RSI (clobbers RAX, RCX); in
+/// 32-bit code a segment that is not flat jumps to `miss`.
+fn linear(e: &mut Emitter, insn: &Instruction, miss: DynamicLabel) {
     let disp = insn.memory_displacement64();
     dynasm!(e.a
         ; .arch x64
@@ -162,6 +200,10 @@ fn linear(e: &mut Emitter, insn: &Instruction) {
             ; mov esi, esi
         );
     }
+    if !e.long {
+        flat_segment(e, insn, miss);
+        return;
+    }
     let seg = match insn.memory_segment() {
         Register::FS => Some(4),
         Register::GS => Some(5),
@@ -173,6 +215,30 @@ fn linear(e: &mut Emitter, insn: &Instruction) {
             ; add rsi, [rbp + seg_base(s)]
         );
     }
+}
+
+/// 32-bit code: jumps to `miss` unless the operand's segment is a present,
+/// writable, expand-up data segment with a 4 GiB limit (then no access
+/// within it fails the interpreter's segment checks), else adds its base
+/// to the offset in RSI, truncated to 32 bits (clobbers RAX).
+fn flat_segment(e: &mut Emitter, insn: &Instruction, miss: DynamicLabel) {
+    let Some(s) = seg_index(insn.memory_segment()) else {
+        dynasm!(e.a ; .arch x64 ; jmp =>miss);
+        return;
+    };
+    let checked = i32::from(attr::PRESENT | attr::S | attr::CODE | attr::DC | attr::RW);
+    let flat = i32::from(attr::PRESENT | attr::S | attr::RW);
+    dynasm!(e.a
+        ; .arch x64
+        ; cmp DWORD [rbp + seg_limit(s)], -1
+        ; jne =>miss
+        ; movzx eax, WORD [rbp + seg_attr(s)]
+        ; and eax, checked
+        ; cmp eax, flat
+        ; jne =>miss
+        ; add rsi, [rbp + seg_base(s)]
+        ; mov esi, esi
+    );
 }
 
 /// The TLB lookup of an access of `size` bytes at the linear address in
@@ -219,9 +285,14 @@ pub(crate) fn tlb(e: &mut Emitter, size: u8, kinds: &[Access], miss: DynamicLabe
 
 /// Starts a fast path: computes the operand's address and looks it up.
 /// Returns the miss label.
-fn begin(e: &mut Emitter, insn: &Instruction, size: u8, kinds: &[Access]) -> DynamicLabel {
+pub(crate) fn begin(
+    e: &mut Emitter,
+    insn: &Instruction,
+    size: u8,
+    kinds: &[Access],
+) -> DynamicLabel {
     let miss = e.a.new_dynamic_label();
-    linear(e, insn);
+    linear(e, insn, miss);
     tlb(e, size, kinds, miss);
     miss
 }
@@ -262,7 +333,7 @@ pub(crate) fn finish(e: &mut Emitter, op: &Op, miss: DynamicLabel) -> bool {
 }
 
 /// Loads `size` bytes at [RDI] into RCX, zero- or sign-extended to 64 bits.
-fn load_rcx(e: &mut Emitter, size: u8, sign: bool) {
+pub(crate) fn load_rcx(e: &mut Emitter, size: u8, sign: bool) {
     match (size, sign) {
         (1, false) => dynasm!(e.a ; .arch x64 ; movzx ecx, BYTE [rdi]),
         (2, false) => dynasm!(e.a ; .arch x64 ; movzx ecx, WORD [rdi]),
@@ -286,7 +357,7 @@ fn store_rcx(e: &mut Emitter, size: u8) {
 
 /// Writes RCX to guest register `d` as a `size`-byte register write (8-
 /// and 16-bit writes merge, 32-bit writes zero-extend).
-fn write_reg_rcx(e: &mut Emitter, d: usize, size: u8) {
+pub(crate) fn write_reg_rcx(e: &mut Emitter, d: usize, size: u8) {
     match size {
         8 => dynasm!(e.a ; .arch x64 ; mov [rbp + gpr(d)], rcx),
         4 => dynasm!(e.a

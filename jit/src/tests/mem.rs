@@ -7,7 +7,7 @@ use std::sync::Arc;
 use hindsight_cpu::debug::{DebugHit, DebugSet, WatchKind, Watchpoint};
 use hindsight_cpu::fault::vector;
 use hindsight_cpu::state::reg;
-use hindsight_cpu::testutil::{fault_of, TestMode, CODE, DATA};
+use hindsight_cpu::testutil::{fault_of, TestMode, CODE, DATA, GDT};
 use iced_x86::code_asm::*;
 
 use super::{lockstep, same, World, CHUNKS};
@@ -240,4 +240,83 @@ fn watched_pages_stop_like_the_interpreter() {
             _ => assert!(matches!(hit, Some(DebugHit::Watch { .. })), "{hit:?}"),
         }
     }
+}
+
+/// A 32-bit loop over the memory forms, through DS, SS (EBP base) and FS;
+/// with `switch`, DS is loaded with the 64 KiB data segment at ECX = 100,
+/// so the next access through it must fault (#GP) as in the interpreter.
+fn mem_loop32(w: &mut World, switch: bool) {
+    w.asm(CODE, &|a| {
+        let mut top = a.create_label();
+        let mut keep = a.create_label();
+        a.mov(ecx, 300u32)?;
+        a.mov(ebx, DATA as u32)?;
+        a.mov(ebp, DATA as u32 + 0x100)?;
+        a.set_label(&mut top)?;
+        a.mov(dword_ptr(ebx), ecx)?;
+        a.mov(word_ptr(ebx + esi * 2 + 6), cx)?;
+        a.mov(byte_ptr(ebp + 8), cl)?;
+        a.mov(eax, dword_ptr(ebx))?;
+        a.movzx(edx, byte_ptr(ebp + 8))?;
+        a.movsx(edi, word_ptr(ebx + 6))?;
+        a.add(dword_ptr(ebx + 16), eax)?;
+        a.sub(eax, dword_ptr(ebx + 16))?;
+        a.cmp(dword_ptr(ebx + 16), 0x1000)?;
+        a.cmovb(edi, dword_ptr(ebx + 16))?;
+        a.setl(byte_ptr(ebx + 20))?;
+        a.imul_3(esi, dword_ptr(ebx + 16), 3)?;
+        a.and(esi, 1)?;
+        a.add(eax, dword_ptr(0x10).fs())?;
+        a.mov(dword_ptr(0x14).fs(), eax)?;
+        if switch {
+            a.cmp(ecx, 100)?;
+            a.jne(keep)?;
+            a.mov(eax, 0x28u32)?;
+            a.mov(ds, ax)?;
+        }
+        a.set_label(&mut keep)?;
+        a.dec(ecx)?;
+        a.jnz(top)?;
+        a.hlt()
+    });
+    w.cpu.seg[4].base = DATA + 0x2000;
+    w.cpu.gpr[reg::RSI] = 0;
+    w.cpu.rip = CODE;
+}
+
+#[test]
+fn flat_32bit_segments_take_the_fast_path() {
+    for threshold in [0, 1, 16] {
+        let w = lockstep(TestMode::Protected32, threshold, CHUNKS, 1 << 20, &|w| {
+            mem_loop32(w, false)
+        });
+        assert!(w.cpu.halted);
+        let s = w.stats();
+        assert!(s.inlined * 10 > s.insns * 9, "nearly all inlined: {s:?}");
+    }
+    for step in [1, 2, 3, 5, 11] {
+        lockstep(TestMode::Protected32, 0, &[step], 4000, &|w| {
+            mem_loop32(w, false)
+        });
+    }
+    // DS changes under a translated block: the next access through it
+    // takes the handler and faults on the 64 KiB limit.
+    let w = lockstep(TestMode::Protected32, 0, CHUNKS, 1 << 20, &|w| {
+        mem_loop32(w, true)
+    });
+    assert_eq!(fault_of(&w.cpu, &w.bus).map(|f| f.0), Some(vector::GP));
+    // The same with a read-only flat data segment at selector 0x28: the
+    // loads through DS still take the fast path, the first store faults.
+    let w = lockstep(TestMode::Protected32, 0, CHUNKS, 1 << 20, &|w| {
+        mem_loop32(w, true);
+        w.bus.put(GDT + 0x28, 8, 0x00cf_9100_0000_ffff);
+    });
+    assert_eq!(fault_of(&w.cpu, &w.bus).map(|f| f.0), Some(vector::GP));
+    assert_eq!(w.cpu.gpr[reg::RCX], 99, "in the iteration after the switch");
+    // A non-flat FS limit: its accesses take the handler.
+    let w = lockstep(TestMode::Protected32, 0, CHUNKS, 1 << 20, &|w| {
+        mem_loop32(w, false);
+        w.cpu.seg[4].limit = 0x3fff;
+    });
+    assert!(w.cpu.halted);
 }
