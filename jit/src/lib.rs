@@ -33,6 +33,7 @@ mod engine;
 mod helpers;
 mod indirect;
 mod inline;
+mod liveness;
 mod mem;
 mod shift;
 mod translate;

@@ -8,10 +8,10 @@
 
 use dynasmrt::{dynasm, DynasmApi};
 use hindsight_cpu::block::Op;
-use hindsight_cpu::flags::{AF, OF, STATUS};
+use hindsight_cpu::flags::{AF, CF, OF, PF, SF, STATUS, ZF};
 use iced_x86::{Mnemonic, OpKind};
 
-use crate::inline::{merge_flags, reg};
+use crate::inline::{flags_needed, fuse_point, merge_flags, reg};
 use crate::translate::{gpr, Emitter};
 
 /// The shift kinds inlined.
@@ -63,12 +63,20 @@ pub(crate) fn emit(e: &mut Emitter, op: &Op) -> bool {
         Kind::Shr => sized!(shr),
         Kind::Sar => sized!(sar),
     }
+    // The host's OF differs from the interpreter's past count 1.
+    fuse_point(e, SF | ZF | PF | CF);
+    dynasm!(e.a
+        ; .arch x64
+        ; mov [rbp + gpr(d)], rax
+    );
+    if !flags_needed(e, STATUS) {
+        return true;
+    }
     let not_of = !(OF as i32);
     dynasm!(e.a
         ; .arch x64
         ; pushfq
         ; pop rdx
-        ; mov [rbp + gpr(d)], rax
         ; and edx, not_of
     );
     // OF into bit 11 of RDX from the original operand in RCX.

@@ -18,6 +18,7 @@ use crate::Jit;
 
 mod chain;
 mod mem;
+mod transitions;
 
 type Asm = CodeAssembler;
 type AsmResult = Result<(), IcedError>;
