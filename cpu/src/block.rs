@@ -84,6 +84,9 @@ pub struct CodeCache {
     pages: IntMap<u64, Vec<(u32, u32)>>,
     /// Bumped whenever a page becomes a code page, so vCPUs drop write TLB entries.
     pub gen: u64,
+    /// Counts block invalidations (and clears): a JIT's links between
+    /// blocks hold only while it stays the same.
+    pub invalidations: u64,
     next_serial: u32,
 }
 
@@ -193,6 +196,7 @@ impl CodeCache {
         if let Some(Some(b)) = self.blocks.get_mut(id as usize) {
             if b.valid {
                 b.valid = false;
+                self.invalidations += 1;
                 let key = (b.gpa, b.lin, b.ip, b.bitness);
                 if self.map.get(&key) == Some(&id) {
                     self.map.remove(&key);
@@ -235,6 +239,7 @@ impl CodeCache {
         self.map.clear();
         self.pages.clear();
         self.gen += 1;
+        self.invalidations += 1;
     }
 
     /// Frees invalidated blocks. Call only when no block is executing.

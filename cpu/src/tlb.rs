@@ -93,6 +93,13 @@ pub struct Tlb {
     pub code_gen: u64,
     /// Jump-cache epoch (bits 9.. of a jump key); bumped by every flush.
     jmp_epoch: u32,
+    /// Counts every change that can make the block lookup find something
+    /// else or walk the page tables where it did not: jump-cache flushes
+    /// and execute entries replaced by another page (a JIT's block links
+    /// hold only while it stays the same). Jump-cache fills are not
+    /// counted: a slot only caches what the slow path finds from the
+    /// execute entry and the code cache.
+    pub changes: u64,
     /// Some entry maps a piece of a large page (INVLPG must search).
     has_large: bool,
     /// Indices (set × TLB_ENTRIES + slot) of the entries filled since the
@@ -112,6 +119,7 @@ impl Default for Tlb {
             jmp: Box::new([JmpEntry::default(); JMP_ENTRIES]),
             code_gen: 0,
             jmp_epoch: 1,
+            changes: 0,
             has_large: false,
             used: Vec::with_capacity(USED_MAX),
             used_overflow: false,
@@ -191,6 +199,9 @@ impl Tlb {
         self.has_large |= page_shift > 12;
         let e = &mut self.sets[set][slot];
         let was_empty = e.tag == TlbEntry::INVALID;
+        if kind == Access::Exec && !was_empty {
+            self.changes += 1;
+        }
         *e = TlbEntry {
             tag: lin & !0xfff,
             host,
@@ -313,6 +324,7 @@ impl Tlb {
 
     /// Empties the jump cache.
     pub fn flush_jmp(&mut self) {
+        self.changes += 1;
         self.jmp_epoch += 1;
         if self.jmp_epoch > MAX_EPOCH {
             // Keys of the old epochs would come round again: wipe for real.

@@ -39,8 +39,7 @@ pub(crate) fn call(e: &mut Emitter, op: &Op) -> Inlined {
     finish(e, op, miss);
     e.flush_count(1);
     e.rip_due = None;
-    e.store_rip(target);
-    chain::emit(e, target);
+    chain::emit(e, Some(target));
     let exit = e.exit;
     dynasm!(e.a
         ; .arch x64

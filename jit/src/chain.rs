@@ -4,15 +4,50 @@
 //! have run that very code next.
 //!
 //! Each such exit owns a [`Cell`] the engine fills the first time the exit
-//! is taken and its target then runs natively. Before jumping, generated
-//! code re-checks in native code what [`crate::Jit::run`]'s loop
-//! checks: the link is of the current link generation (bumped whenever a
-//! block may have been invalidated, see `engine.rs`), the target fits the
-//! budget, no debug path is needed (TF, RF, DR7; debugger breakpoints make
-//! the engine hand out generation 0: no chaining at all), no exit is
-//! requested, the vCPU is still in 64-bit code at the same CPL, and the
-//! block lookup's fast path would find the target: its jump-cache slot
-//! holds it under the current key and its page has its execute TLB entry.
+//! is taken and its target then runs natively ([`crate::Jit::run`]'s
+//! `link`). A chained exit checks only three things in native code: the
+//! cell's link generation is the current one, the target fits the budget
+//! (`icount + len <= limit`) and the CPL is the one the link was made at.
+//! Why that implies everything the engine's loop would check:
+//!
+//! * Frozen state. Inlined code changes only guest registers, flags, RIP,
+//!   the count and RAM through write TLB entries (never a code page: those
+//!   have no write entry). Everything else changes in handlers, and
+//!   `exec_op` leaves the block whenever a handler changed any of TF, RF,
+//!   DR7, `exit_request`, `halted`, bitness, CPL, the TLB's change count
+//!   (jump-cache flushes, execute entries replaced), the code cache's
+//!   invalidation count or generation, or set `end_block`. So from the
+//!   engine's last look (before it entered the first block of the chain)
+//!   to any chained exit, those all hold their values then. (The chained
+//!   path skips the exit's RIP store: see [`emit`].)
+//! * TF, RF, DR7 (debug path), `exit_request`, `halted`: the loop checked
+//!   them before entering the chain (debugger breakpoints make the engine
+//!   hand out the generation `u64::MAX`, which no link has: no chaining).
+//! * Bitness: only 64-bit blocks have cells, and they run in 64-bit code.
+//! * Block lookup. The link generation is bumped by the engine whenever
+//!   the TLB's change count, the code cache's invalidation count or
+//!   generation, the vCPU or the flush epoch differs from what it last
+//!   saw (it looks after every block lookup), and a cell is linked right
+//!   after the lookup found its target B in the current generation. Then
+//!   the execute entry of B's page was present and B valid; with the same
+//!   generation that entry was neither flushed nor replaced (both counted)
+//!   and B not invalidated (counted). So at the same CPL (checked: it
+//!   selects the TLB array and is part of the jump-cache key) the lookup
+//!   finds B again: by the fast path if B's jump-cache slot still holds
+//!   it, else by the slow path, which takes the gpa from that same
+//!   execute entry (no page walk) and finds B, the code cache's one valid
+//!   block for (gpa, lin, rip, 64). Jump-cache evictions are therefore not
+//!   counted (in Linux they are frequent and would retire every link);
+//!   the slot refill the chained path skips changes only how later
+//!   lookups find blocks, never which. B's translation is the cell's
+//!   (cells die with their flush epoch).
+//! * The code-cache generation: it changes only by decoding (in the
+//!   lookup) or a clear, and the engine bumps the link generation when it
+//!   did, so the loop's `sync_code_gen` is a no-op at every chained exit
+//!   (a block decoded on a new code page runs with the stale write
+//!   entries the interpreter also uses for it, then returns to the loop).
+//! * Budget: checked here.
+//!
 //! Any other case returns to the engine's loop, which decides in Rust.
 //!
 //! Chained blocks share the first block's stack frame: a jump goes to the
@@ -21,12 +56,11 @@
 use std::mem::offset_of;
 
 use dynasmrt::{dynasm, DynasmApi, DynasmLabelApi};
-use hindsight_cpu::flags::{RF, TF};
-use hindsight_cpu::tlb::{JmpEntry, Tlb, TlbEntry};
+use hindsight_cpu::tlb::{JmpEntry, Tlb};
 use hindsight_cpu::Cpu;
 
 use crate::helpers::ExitSlot;
-use crate::translate::{Emitter, ICOUNT, RFLAGS};
+use crate::translate::{Emitter, ICOUNT};
 
 /// Where one exit continues natively, filled by the engine.
 #[repr(C)]
@@ -40,16 +74,6 @@ pub(crate) struct Cell {
     pub len: u64,
     /// CPL the link was made at.
     pub cpl: u64,
-    /// Jump-cache epoch at that time.
-    pub epoch: u64,
-    /// Offset from the TLB arrays of the target's execute entry at `cpl`.
-    pub tlb_off: u64,
-    /// Offset from the jump cache of the target's slot.
-    pub jmp_off: u64,
-    /// The slot's expected `mode`, `id` and `serial`.
-    pub mode: u64,
-    pub id: u64,
-    pub serial: u64,
 }
 
 /// Cells per translated block (a Jcc has two static exits).
@@ -59,14 +83,10 @@ pub(crate) const SLOT_GEN: i32 = offset_of!(ExitSlot, gen) as i32;
 pub(crate) const SLOT_LIMIT: i32 = offset_of!(ExitSlot, limit) as i32;
 const SLOT_LINK: i32 = offset_of!(ExitSlot, link) as i32;
 pub(crate) const SLOT_CHAINS: i32 = offset_of!(ExitSlot, chains) as i32;
-pub(crate) const DR7: i32 = (offset_of!(Cpu, dr) + 7 * 8) as i32;
 pub(crate) const CPL: i32 = offset_of!(Cpu, cpl) as i32;
-pub(crate) const BITNESS: i32 = offset_of!(Cpu, bitness) as i32;
-pub(crate) const EXIT_REQ: i32 = offset_of!(Cpu, exit_request) as i32;
 pub(crate) const TLB_SETS: i32 = (offset_of!(Cpu, tlb) + Tlb::SETS_PTR_OFFSET) as i32;
 pub(crate) const TLB_JMP: i32 = (offset_of!(Cpu, tlb) + offset_of!(Tlb, jmp)) as i32;
 pub(crate) const TLB_EPOCH: i32 = (offset_of!(Cpu, tlb) + Tlb::JMP_EPOCH_OFFSET) as i32;
-const TAG: i32 = offset_of!(TlbEntry, tag) as i32;
 pub(crate) const J_LIN: i32 = offset_of!(JmpEntry, lin) as i32;
 pub(crate) const J_RIP: i32 = offset_of!(JmpEntry, rip) as i32;
 pub(crate) const J_MODE: i32 = offset_of!(JmpEntry, mode) as i32;
@@ -76,71 +96,37 @@ const C_GEN: i32 = offset_of!(Cell, gen) as i32;
 const C_BODY: i32 = offset_of!(Cell, body) as i32;
 const C_LEN: i32 = offset_of!(Cell, len) as i32;
 const C_CPL: i32 = offset_of!(Cell, cpl) as i32;
-const C_EPOCH: i32 = offset_of!(Cell, epoch) as i32;
-const C_TLB: i32 = offset_of!(Cell, tlb_off) as i32;
-const C_JMP: i32 = offset_of!(Cell, jmp_off) as i32;
-const C_MODE: i32 = offset_of!(Cell, mode) as i32;
-const C_ID: i32 = offset_of!(Cell, id) as i32;
-const C_SERIAL: i32 = offset_of!(Cell, serial) as i32;
 
-/// Emits the chained continuation of an exit to the static target
-/// `target` (RIP and the count already stored): jumps into the target's
-/// body when the cell's link holds, else records the cell for linking
-/// (if unlinked) and falls through to the caller's jump to the epilogue.
-pub(crate) fn emit(e: &mut Emitter, target: u64) {
+/// Emits the chained continuation of an exit to a static target (the
+/// count already stored): jumps into the target's body when the cell's
+/// link holds (see the module documentation), else records the cell for
+/// linking (if its link is stale), stores `rip` into RIP (`None`: stored
+/// already) and falls through to the caller's jump to the epilogue.
+///
+/// The chained path leaves RIP stale: generated code never reads RIP from
+/// `Cpu` before storing it (every helper call and every exit stores it
+/// first), so the target's first store makes it exact again.
+pub(crate) fn emit(e: &mut Emitter, rip: Option<u64>) {
     let Some(cell) = e.next_cell() else {
+        if let Some(rip) = rip {
+            e.store_rip(rip);
+        }
         return;
     };
-    let page = (target & !0xfff) as i64;
     let unlinked = e.a.new_dynamic_label();
     let out = e.a.new_dynamic_label();
-    let debug = (TF | RF) as i32;
     dynasm!(e.a
         ; .arch x64
         ; mov rcx, QWORD cell as i64
         ; mov rax, [r12 + SLOT_GEN]
-        ; test rax, rax
-        ; jz =>out
         ; cmp rax, [rcx + C_GEN]
         ; jne =>unlinked
         ; mov rax, [rbp + ICOUNT]
         ; add rax, [rcx + C_LEN]
         ; cmp rax, [r12 + SLOT_LIMIT]
         ; ja =>out
-        ; test DWORD [rbp + RFLAGS], debug
-        ; jnz =>out
-        ; test BYTE [rbp + DR7], -1
-        ; jnz =>out
-        ; cmp BYTE [rbp + EXIT_REQ], 0
-        ; jne =>out
-        ; cmp DWORD [rbp + BITNESS], 64
-        ; jne =>out
         ; movzx eax, BYTE [rbp + CPL]
         ; cmp rax, [rcx + C_CPL]
-        ; jne =>out
-        ; mov eax, DWORD [rbp + TLB_EPOCH]
-        ; cmp rax, [rcx + C_EPOCH]
-        ; jne =>out
-        ; mov rdx, [rbp + TLB_SETS]
-        ; add rdx, [rcx + C_TLB]
-        ; mov rax, QWORD page
-        ; cmp rax, [rdx + TAG]
-        ; jne =>out
-        ; mov rdx, [rbp + TLB_JMP]
-        ; add rdx, [rcx + C_JMP]
-        ; mov rax, QWORD target as i64
-        ; cmp rax, [rdx + J_LIN]
-        ; jne =>out
-        ; cmp rax, [rdx + J_RIP]
-        ; jne =>out
-        ; mov eax, DWORD [rdx + J_MODE]
-        ; cmp rax, [rcx + C_MODE]
-        ; jne =>out
-        ; mov eax, DWORD [rdx + J_ID]
-        ; cmp rax, [rcx + C_ID]
-        ; jne =>out
-        ; mov eax, DWORD [rdx + J_SERIAL]
-        ; cmp rax, [rcx + C_SERIAL]
         ; jne =>out
         ; add QWORD [r12 + SLOT_CHAINS], 1
         ; jmp QWORD [rcx + C_BODY]
@@ -148,4 +134,7 @@ pub(crate) fn emit(e: &mut Emitter, target: u64) {
         ; mov [r12 + SLOT_LINK], rcx
         ; =>out
     );
+    if let Some(rip) = rip {
+        e.store_rip(rip);
+    }
 }

@@ -3,9 +3,7 @@
 //! stop) and runs hot blocks as native code.
 
 use std::cell::UnsafeCell;
-use std::mem::size_of;
 
-use hindsight_cpu::tlb::{Access, JmpEntry, Tlb, TLB_ENTRIES, TLB_ENTRY_SIZE};
 use hindsight_cpu::{Ctx, RunExit};
 
 use crate::chain::{Cell, CELLS};
@@ -81,10 +79,26 @@ pub struct Jit {
     #[allow(clippy::vec_box)]
     cells: Vec<Box<UnsafeCell<[Cell; CELLS]>>>,
     /// Link generation: links of older generations are dead. Bumped
-    /// whenever a decoded block may have been invalidated.
+    /// whenever what the block lookup finds may have changed (see
+    /// [`crate::chain`]).
     link_gen: u64,
-    /// `CodeCache::len` when last looked at (a drop: blocks invalidated).
-    code_len: usize,
+    /// What `link_gen` was last checked against (see [`Seen`]).
+    seen: Seen,
+}
+
+/// What block links depend on, as the engine's loop last saw it: the
+/// vCPU and code cache (by address), the TLB's change count (jump-cache
+/// flushes, execute entries replaced), the code
+/// cache's invalidation count and generation, and the flush epoch. Any
+/// difference bumps the link generation.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+struct Seen {
+    cpu: usize,
+    code: usize,
+    tlb: u64,
+    invalidations: u64,
+    code_gen: u64,
+    epoch: u32,
 }
 
 impl Default for Jit {
@@ -116,7 +130,7 @@ impl Jit {
             error,
             cells: Vec::new(),
             link_gen: 1,
-            code_len: 0,
+            seen: Seen::default(),
         }
     }
 
@@ -150,9 +164,7 @@ impl Jit {
     /// stop: [`Ctx::run`]'s contract, with hot blocks run natively.
     pub fn run(&mut self, ctx: &mut Ctx, limit: u64) -> RunExit {
         ctx.cpu.exit_request = false;
-        // Between runs anything may have changed (host writes, a cleared
-        // code cache, the debugger's sets).
-        self.link_gen += 1;
+        // Debugger breakpoints: a generation no link has (no chaining).
         let chaining = ctx.cpu.debug.breakpoints().is_none();
         self.slot.limit = limit;
         // An exit that asked to be linked, with the flush epoch it was in.
@@ -166,16 +178,11 @@ impl Jit {
             }
             ctx.code.collect();
             ctx.sync_code_gen();
-            let len = ctx.code.len();
-            if len != self.code_len {
-                // Fewer blocks: some were invalidated (self-modifying code).
-                self.code_len = len;
-                self.link_gen += 1;
-            }
+            // The pending link is for the block found now, if any.
+            let pending = link.take();
             let b = match ctx.find_block() {
                 Ok(b) => b,
                 Err(f) => {
-                    self.link_gen += 1;
                     if let Err(stop) = ctx.raise(f) {
                         return RunExit::Stop(stop);
                     }
@@ -186,20 +193,11 @@ impl Jit {
                     continue;
                 }
             };
+            self.look(ctx);
             // SAFETY: blocks are freed only by `CodeCache::collect`, which is
             // not called while this block runs (invalidation just marks it);
             // a block's ops live in their own heap allocation.
             let ops = unsafe { &*b.ops };
-            let known = self
-                .blocks
-                .get(b.id as usize)
-                .is_some_and(|n| n.serial == b.serial && n.epoch == self.epoch);
-            if !known {
-                // A block new to the engine: finding it may have replaced
-                // an invalidated one.
-                self.link_gen += 1;
-            }
-            let pending = link.take();
             ctx.cpu.end_block = false;
             let fits = ops.len() as u64 <= limit - ctx.cpu.icount;
             let entry = if fits && !ctx.needs_debug_path(ops) {
@@ -210,11 +208,11 @@ impl Jit {
             match entry {
                 Some(entry) => {
                     if let Some((cell, epoch)) = pending {
-                        if epoch == self.epoch {
+                        if epoch == self.epoch && chaining {
                             self.link(ctx, cell, &b, ops.len());
                         }
                     }
-                    self.slot.gen = if chaining { self.link_gen } else { 0 };
+                    self.slot.gen = if chaining { self.link_gen } else { u64::MAX };
                     if ctx.code.get(b.id).is_some_and(|blk| blk.page2.is_none()) {
                         if let Some(n) = self.blocks.get_mut(b.id as usize) {
                             n.checked = self.link_gen;
@@ -263,30 +261,38 @@ impl Jit {
         }
     }
 
+    /// Bumps the link generation if anything links depend on changed
+    /// since the last look (see [`crate::chain`]).
+    #[inline]
+    fn look(&mut self, ctx: &Ctx) {
+        let now = Seen {
+            cpu: &*ctx.cpu as *const hindsight_cpu::Cpu as usize,
+            code: &*ctx.code as *const hindsight_cpu::CodeCache as usize,
+            tlb: ctx.cpu.tlb.changes,
+            invalidations: ctx.code.invalidations,
+            code_gen: ctx.code.gen,
+            epoch: self.epoch,
+        };
+        if now != self.seen {
+            self.seen = now;
+            self.link_gen += 1;
+        }
+    }
+
     /// Makes the exit whose cell is at `cell` (just taken, RIP at block
     /// `b`'s start) continue into `b`'s code from now on, while what the
     /// cell records still holds (see [`crate::chain`]).
     fn link(&mut self, ctx: &Ctx, cell: usize, b: &hindsight_cpu::BlockRef, len: usize) {
-        let rip = ctx.cpu.rip;
         let page2 = ctx.code.get(b.id).is_some_and(|blk| blk.page2.is_some());
         let body = self.blocks.get(b.id as usize).map_or(0, |n| n.body);
         if ctx.cpu.bitness != 64 || page2 || body == 0 {
             return;
         }
-        let user = ctx.cpu.cpl == 3;
-        let tlb = &ctx.cpu.tlb;
-        let set = Tlb::set_index(Access::Exec, user);
         let c = Cell {
             gen: self.link_gen,
             body: body as u64,
             len: len as u64,
             cpl: u64::from(ctx.cpu.cpl),
-            epoch: u64::from(tlb.jmp_key(0, false) >> 9),
-            tlb_off: ((set * TLB_ENTRIES + Tlb::slot(rip)) * TLB_ENTRY_SIZE) as u64,
-            jmp_off: (Tlb::jmp_slot(rip) * size_of::<JmpEntry>()) as u64,
-            mode: u64::from(tlb.jmp_key(64, user)),
-            id: u64::from(b.id),
-            serial: u64::from(b.serial),
         };
         // SAFETY: `cell` is the address of a cell in `self.cells` of the
         // current flush epoch (checked by the caller), so it is live; no

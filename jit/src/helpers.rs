@@ -10,6 +10,7 @@ use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use hindsight_cpu::block::Op;
+use hindsight_cpu::flags::{RF, TF};
 use hindsight_cpu::{Ctx, Stop};
 
 /// What a block's helpers report besides "leave the block".
@@ -34,11 +35,57 @@ pub(crate) struct ExitSlot {
     pub epoch: u64,
 }
 
+/// What generated code (and the block links it follows) assumes stays
+/// as the engine's loop last checked it; only handlers can change it.
+/// Packed into three words (it is taken around every handler call): the
+/// sum of three counters that only grow (TLB changes, code-cache
+/// invalidations and generation: the sum changes iff one does), DR7, and
+/// TF|RF (bits 8, 16) with CPL, bitness, `exit_request` and `halted` in
+/// bytes 4 to 7.
+#[derive(Clone, Copy)]
+struct Frozen {
+    counts: u64,
+    dr7: u64,
+    modes: u64,
+}
+
+impl Frozen {
+    #[inline(always)]
+    fn of(ctx: &Ctx) -> Frozen {
+        let cpu = &ctx.cpu;
+        let counts = cpu
+            .tlb
+            .changes
+            .wrapping_add(ctx.code.invalidations)
+            .wrapping_add(ctx.code.gen);
+        let modes = (cpu.rflags & (TF | RF))
+            | u64::from(cpu.cpl) << 32
+            | u64::from(cpu.bitness as u8) << 40
+            | u64::from(cpu.exit_request) << 48
+            | u64::from(cpu.halted) << 56;
+        Frozen {
+            counts,
+            dr7: cpu.dr[7],
+            modes,
+        }
+    }
+
+    /// Whether anything differs from `before` (scalar compares: the
+    /// derived comparison became one vector load of values just stored
+    /// as words, a store-forwarding stall).
+    #[inline(always)]
+    fn changed(&self, before: &Frozen) -> bool {
+        (self.counts ^ before.counts) | (self.dr7 ^ before.dr7) | (self.modes ^ before.modes) != 0
+    }
+}
+
 /// Runs one instruction through its interpreter handler, as the
 /// interpreter's block loop does (RIP already at the next instruction):
-/// on success counts it and returns 1 if the block must end
-/// (`end_block`), else 0; on a fault puts RIP back at the instruction,
-/// delivers the exception with [`Ctx::raise`] and returns 1.
+/// on success counts it and returns 1 if the block must end (`end_block`,
+/// or the handler changed any of [`Frozen`]: the engine's loop must look
+/// again before any block is entered, see [`crate::chain`]), else 0; on a
+/// fault puts RIP back at the instruction, delivers the exception with
+/// [`Ctx::raise`] and returns 1.
 ///
 /// # Safety
 /// `ctx` points at the live `Ctx` the engine runs, `op` at an instruction
@@ -52,17 +99,20 @@ pub(crate) unsafe extern "sysv64" fn exec_op(
     // pointers `Jit::run` gave it, which are valid and unaliased for the
     // duration of the block.
     let (ctx, op, slot) = unsafe { (&mut *ctx, &*op, &mut *slot) };
-    let r = catch_unwind(AssertUnwindSafe(|| match (op.handler)(ctx, &op.insn) {
-        Ok(()) => {
-            ctx.cpu.icount += 1;
-            u64::from(ctx.cpu.end_block)
-        }
-        Err(f) => {
-            ctx.cpu.rip = op.insn.ip();
-            if let Err(stop) = ctx.raise(f) {
-                slot.stop = Some(stop);
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        let before = Frozen::of(ctx);
+        match (op.handler)(ctx, &op.insn) {
+            Ok(()) => {
+                ctx.cpu.icount += 1;
+                u64::from(ctx.cpu.end_block || Frozen::of(ctx).changed(&before))
             }
-            1
+            Err(f) => {
+                ctx.cpu.rip = op.insn.ip();
+                if let Err(stop) = ctx.raise(f) {
+                    slot.stop = Some(stop);
+                }
+                1
+            }
         }
     }));
     match r {

@@ -4,23 +4,23 @@
 //! and RIP's page has its execute TLB entry — and enters its native code
 //! directly when the engine's loop would have run it natively: translated
 //! in the current flush epoch, found valid by the lookup in the current
-//! link generation, fitting the budget, with no debug path or exit
-//! request (the same conditions as [`crate::chain`]). Otherwise the block
-//! returns to the engine's loop.
+//! link generation (so still valid: invalidations bump the generation) and
+//! fitting the budget. The debug path, exit requests and the bitness need
+//! no check: they are frozen since the engine entered the chain (see
+//! [`crate::chain`]). Otherwise the block returns to the engine's loop.
 
 use std::mem::{offset_of, size_of};
 
 use dynasmrt::{dynasm, DynasmApi, DynasmLabelApi};
-use hindsight_cpu::flags::{RF, TF};
 use hindsight_cpu::tlb::{JmpEntry, TlbEntry, JMP_ENTRIES, TLB_ENTRIES, TLB_ENTRY_SIZE};
 
 use crate::chain::{
-    BITNESS, CPL, DR7, EXIT_REQ, J_ID, J_LIN, J_MODE, J_RIP, J_SERIAL, SLOT_CHAINS, SLOT_GEN,
-    SLOT_LIMIT, TLB_EPOCH, TLB_JMP, TLB_SETS,
+    CPL, J_ID, J_LIN, J_MODE, J_RIP, J_SERIAL, SLOT_CHAINS, SLOT_GEN, SLOT_LIMIT, TLB_EPOCH,
+    TLB_JMP, TLB_SETS,
 };
 use crate::engine::Native;
 use crate::helpers::ExitSlot;
-use crate::translate::{Emitter, ICOUNT, RFLAGS, RIP};
+use crate::translate::{Emitter, ICOUNT, RIP};
 
 const SLOT_NATIVES: i32 = offset_of!(ExitSlot, natives) as i32;
 const SLOT_NLEN: i32 = offset_of!(ExitSlot, natives_len) as i32;
@@ -41,19 +41,8 @@ const N_CHECKED: i32 = offset_of!(Native, checked) as i32;
 /// count flushed); falls through to the caller's exit when it cannot.
 pub(crate) fn emit(e: &mut Emitter) {
     let out = e.a.new_dynamic_label();
-    let debug = (TF | RF) as i32;
     dynasm!(e.a
         ; .arch x64
-        ; cmp QWORD [r12 + SLOT_GEN], 0
-        ; je =>out
-        ; test DWORD [rbp + RFLAGS], debug
-        ; jnz =>out
-        ; test BYTE [rbp + DR7], -1
-        ; jnz =>out
-        ; cmp BYTE [rbp + EXIT_REQ], 0
-        ; jne =>out
-        ; cmp DWORD [rbp + BITNESS], 64
-        ; jne =>out
         ; mov rsi, [rbp + RIP]
         // The jump-cache key: 64 | user << 8 | epoch << 9.
         ; xor r8d, r8d

@@ -14,9 +14,9 @@
 //! (`shift`), IMUL (`muldiv`), CMOVcc/SETcc (`cond`), MOVZX/MOVSX/BSWAP/
 //! XCHG (`data`), NOT/NEG (`unary`) and memory operands (`mem`).
 
-use dynasmrt::{dynasm, DynasmApi, DynasmLabelApi};
+use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi};
 use hindsight_cpu::block::Op;
-use hindsight_cpu::flags::{AF, CF, STATUS};
+use hindsight_cpu::flags::{AF, CF, OF, PF, SF, STATUS, ZF};
 use hindsight_cpu::memory::is_canonical;
 use iced_x86::{ConditionCode, Mnemonic, OpKind, Register};
 
@@ -223,11 +223,7 @@ pub(crate) fn alu_op(e: &mut Emitter, kind: Alu, size: u8) {
         Alu::Xor => sized!(xor),
         Alu::Test => sized!(test),
     }
-    dynasm!(e.a
-        ; .arch x64
-        ; pushfq
-        ; pop rdx
-    );
+    save_flags(e, STATUS);
 }
 
 /// Merges the flags an ALU operation leaves in RDX into RFLAGS.
@@ -259,20 +255,95 @@ fn incdec(e: &mut Emitter, op: &Op, dec: bool) -> bool {
         (true, 4) => dynasm!(e.a ; .arch x64 ; dec eax),
         (true, _) => dynasm!(e.a ; .arch x64 ; dec rax),
     }
+    save_flags(e, STATUS & !CF);
     dynasm!(e.a
         ; .arch x64
-        ; pushfq
-        ; pop rdx
         ; mov [rbp + gpr(d)], rax
     );
     merge_flags(e, STATUS & !CF, STATUS & !CF);
     true
 }
 
-/// RFLAGS = (RFLAGS & !clear) | (host flags in RDX & take).
+/// Whether an instruction writing the status flags `clear` must store
+/// any of them: some are live after it (see [`crate::liveness`]).
+pub(crate) fn flags_needed(e: &Emitter, clear: u64) -> bool {
+    clear & e.live != 0
+}
+
+/// Status flags a Jcc condition reads.
+fn cc_flags(cc: ConditionCode) -> u64 {
+    use ConditionCode as C;
+    match cc {
+        C::o | C::no => OF,
+        C::b | C::ae => CF,
+        C::e | C::ne => ZF,
+        C::be | C::a => CF | ZF,
+        C::s | C::ns => SF,
+        C::p | C::np => PF,
+        C::l | C::ge => SF | OF,
+        C::le | C::g => ZF | SF | OF,
+        C::None => STATUS,
+    }
+}
+
+/// Called right after a host instruction whose status flags `exact` equal
+/// the guest's: when the block's final Jcc comes next and its condition
+/// reads only those flags, evaluates it into R9B (SETcc leaves the flags
+/// alone) for the Jcc to test instead of reloading RFLAGS.
+pub(crate) fn fuse_point(e: &mut Emitter, exact: u64) {
+    let Some(cc) = e.fuse else {
+        return;
+    };
+    if cc_flags(cc) & !exact != 0 {
+        return;
+    }
+    use ConditionCode as C;
+    match cc {
+        C::o => dynasm!(e.a ; .arch x64 ; seto r9b),
+        C::no => dynasm!(e.a ; .arch x64 ; setno r9b),
+        C::b => dynasm!(e.a ; .arch x64 ; setb r9b),
+        C::ae => dynasm!(e.a ; .arch x64 ; setae r9b),
+        C::e => dynasm!(e.a ; .arch x64 ; sete r9b),
+        C::ne => dynasm!(e.a ; .arch x64 ; setne r9b),
+        C::be => dynasm!(e.a ; .arch x64 ; setbe r9b),
+        C::a => dynasm!(e.a ; .arch x64 ; seta r9b),
+        C::s => dynasm!(e.a ; .arch x64 ; sets r9b),
+        C::ns => dynasm!(e.a ; .arch x64 ; setns r9b),
+        C::p => dynasm!(e.a ; .arch x64 ; setp r9b),
+        C::np => dynasm!(e.a ; .arch x64 ; setnp r9b),
+        C::l => dynasm!(e.a ; .arch x64 ; setl r9b),
+        C::ge => dynasm!(e.a ; .arch x64 ; setge r9b),
+        C::le => dynasm!(e.a ; .arch x64 ; setle r9b),
+        C::g => dynasm!(e.a ; .arch x64 ; setg r9b),
+        C::None => return,
+    }
+    e.fused = true;
+}
+
+/// The host flags into RDX (PUSHFQ), unless none of `clear` is needed;
+/// `clear` are also the flags the host computed as the guest does (AF
+/// aside, which no condition reads), so this is a fusion point.
+pub(crate) fn save_flags(e: &mut Emitter, clear: u64) {
+    fuse_point(e, clear & !AF);
+    if flags_needed(e, clear) {
+        dynasm!(e.a
+            ; .arch x64
+            ; pushfq
+            ; pop rdx
+        );
+    }
+}
+
+/// RFLAGS = (RFLAGS & !clear) | (host flags in RDX & take), for the live
+/// flags only (dead ones keep their stale value: a later instruction
+/// overwrites them before anything reads them); nothing when none is.
 pub(crate) fn merge_flags(e: &mut Emitter, clear: u64, take: u64) {
+    let clear = clear & e.live;
+    if clear == 0 {
+        return;
+    }
     let keep = !clear as i32;
-    let take = take as i32;
+    let take = (take & clear) as i32;
     dynasm!(e.a
         ; .arch x64
         ; mov rsi, [rbp + RFLAGS]
@@ -360,8 +431,7 @@ fn branch(e: &mut Emitter, op: &Op, cc: Option<ConditionCode>) -> Inlined {
     e.rip_due = None;
     let exit = e.exit;
     let Some(cc) = cc else {
-        e.store_rip(target);
-        chain::emit(e, target);
+        chain::emit(e, Some(target));
         dynasm!(e.a
             ; .arch x64
             ; jmp =>exit
@@ -369,17 +439,31 @@ fn branch(e: &mut Emitter, op: &Op, cc: Option<ConditionCode>) -> Inlined {
         return Inlined::Ends;
     };
     let taken = e.a.new_dynamic_label();
+    if e.fused {
+        // The previous instruction evaluated the condition on its host
+        // flags (and stored its flags in RFLAGS, exact at the exit).
+        dynasm!(e.a
+            ; .arch x64
+            ; test r9b, r9b
+            ; jnz =>taken
+        );
+        return branch_exits(e, insn.next_ip(), target, taken);
+    }
     crate::cond::guest_flags(e);
     crate::cond::jcc(e, cc, taken);
-    e.store_rip(insn.next_ip());
-    chain::emit(e, insn.next_ip());
+    branch_exits(e, insn.next_ip(), target, taken)
+}
+
+/// The two exits of a Jcc: falls through to `next`, `taken` to `target`.
+fn branch_exits(e: &mut Emitter, next: u64, target: u64, taken: DynamicLabel) -> Inlined {
+    let exit = e.exit;
+    chain::emit(e, Some(next));
     dynasm!(e.a
         ; .arch x64
         ; jmp =>exit
         ; =>taken
     );
-    e.store_rip(target);
-    chain::emit(e, target);
+    chain::emit(e, Some(target));
     dynasm!(e.a
         ; .arch x64
         ; jmp =>exit

@@ -38,6 +38,7 @@ mod engine;
 mod helpers;
 mod indirect;
 mod inline;
+mod liveness;
 mod mem;
 mod muldiv;
 mod shift;

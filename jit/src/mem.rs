@@ -300,6 +300,7 @@ pub(crate) fn begin(
 /// Ends a fast path: the miss path calls the handler (see the module
 /// documentation) and both paths join with the instruction pending.
 pub(crate) fn finish(e: &mut Emitter, op: &Op, miss: DynamicLabel) -> bool {
+    e.handler_path = true;
     let done = e.a.new_dynamic_label();
     let exit = e.exit;
     let pending = e.pending;

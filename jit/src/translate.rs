@@ -19,8 +19,9 @@ use std::mem::{offset_of, size_of};
 use dynasmrt::x64::X64Relocation;
 use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler};
 use hindsight_cpu::block::Op;
+use hindsight_cpu::flags::STATUS;
 use hindsight_cpu::Cpu;
-use iced_x86::{FlowControl, OpKind};
+use iced_x86::{ConditionCode, FlowControl, OpKind};
 
 use crate::chain::{self, Cell, CELLS};
 use crate::helpers::exec_op;
@@ -58,9 +59,42 @@ pub(crate) struct Emitter {
     pub cells: usize,
     /// Cells handed out so far.
     pub used_cells: usize,
+    /// Status flags live after the instruction being emitted (see
+    /// [`crate::liveness`]): flag merges store only these.
+    pub live: u64,
+    /// The current instruction's code can call a handler (set by emitters
+    /// with a slow path; liveness then treats it as reading RFLAGS).
+    pub handler_path: bool,
+    /// The condition of the block's final Jcc while the instruction before
+    /// it is emitted: a flag-writing emitter evaluates it on the host flags
+    /// into R9B ([`crate::inline::fuse_point`]).
+    pub fuse: Option<ConditionCode>,
+    /// R9B holds `fuse` evaluated on the flags of the instruction just
+    /// emitted (the final Jcc then tests R9B).
+    pub fused: bool,
 }
 
 impl Emitter {
+    /// An emitter for code assembled at `base` (see [`translate`]).
+    pub(crate) fn new(base: usize, ip_mask: u64, cells: usize) -> Emitter {
+        let mut a = VecAssembler::<X64Relocation>::new(base);
+        let exit = a.new_dynamic_label();
+        Emitter {
+            a,
+            exit,
+            pending: 0,
+            rip_due: None,
+            long: ip_mask == u64::MAX,
+            ip_mask,
+            cells,
+            used_cells: 0,
+            live: STATUS,
+            handler_path: false,
+            fuse: None,
+            fused: false,
+        }
+    }
+
     /// Adds the retired inlined instructions to `icount`.
     pub(crate) fn flush_count(&mut self, extra: i32) {
         let n = self.pending + extra;
@@ -93,6 +127,7 @@ impl Emitter {
 
     /// Calls the interpreter's handler for `op`.
     fn call_handler(&mut self, op: &Op) {
+        self.handler_path = true;
         self.flush_count(0);
         self.rip_due = None;
         self.store_rip(op.insn.next_ip() & self.ip_mask);
@@ -128,18 +163,8 @@ pub(crate) struct Translated {
 /// may run (their addresses are embedded), and so must the [`CELLS`] link
 /// cells at `cells` (0: exits do not chain).
 pub(crate) fn translate(ops: &[Op], ip_mask: u64, base: usize, cells: usize) -> Option<Translated> {
-    let mut a = VecAssembler::<X64Relocation>::new(base);
-    let exit = a.new_dynamic_label();
-    let mut e = Emitter {
-        a,
-        exit,
-        pending: 0,
-        rip_due: None,
-        long: ip_mask == u64::MAX,
-        ip_mask,
-        cells,
-        used_cells: 0,
-    };
+    let live = crate::liveness::live_after(ops, ip_mask);
+    let mut e = Emitter::new(base, ip_mask, cells);
     // Three pushes leave RSP 16-byte aligned for the helper calls.
     dynasm!(e.a
         ; .arch x64
@@ -155,7 +180,24 @@ pub(crate) fn translate(ops: &[Op], ip_mask: u64, base: usize, cells: usize) -> 
     let mut ended = false;
     for (i, op) in ops.iter().enumerate() {
         let last = i + 1 == ops.len();
-        match inline::emit(&mut e, op, last) {
+        e.live = live[i];
+        e.handler_path = false;
+        if !last {
+            // Only the instruction right before the final Jcc may fuse.
+            e.fused = false;
+            e.fuse = ops
+                .get(i + 1)
+                .filter(|j| i + 2 == ops.len() && e.long && j.insn.is_jcc_short_or_near())
+                .map(|j| j.insn.condition_code())
+                .filter(|&cc| cc != ConditionCode::None);
+        }
+        let r = inline::emit(&mut e, op, last);
+        if !last && (e.handler_path || !matches!(r, Inlined::Yes)) {
+            // R9 does not survive a handler call.
+            e.fused = false;
+        }
+        e.fuse = None;
+        match r {
             Inlined::No => e.call_handler(op),
             Inlined::Yes => inlined += 1,
             Inlined::Ends => {
@@ -167,13 +209,14 @@ pub(crate) fn translate(ops: &[Op], ip_mask: u64, base: usize, cells: usize) -> 
     }
     if !ended {
         e.flush_count(0);
-        if let Some(rip) = e.rip_due.take() {
+        let rip = e.rip_due.take();
+        if ops.last().and_then(static_successor).is_some() {
+            chain::emit(&mut e, rip);
+        } else if let Some(rip) = rip {
             e.store_rip(rip);
         }
-        if let Some(target) = ops.last().and_then(static_successor) {
-            chain::emit(&mut e, target);
-        }
     }
+    let exit = e.exit;
     dynasm!(e.a
         ; .arch x64
         ; =>exit
