@@ -78,8 +78,13 @@ pub struct JmpEntry {
     pub id: u32,
     /// Block serial (guards against a reused block slot).
     pub serial: u32,
-    /// [`Tlb::jmp_key`]: decode width, CPL 3 or not, flush epoch. 0 never matches.
+    /// [`Tlb::jmp_key`]: decode width, CPL 3 or not. 0 never matches.
     pub mode: u32,
+    /// Page-aligned guest-physical address the block was decoded from:
+    /// the slot holds only while the execute entry of `lin` still maps
+    /// there (no epoch: a TLB flush need not empty the jump cache, a
+    /// remapped page simply stops matching).
+    pub gpa: u64,
 }
 
 /// Software TLB plus jump cache of one vCPU.
@@ -91,14 +96,13 @@ pub struct Tlb {
     pub jmp: Box<[JmpEntry; JMP_ENTRIES]>,
     /// Code-cache generation this TLB's write entries are consistent with.
     pub code_gen: u64,
-    /// Jump-cache epoch (bits 9.. of a jump key); bumped by every flush.
-    jmp_epoch: u32,
     /// Counts every change that can make the block lookup find something
-    /// else or walk the page tables where it did not: jump-cache flushes
-    /// and execute entries replaced by another page (a JIT's block links
-    /// hold only while it stays the same). Jump-cache fills are not
-    /// counted: a slot only caches what the slow path finds from the
-    /// execute entry and the code cache.
+    /// else or walk the page tables where it did not: execute entries
+    /// dropped (by a flush) or replaced by another page (a JIT's block
+    /// links hold only while it stays the same). Flushes that drop only
+    /// data translations and jump-cache fills are not counted: a slot only
+    /// caches what the slow path finds from the execute entry and the code
+    /// cache.
     pub changes: u64,
     /// Some entry maps a piece of a large page (INVLPG must search).
     has_large: bool,
@@ -118,7 +122,6 @@ impl Default for Tlb {
             sets: Box::new([[TlbEntry::EMPTY; TLB_ENTRIES]; 6]),
             jmp: Box::new([JmpEntry::default(); JMP_ENTRIES]),
             code_gen: 0,
-            jmp_epoch: 1,
             changes: 0,
             has_large: false,
             used: Vec::with_capacity(USED_MAX),
@@ -126,9 +129,6 @@ impl Default for Tlb {
         }
     }
 }
-
-/// Largest jump-cache epoch before the slots are wiped and it restarts.
-const MAX_EPOCH: u32 = (u32::MAX >> 9) - 1;
 
 impl Tlb {
     /// Index of the array for an access kind at a privilege.
@@ -260,15 +260,11 @@ impl Tlb {
     /// `offset_of!(TlbEntry, tag)` and `offset_of!(TlbEntry, host)`.
     pub const SETS_PTR_OFFSET: usize = std::mem::offset_of!(Tlb, sets);
 
-    /// Byte offset within `Tlb` of the jump-cache epoch (a `u32`), for
-    /// generated code that checks a jump-cache slot the way the block
-    /// lookup does: a slot's `mode` equals [`Tlb::jmp_key`] only while the
-    /// epoch it holds in bits 9.. is the current one.
-    pub const JMP_EPOCH_OFFSET: usize = std::mem::offset_of!(Tlb, jmp_epoch);
-
     /// Empties, among the entries that may be valid, those `drop` selects,
     /// and leaves the used list exact (only valid entries, no repeats).
-    fn flush_where(&mut self, drop: impl Fn(usize, &TlbEntry) -> bool) {
+    /// Returns whether an execute translation was among them.
+    fn flush_where(&mut self, drop: impl Fn(usize, &TlbEntry) -> bool) -> bool {
+        let mut exec_dropped = false;
         if self.used_overflow {
             // A full scan; it also finds out whether tracking can resume.
             self.used.clear();
@@ -280,6 +276,7 @@ impl Tlb {
                     }
                     if drop(set, e) {
                         *e = TlbEntry::EMPTY;
+                        exec_dropped |= Self::is_exec_set(set);
                     } else if fits {
                         if self.used.len() < USED_MAX / 2 {
                             self.used.push((set * TLB_ENTRIES + slot) as u16);
@@ -296,10 +293,12 @@ impl Tlb {
                 let e = &mut self.sets[set][slot];
                 if e.tag != TlbEntry::INVALID && drop(set, e) {
                     *e = TlbEntry::EMPTY;
+                    exec_dropped |= Self::is_exec_set(set);
                 }
             }
             self.compact_used();
         }
+        exec_dropped
     }
 
     /// Forgets the used list after a flush that emptied everything.
@@ -312,8 +311,8 @@ impl Tlb {
     /// The jump-cache key of a block entered with decode width `bitness` at
     /// CPL 3 (`user`) or not: execute permission differs between the two.
     #[inline(always)]
-    pub fn jmp_key(&self, bitness: u32, user: bool) -> u32 {
-        bitness | ((user as u32) << 8) | (self.jmp_epoch << 9)
+    pub fn jmp_key(bitness: u32, user: bool) -> u32 {
+        bitness | ((user as u32) << 8)
     }
 
     /// Slot of a linear address in the jump cache.
@@ -322,18 +321,7 @@ impl Tlb {
         ((lin ^ (lin >> 12)) as usize) & (JMP_ENTRIES - 1)
     }
 
-    /// Empties the jump cache.
-    pub fn flush_jmp(&mut self) {
-        self.changes += 1;
-        self.jmp_epoch += 1;
-        if self.jmp_epoch > MAX_EPOCH {
-            // Keys of the old epochs would come round again: wipe for real.
-            self.jmp.fill(JmpEntry::default());
-            self.jmp_epoch = 1;
-        }
-    }
-
-    /// Drops every translation and the jump cache.
+    /// Drops every translation.
     pub fn flush_all(&mut self) {
         if self.used_overflow {
             for set in self.sets.iter_mut() {
@@ -345,33 +333,44 @@ impl Tlb {
             }
         }
         self.reset_used();
-        self.flush_jmp();
+        self.changes += 1;
     }
 
     /// Drops non-global translations (a CR3 reload with CR4.PGE set).
     pub fn flush_non_global(&mut self) {
-        self.flush_where(|_, e| !e.global);
-        self.flush_jmp();
+        if self.flush_where(|_, e| !e.global) {
+            self.changes += 1;
+        }
     }
 
     /// Drops the translations of the page containing `lin` (INVLPG), global
     /// or not, and of every other 4 KiB piece of it when it is a large page.
     pub fn flush_page(&mut self, lin: u64) {
         let page = lin & !0xfff;
-        if self.has_large {
+        let exec_dropped = if self.has_large {
             self.flush_where(|_, e| {
                 let m = !((1u64 << e.page_shift) - 1);
                 e.tag & m == page & m
-            });
+            })
         } else {
             let slot = Self::slot(lin);
-            for set in self.sets.iter_mut() {
+            let mut exec_dropped = false;
+            for (i, set) in self.sets.iter_mut().enumerate() {
                 if set[slot].tag == page {
                     set[slot] = TlbEntry::EMPTY;
+                    exec_dropped |= Self::is_exec_set(i);
                 }
             }
+            exec_dropped
+        };
+        if exec_dropped {
+            self.changes += 1;
         }
-        self.flush_jmp();
+    }
+
+    /// Whether array `set` holds execute translations.
+    fn is_exec_set(set: usize) -> bool {
+        set / 2 == Self::set_index(Access::Exec, false) / 2
     }
 
     /// Drops every write translation (a page became code, or dirty tracking restarted).
@@ -485,13 +484,7 @@ mod tests {
             TLB_ENTRY_SIZE * TLB_ENTRIES * 6,
             std::mem::size_of_val(t.sets())
         );
-        t.flush_jmp();
-        // SAFETY: the offset is that of the `u32` epoch field inside `t`.
-        let epoch = unsafe {
-            ((&t as *const Tlb as *const u8).add(Tlb::JMP_EPOCH_OFFSET) as *const u32).read()
-        };
-        assert_eq!(epoch, 2);
-        assert_eq!(t.jmp_key(64, true), 64 | 1 << 8 | epoch << 9);
+        assert_eq!(Tlb::jmp_key(64, true), 64 | 1 << 8);
     }
 
     #[test]
@@ -575,34 +568,42 @@ mod tests {
     }
 
     #[test]
-    fn jump_cache_epochs() {
-        let mut t = Tlb::default();
-        let k = t.jmp_key(32, false);
-        assert_ne!(k, t.jmp_key(32, true));
-        assert_ne!(k, t.jmp_key(16, false));
+    fn jump_cache_keys_differ_by_width_and_privilege() {
+        let k = Tlb::jmp_key(32, false);
+        assert_ne!(k, Tlb::jmp_key(32, true));
+        assert_ne!(k, Tlb::jmp_key(16, false));
         assert_ne!(k, JmpEntry::default().mode, "an empty slot never matches");
-        for flush in [
-            Tlb::flush_all as fn(&mut Tlb),
-            Tlb::flush_non_global,
-            |t: &mut Tlb| t.flush_page(0),
-        ] {
-            let before = t.jmp_key(32, false);
-            flush(&mut t);
-            assert_ne!(before, t.jmp_key(32, false));
-        }
-        // Wrap-around wipes the slots so old keys cannot match again.
-        t.jmp[5] = JmpEntry {
-            lin: 1,
-            rip: 1,
-            id: 1,
-            serial: 1,
-            mode: t.jmp_key(64, false),
-        };
-        t.jmp_epoch = MAX_EPOCH;
-        t.flush_jmp();
-        assert_eq!(t.jmp_epoch, 1);
-        assert_eq!(t.jmp[5].mode, 0);
-        assert!(t.jmp_key(64, true) >> 9 == 1);
+    }
+
+    /// `changes` counts exactly the flushes that drop an execute entry (and
+    /// execute entries replaced by another page), never data-only ones.
+    #[test]
+    fn changes_count_execute_translations_only() {
+        let mut t = Tlb::default();
+        t.insert(Access::Read, false, 0x1000, 0x10_0000, 0x5000, false);
+        t.insert(Access::Exec, false, 0x2000, 0x20_0000, 0x6000, true);
+        let c = t.changes;
+        t.flush_page(0x1000);
+        assert_eq!(t.changes, c, "a data page");
+        t.flush_non_global();
+        assert_eq!(t.changes, c, "only a global execute entry is left");
+        t.flush_page(0x2000);
+        assert_eq!(t.changes, c + 1, "INVLPG of a code page");
+        t.insert(Access::Exec, true, 0x3000, 0x30_0000, 0x7000, false);
+        t.flush_non_global();
+        assert_eq!(t.changes, c + 2, "CR3 reload dropping user code");
+        t.insert(Access::Exec, false, 0x4000, 0x40_0000, 0x8000, false);
+        t.insert(
+            Access::Exec,
+            false,
+            0x4000 + 0x1000 * TLB_ENTRIES as u64,
+            0x50_0000,
+            0x9000,
+            false,
+        );
+        assert_eq!(t.changes, c + 3, "an execute entry replaced");
+        t.flush_all();
+        assert_eq!(t.changes, c + 4);
     }
 
     /// A reference model: plain per-slot entries with the same flush rules,

@@ -15,8 +15,8 @@ use dynasmrt::{dynasm, DynasmApi, DynasmLabelApi};
 use hindsight_cpu::tlb::{JmpEntry, TlbEntry, JMP_ENTRIES, TLB_ENTRIES, TLB_ENTRY_SIZE};
 
 use crate::chain::{
-    CPL, J_ID, J_LIN, J_MODE, J_RIP, J_SERIAL, SLOT_CHAINS, SLOT_GEN, SLOT_LIMIT, TLB_EPOCH,
-    TLB_JMP, TLB_SETS,
+    CPL, J_GPA, J_ID, J_LIN, J_MODE, J_RIP, J_SERIAL, SLOT_CHAINS, SLOT_GEN, SLOT_LIMIT, TLB_JMP,
+    TLB_SETS,
 };
 use crate::engine::Native;
 use crate::helpers::ExitSlot;
@@ -27,6 +27,7 @@ const SLOT_NLEN: i32 = offset_of!(ExitSlot, natives_len) as i32;
 const SLOT_EPOCH: i32 = offset_of!(ExitSlot, epoch) as i32;
 /// The execute arrays (supervisor first) and an entry's tag.
 const EXEC_TAG: i32 = (4 * TLB_ENTRIES * TLB_ENTRY_SIZE + offset_of!(TlbEntry, tag)) as i32;
+const EXEC_GPA: i32 = (4 * TLB_ENTRIES * TLB_ENTRY_SIZE + offset_of!(TlbEntry, gpa)) as i32;
 const ENTRY_SHIFT: i8 = TLB_ENTRY_SIZE.trailing_zeros() as i8;
 const USER_SHIFT: i8 = TLB_ENTRIES.trailing_zeros() as i8;
 const J_SIZE: i32 = size_of::<JmpEntry>() as i32;
@@ -44,15 +45,12 @@ pub(crate) fn emit(e: &mut Emitter) {
     dynasm!(e.a
         ; .arch x64
         ; mov rsi, [rbp + RIP]
-        // The jump-cache key: 64 | user << 8 | epoch << 9.
+        // The jump-cache key: 64 | user << 8.
         ; xor r8d, r8d
         ; cmp BYTE [rbp + CPL], 3
         ; sete r8b
-        ; mov r9d, DWORD [rbp + TLB_EPOCH]
-        ; shl r9d, 9
-        ; mov eax, r8d
-        ; shl eax, 8
-        ; or r9d, eax
+        ; mov r9d, r8d
+        ; shl r9d, 8
         ; or r9d, 64
         // The jump-cache slot.
         ; mov rdx, rsi
@@ -67,7 +65,8 @@ pub(crate) fn emit(e: &mut Emitter) {
         ; jne =>out
         ; cmp r9d, DWORD [rdx + J_MODE]
         ; jne =>out
-        // The execute TLB entry of RIP's page.
+        // The execute TLB entry of RIP's page, mapping it to the page
+        // the block was decoded from.
         ; mov rax, rsi
         ; shr rax, 12
         ; and eax, (TLB_ENTRIES - 1) as i32
@@ -78,6 +77,9 @@ pub(crate) fn emit(e: &mut Emitter) {
         ; mov rcx, rsi
         ; and rcx, -4096
         ; cmp rcx, [rax + EXEC_TAG]
+        ; jne =>out
+        ; mov rcx, [rax + EXEC_GPA]
+        ; cmp rcx, [rdx + J_GPA]
         ; jne =>out
         // The engine's translation of the block.
         ; mov eax, DWORD [rdx + J_ID]

@@ -409,16 +409,17 @@ impl<'a> Ctx<'a> {
             cs.base.wrapping_add(rip) & 0xffff_ffff
         };
         let user = self.cpu.cpl == 3;
-        let key = self.cpu.tlb.jmp_key(bitness, user);
+        let key = Tlb::jmp_key(bitness, user);
         let slot = Tlb::jmp_slot(lin);
         let je = &self.cpu.tlb.jmp[slot];
-        // The block's page must also still have its execute translation:
-        // else whether a stale one is used (page tables changed without
-        // INVLPG, entry since evicted) would depend on where runs stop.
+        // The block's page must also still have its execute translation,
+        // to the page the block was decoded from: else whether a stale one
+        // is used (page tables changed without INVLPG, entry since evicted)
+        // would depend on where runs stop.
         if je.lin == lin
             && je.rip == rip
             && je.mode == key
-            && self.cpu.tlb.lookup(Access::Exec, user, lin).is_some()
+            && self.cpu.tlb.lookup_gpa(Access::Exec, user, lin) == Some(je.gpa)
         {
             if let Some(b) = self.code.get_checked(je.id, je.serial) {
                 return Ok(BlockRef {
@@ -464,7 +465,7 @@ impl<'a> Ctx<'a> {
             Some(id) => id,
             None => self.decode_block(lin, rip, gpa)?,
         };
-        let key = self.cpu.tlb.jmp_key(bitness, self.cpu.cpl == 3);
+        let key = Tlb::jmp_key(bitness, self.cpu.cpl == 3);
         let Some(b) = self.code.get(id) else {
             return Err(Fault::Stop(StopKind::Unsupported(
                 "decoded block vanished".into(),
@@ -476,6 +477,13 @@ impl<'a> Ctx<'a> {
             id,
             serial: b.serial,
             mode: key,
+            // A block whose first instruction reaches into the next page
+            // also depends on that page's translation: it always takes
+            // this path, which checks both (never page-aligned: no match).
+            gpa: match b.page2 {
+                None => gpa & !0xfff,
+                Some(_) => u64::MAX,
+            },
         };
         Ok(BlockRef {
             id,
