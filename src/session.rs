@@ -120,6 +120,20 @@ pub fn run(setup: &Setup, opts: &Options) -> i32 {
             m.idle_time(),
             drive::mips(executed, secs)
         );
+        if let Some(j) = m.jit_stats() {
+            eprintln!(
+                "hindsight: jit blocks={} insns={} inlined={} entries={} interpreted={} \
+                 chained={} links={} flushes={}",
+                j.translated,
+                j.insns,
+                j.inlined,
+                j.native_runs,
+                j.interp_runs,
+                j.chained,
+                j.links,
+                j.flushes
+            );
+        }
     }
     let status = drive::report_machine(&end, opts.max_insns, &m);
     d.finish_recording(&m, status, &reason(&end));

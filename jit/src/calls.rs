@@ -39,7 +39,7 @@ pub(crate) fn call(e: &mut Emitter, op: &Op) -> Inlined {
     finish(e, op, miss);
     e.flush_count(1);
     e.rip_due = None;
-    chain::emit(e, Some(target));
+    chain::emit(e, target, true);
     let exit = e.exit;
     dynasm!(e.a
         ; .arch x64

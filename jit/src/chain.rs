@@ -25,8 +25,8 @@
 //!   hand out the generation `u64::MAX`, which no link has: no chaining).
 //! * Bitness: only 64-bit blocks have cells, and they run in 64-bit code.
 //! * Block lookup. The link generation is bumped by the engine whenever
-//!   the TLB's change count, the code cache's invalidation count or
-//!   generation, the vCPU or the flush epoch differs from what it last
+//!   the TLB's change count, the code cache's invalidation count, the
+//!   vCPU or the flush epoch differs from what it last
 //!   saw (it looks after every block lookup), and a cell is linked right
 //!   after the lookup found its target B in the current generation. Then
 //!   the execute entry of B's page was present and B valid; with the same
@@ -41,11 +41,22 @@
 //!   the slot refill the chained path skips changes only how later
 //!   lookups find blocks, never which. B's translation is the cell's
 //!   (cells die with their flush epoch).
-//! * The code-cache generation: it changes only by decoding (in the
-//!   lookup) or a clear, and the engine bumps the link generation when it
-//!   did, so the loop's `sync_code_gen` is a no-op at every chained exit
-//!   (a block decoded on a new code page runs with the stale write
-//!   entries the interpreter also uses for it, then returns to the loop).
+//! * Links within a page. An exit whose target lies on the page its own
+//!   block starts on checks the code generation instead, which is bumped
+//!   like the link generation except for TLB changes. The block S running
+//!   the exit was entered with its page mapped to the physical page S was
+//!   decoded from (the engine's lookup, or a link checked the same way),
+//!   and S's helpers leave on any TLB change; when the link was made, S's
+//!   page mapped there too, so the target B, on the same linear page, was
+//!   found on that same physical page, and still is. B's validity is the
+//!   code generation's; the CPL (the TLB array) is checked.
+//! * The code-cache generation (pages holding code, whose write entries
+//!   each vCPU drops in `sync_code_gen`): it changes only by decoding, in
+//!   the engine's lookup, whose `decode_block` syncs this vCPU at once, or
+//!   by a clear (counted as an invalidation); another vCPU's decode
+//!   reaches this one through the engine's loop (a vCPU change bumps the
+//!   generations). So the loop's `sync_code_gen` is a no-op at every
+//!   chained exit, and a new block elsewhere retires no link.
 //! * Budget: checked here.
 //!
 //! Any other case returns to the engine's loop, which decides in Rust.
@@ -74,6 +85,9 @@ pub(crate) struct Cell {
     pub len: u64,
     /// CPL the link was made at.
     pub cpl: u64,
+    /// 1: the exit's target is on the page its block starts on (set at
+    /// translation), so the link is of the code generation.
+    pub same_page: u64,
 }
 
 /// Cells per translated block (a Jcc has two static exits).
@@ -96,29 +110,38 @@ const C_GEN: i32 = offset_of!(Cell, gen) as i32;
 const C_BODY: i32 = offset_of!(Cell, body) as i32;
 const C_LEN: i32 = offset_of!(Cell, len) as i32;
 const C_CPL: i32 = offset_of!(Cell, cpl) as i32;
+const SLOT_CODE_GEN: i32 = offset_of!(ExitSlot, code_gen) as i32;
 
-/// Emits the chained continuation of an exit to a static target (the
-/// count already stored): jumps into the target's body when the cell's
-/// link holds (see the module documentation), else records the cell for
-/// linking (if its link is stale), stores `rip` into RIP (`None`: stored
-/// already) and falls through to the caller's jump to the epilogue.
+/// Emits the chained continuation of an exit to the static target
+/// `target` (the count already stored): jumps into the target's body when
+/// the cell's link holds (see the module documentation), else records the
+/// cell for linking (if its link is stale), stores `target` into RIP if
+/// `store` (else it is stored already) and falls through to the caller's
+/// jump to the epilogue.
 ///
 /// The chained path leaves RIP stale: generated code never reads RIP from
 /// `Cpu` before storing it (every helper call and every exit stores it
 /// first), so the target's first store makes it exact again.
-pub(crate) fn emit(e: &mut Emitter, rip: Option<u64>) {
+pub(crate) fn emit(e: &mut Emitter, target: u64, store: bool) {
     let Some(cell) = e.next_cell() else {
-        if let Some(rip) = rip {
-            e.store_rip(rip);
+        if store {
+            e.store_rip(target);
         }
         return;
     };
+    let same_page = target & !0xfff == e.page;
+    if same_page {
+        // SAFETY: `cell` is a cell of the block being translated, not yet
+        // reachable from any code or by the engine.
+        unsafe { (*(cell as *mut Cell)).same_page = 1 };
+    }
+    let gen = if same_page { SLOT_CODE_GEN } else { SLOT_GEN };
     let unlinked = e.a.new_dynamic_label();
     let out = e.a.new_dynamic_label();
     dynasm!(e.a
         ; .arch x64
         ; mov rcx, QWORD cell as i64
-        ; mov rax, [r12 + SLOT_GEN]
+        ; mov rax, [r12 + gen]
         ; cmp rax, [rcx + C_GEN]
         ; jne =>unlinked
         ; mov rax, [rbp + ICOUNT]
@@ -134,7 +157,7 @@ pub(crate) fn emit(e: &mut Emitter, rip: Option<u64>) {
         ; mov [r12 + SLOT_LINK], rcx
         ; =>out
     );
-    if let Some(rip) = rip {
-        e.store_rip(rip);
+    if store {
+        e.store_rip(target);
     }
 }

@@ -82,22 +82,24 @@ pub struct Jit {
     /// whenever what the block lookup finds may have changed (see
     /// [`crate::chain`]).
     link_gen: u64,
+    /// The generation of links within one page: bumped with `link_gen`
+    /// except for TLB changes, which cannot affect them (see
+    /// [`crate::chain`]).
+    code_link_gen: u64,
     /// What `link_gen` was last checked against (see [`Seen`]).
     seen: Seen,
 }
 
 /// What block links depend on, as the engine's loop last saw it: the
-/// vCPU and code cache (by address), the TLB's change count (jump-cache
-/// flushes, execute entries replaced), the code
-/// cache's invalidation count and generation, and the flush epoch. Any
-/// difference bumps the link generation.
+/// vCPU and code cache (by address), the TLB's change count (execute
+/// entries dropped or replaced), the code cache's invalidation count, and
+/// the flush epoch. Any difference bumps the link generation.
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
 struct Seen {
     cpu: usize,
     code: usize,
     tlb: u64,
     invalidations: u64,
-    code_gen: u64,
     epoch: u32,
 }
 
@@ -130,6 +132,7 @@ impl Jit {
             error,
             cells: Vec::new(),
             link_gen: 1,
+            code_link_gen: 1,
             seen: Seen::default(),
         }
     }
@@ -157,6 +160,7 @@ impl Jit {
         // No code runs now, and none of the old code will again.
         self.cells.clear();
         self.link_gen += 1;
+        self.code_link_gen += 1;
         self.stats.flushes += 1;
     }
 
@@ -213,6 +217,11 @@ impl Jit {
                         }
                     }
                     self.slot.gen = if chaining { self.link_gen } else { u64::MAX };
+                    self.slot.code_gen = if chaining {
+                        self.code_link_gen
+                    } else {
+                        u64::MAX
+                    };
                     if ctx.code.get(b.id).is_some_and(|blk| blk.page2.is_none()) {
                         if let Some(n) = self.blocks.get_mut(b.id as usize) {
                             n.checked = self.link_gen;
@@ -270,10 +279,12 @@ impl Jit {
             code: &*ctx.code as *const hindsight_cpu::CodeCache as usize,
             tlb: ctx.cpu.tlb.changes,
             invalidations: ctx.code.invalidations,
-            code_gen: ctx.code.gen,
             epoch: self.epoch,
         };
         if now != self.seen {
+            if (Seen { tlb: now.tlb, ..self.seen }) != now {
+                self.code_link_gen += 1;
+            }
             self.seen = now;
             self.link_gen += 1;
         }
@@ -288,16 +299,24 @@ impl Jit {
         if ctx.cpu.bitness != 64 || page2 || body == 0 {
             return;
         }
-        let c = Cell {
-            gen: self.link_gen,
-            body: body as u64,
-            len: len as u64,
-            cpl: u64::from(ctx.cpu.cpl),
-        };
+        let cell = cell as *mut Cell;
         // SAFETY: `cell` is the address of a cell in `self.cells` of the
         // current flush epoch (checked by the caller), so it is live; no
         // generated code runs now, so nothing else accesses it.
-        unsafe { (cell as *mut Cell).write(c) };
+        let same_page = unsafe { (*cell).same_page };
+        let c = Cell {
+            gen: if same_page == 1 {
+                self.code_link_gen
+            } else {
+                self.link_gen
+            },
+            body: body as u64,
+            len: len as u64,
+            cpl: u64::from(ctx.cpu.cpl),
+            same_page,
+        };
+        // SAFETY: as above.
+        unsafe { cell.write(c) };
         self.stats.links += 1;
     }
 

@@ -431,7 +431,7 @@ fn branch(e: &mut Emitter, op: &Op, cc: Option<ConditionCode>) -> Inlined {
     e.rip_due = None;
     let exit = e.exit;
     let Some(cc) = cc else {
-        chain::emit(e, Some(target));
+        chain::emit(e, target, true);
         dynasm!(e.a
             ; .arch x64
             ; jmp =>exit
@@ -457,13 +457,13 @@ fn branch(e: &mut Emitter, op: &Op, cc: Option<ConditionCode>) -> Inlined {
 /// The two exits of a Jcc: falls through to `next`, `taken` to `target`.
 fn branch_exits(e: &mut Emitter, next: u64, target: u64, taken: DynamicLabel) -> Inlined {
     let exit = e.exit;
-    chain::emit(e, Some(next));
+    chain::emit(e, next, true);
     dynasm!(e.a
         ; .arch x64
         ; jmp =>exit
         ; =>taken
     );
-    chain::emit(e, Some(target));
+    chain::emit(e, target, true);
     dynasm!(e.a
         ; .arch x64
         ; jmp =>exit

@@ -59,6 +59,8 @@ pub(crate) struct Emitter {
     pub cells: usize,
     /// Cells handed out so far.
     pub used_cells: usize,
+    /// Page of the block's first instruction (64-bit code: linear).
+    pub page: u64,
     /// Status flags live after the instruction being emitted (see
     /// [`crate::liveness`]): flag merges store only these.
     pub live: u64,
@@ -88,6 +90,7 @@ impl Emitter {
             ip_mask,
             cells,
             used_cells: 0,
+            page: 0,
             live: STATUS,
             handler_path: false,
             fuse: None,
@@ -165,6 +168,7 @@ pub(crate) struct Translated {
 pub(crate) fn translate(ops: &[Op], ip_mask: u64, base: usize, cells: usize) -> Option<Translated> {
     let live = crate::liveness::live_after(ops, ip_mask);
     let mut e = Emitter::new(base, ip_mask, cells);
+    e.page = ops.first().map_or(0, |op| op.insn.ip() & !0xfff);
     // Three pushes leave RSP 16-byte aligned for the helper calls.
     dynasm!(e.a
         ; .arch x64
@@ -210,8 +214,10 @@ pub(crate) fn translate(ops: &[Op], ip_mask: u64, base: usize, cells: usize) -> 
     if !ended {
         e.flush_count(0);
         let rip = e.rip_due.take();
-        if ops.last().and_then(static_successor).is_some() {
-            chain::emit(&mut e, rip);
+        if let Some(target) = ops.last().and_then(static_successor) {
+            // RIP is due only after an inlined last instruction, whose
+            // successor it is.
+            chain::emit(&mut e, target, rip.is_some());
         } else if let Some(rip) = rip {
             e.store_rip(rip);
         }
