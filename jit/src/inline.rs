@@ -88,7 +88,13 @@ pub(crate) fn emit(e: &mut Emitter, op: &Op, last: bool) -> Inlined {
         Mnemonic::Inc => incdec(e, op, false),
         Mnemonic::Dec => incdec(e, op, true),
         Mnemonic::Lea => lea(e, op),
+        Mnemonic::Jmp if last && insn.op0_kind() == OpKind::Register => {
+            return crate::calls::jmp_reg(e, op)
+        }
         Mnemonic::Jmp if last => return branch(e, op, None),
+        Mnemonic::Call if last && insn.op0_kind() == OpKind::Register => {
+            return crate::calls::call_reg(e, op)
+        }
         Mnemonic::Call if last => return crate::calls::call(e, op),
         Mnemonic::Ret if last => return crate::calls::ret(e, op),
         _ if last && insn.is_jcc_short_or_near() => {

@@ -244,7 +244,7 @@ fn flat_segment(e: &mut Emitter, insn: &Instruction, miss: DynamicLabel) {
 /// The TLB lookup of an access of `size` bytes at the linear address in
 /// RSI: on a hit, the host address in RDI; else a jump to `miss`. Every
 /// array in `kinds` must hit (the host address is the last one's).
-/// Clobbers RAX, RDX, RSI, R8.
+/// Clobbers RAX, RDX, RSI, R8; keeps RCX (`calls::call_reg` relies on it).
 pub(crate) fn tlb(e: &mut Emitter, size: u8, kinds: &[Access], miss: DynamicLabel) {
     let last_in_page = 0x1000 - size as i32;
     dynasm!(e.a

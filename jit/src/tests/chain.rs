@@ -128,3 +128,62 @@ fn code_rewritten_between_runs_is_not_entered_chained() {
     assert!(w.cpu.halted);
     assert_eq!(w.cpu.gpr[8], (0..300).sum::<u64>());
 }
+
+/// JMP and CALL through a register (a jump table and a function pointer)
+/// continue into their targets natively; a non-canonical target faults
+/// (#GP) at the branch; a CALL whose push faults (#PF) is precise.
+#[test]
+fn register_jumps_and_calls_match_the_interpreter() {
+    let w = lockstep(TestMode::Long64, 0, CHUNKS, 1 << 20, &|w| {
+        w.asm(CODE, &|a| {
+            let (mut top, mut f, mut even, mut join) = (
+                a.create_label(),
+                a.create_label(),
+                a.create_label(),
+                a.create_label(),
+            );
+            a.mov(ecx, 900u32)?;
+            a.set_label(&mut top)?;
+            a.lea(rbx, qword_ptr(f))?;
+            a.call(rbx)?;
+            a.lea(rax, qword_ptr(even))?;
+            a.lea(rdx, qword_ptr(join))?;
+            a.test(ecx, 1)?;
+            a.cmovnz(rax, rdx)?;
+            a.jmp(rax)?;
+            a.set_label(&mut even)?;
+            a.add(r10, 3)?;
+            a.set_label(&mut join)?;
+            a.dec(ecx)?;
+            a.jnz(top)?;
+            // Non-canonical: #GP at the JMP (the handler halts).
+            a.mov(rax, 0x8000_0000_0000u64)?;
+            a.jmp(rax)?;
+            a.set_label(&mut f)?;
+            a.add(r11, rcx)?;
+            a.ret()
+        });
+        w.cpu.gpr[reg::RSP] = DATA + 0x1000;
+        w.cpu.rip = CODE;
+    });
+    assert_eq!(fault_of(&w.cpu, &w.bus).map(|f| f.0), Some(vector::GP));
+    let s = w.stats();
+    assert!(s.chained > s.native_runs, "mostly chained: {s:?}");
+    // A push to an unmapped stack: #PF at the CALL (lockstep compares the
+    // state its escalation leaves).
+    lockstep(TestMode::Long64, 0, CHUNKS, 1 << 16, &|w| {
+        w.asm(CODE, &|a| {
+            let mut top = a.create_label();
+            a.mov(ecx, 40u32)?;
+            a.set_label(&mut top)?;
+            a.lea(rbx, qword_ptr(top))?;
+            a.dec(ecx)?;
+            a.cmovz(rsp, rdx)?;
+            a.call(rbx)?;
+            a.hlt()
+        });
+        w.cpu.gpr[reg::RSP] = DATA + 0x2000;
+        w.cpu.gpr[reg::RDX] = 0x7fff_0000_0000;
+        w.cpu.rip = CODE;
+    });
+}
