@@ -5,51 +5,49 @@
 //!
 //! Each such exit owns a [`Cell`] the engine fills the first time the exit
 //! is taken and its target then runs natively ([`crate::Jit::run`]'s
-//! `link`). A chained exit checks only three things in native code: the
-//! cell's link generation is the current one, the target fits the budget
-//! (`icount + len <= limit`) and the CPL is the one the link was made at.
-//! Why that implies everything the engine's loop would check:
+//! `link`). A chained exit checks in native code: the cell's link
+//! generation is the current one, the target fits the budget (`icount +
+//! len <= limit`), the CPL is the one the link was made at, and, for a
+//! target on another page than its block's start, that the target page's
+//! execute entry is present and maps the physical page the target was
+//! decoded from. Why that implies everything the engine's loop would
+//! check:
 //!
 //! * Frozen state. Inlined code changes only guest registers, flags, RIP,
 //!   the count and RAM through write TLB entries (never a code page: those
 //!   have no write entry). Everything else changes in handlers, and
 //!   `exec_op` leaves the block whenever a handler changed any of TF, RF,
 //!   DR7, `exit_request`, `halted`, bitness, CPL, the TLB's change count
-//!   (jump-cache flushes, execute entries replaced), the code cache's
-//!   invalidation count or generation, or set `end_block`. So from the
-//!   engine's last look (before it entered the first block of the chain)
-//!   to any chained exit, those all hold their values then. (The chained
-//!   path skips the exit's RIP store: see [`emit`].)
+//!   (execute entries dropped or replaced), the code cache's invalidation
+//!   count or generation, or set `end_block`. So from the engine's last
+//!   look (before it entered the first block of the chain) to any chained
+//!   exit, those all hold their values then. (The chained path skips the
+//!   exit's RIP store: see [`emit`].)
 //! * TF, RF, DR7 (debug path), `exit_request`, `halted`: the loop checked
 //!   them before entering the chain (debugger breakpoints make the engine
 //!   hand out the generation `u64::MAX`, which no link has: no chaining).
 //! * Bitness: only 64-bit blocks have cells, and they run in 64-bit code.
 //! * Block lookup. The link generation is bumped by the engine whenever
-//!   the TLB's change count, the code cache's invalidation count, the
-//!   vCPU or the flush epoch differs from what it last
-//!   saw (it looks after every block lookup), and a cell is linked right
-//!   after the lookup found its target B in the current generation. Then
-//!   the execute entry of B's page was present and B valid; with the same
-//!   generation that entry was neither flushed nor replaced (both counted)
-//!   and B not invalidated (counted). So at the same CPL (checked: it
-//!   selects the TLB array and is part of the jump-cache key) the lookup
-//!   finds B again: by the fast path if B's jump-cache slot still holds
-//!   it, else by the slow path, which takes the gpa from that same
-//!   execute entry (no page walk) and finds B, the code cache's one valid
-//!   block for (gpa, lin, rip, 64). Jump-cache evictions are therefore not
-//!   counted (in Linux they are frequent and would retire every link);
-//!   the slot refill the chained path skips changes only how later
-//!   lookups find blocks, never which. B's translation is the cell's
-//!   (cells die with their flush epoch).
-//! * Links within a page. An exit whose target lies on the page its own
-//!   block starts on checks the code generation instead, which is bumped
-//!   like the link generation except for TLB changes. The block S running
-//!   the exit was entered with its page mapped to the physical page S was
-//!   decoded from (the engine's lookup, or a link checked the same way),
-//!   and S's helpers leave on any TLB change; when the link was made, S's
-//!   page mapped there too, so the target B, on the same linear page, was
-//!   found on that same physical page, and still is. B's validity is the
-//!   code generation's; the CPL (the TLB array) is checked.
+//!   the code cache's invalidation count, the vCPU or the flush epoch
+//!   differs from what it last saw (it looks after every block lookup),
+//!   and a cell is linked right after the lookup found its target B, on
+//!   physical page P, in the current generation. With the same
+//!   generation B is still valid. If the execute entry of B's page at the
+//!   same CPL (checked: it selects the TLB array and is part of the
+//!   jump-cache key) still maps P, the lookup finds B again: by the fast
+//!   path if B's jump-cache slot still holds it, else by the slow path,
+//!   which takes P from that entry (no page walk) and finds B, the code
+//!   cache's one valid block for (P, lin, rip, 64). The slot refill the
+//!   chained path skips changes only how later lookups find blocks, never
+//!   which. B's translation is the cell's (cells die with their flush
+//!   epoch).
+//! * The execute entry. For a target on another page it is checked here.
+//!   For a target on the page its own block S starts on it is implied: S
+//!   was entered with that page mapped to the physical page S was decoded
+//!   from (the engine's lookup, or a link or indirect exit checked the
+//!   same way), and S's helpers leave on any change of an execute entry;
+//!   when the link was made S's page mapped there too, so B, on the same
+//!   linear page, was found on that same physical page, and still is.
 //! * The code-cache generation (pages holding code, whose write entries
 //!   each vCPU drops in `sync_code_gen`): it changes only by decoding, in
 //!   the engine's lookup, whose `decode_block` syncs this vCPU at once, or
@@ -67,7 +65,7 @@
 use std::mem::offset_of;
 
 use dynasmrt::{dynasm, DynasmApi, DynasmLabelApi};
-use hindsight_cpu::tlb::{JmpEntry, Tlb};
+use hindsight_cpu::tlb::{JmpEntry, Tlb, TlbEntry};
 use hindsight_cpu::Cpu;
 
 use crate::helpers::ExitSlot;
@@ -86,8 +84,12 @@ pub(crate) struct Cell {
     /// CPL the link was made at.
     pub cpl: u64,
     /// 1: the exit's target is on the page its block starts on (set at
-    /// translation), so the link is of the code generation.
+    /// translation): no TLB check.
     pub same_page: u64,
+    /// Offset from the TLB arrays of the target's execute entry at `cpl`.
+    pub tlb_off: u64,
+    /// The physical page the target was decoded from.
+    pub gpa: u64,
 }
 
 /// Cells per translated block (a Jcc has two static exits).
@@ -110,7 +112,10 @@ const C_GEN: i32 = offset_of!(Cell, gen) as i32;
 const C_BODY: i32 = offset_of!(Cell, body) as i32;
 const C_LEN: i32 = offset_of!(Cell, len) as i32;
 const C_CPL: i32 = offset_of!(Cell, cpl) as i32;
-const SLOT_CODE_GEN: i32 = offset_of!(ExitSlot, code_gen) as i32;
+const C_TLB: i32 = offset_of!(Cell, tlb_off) as i32;
+const C_GPA: i32 = offset_of!(Cell, gpa) as i32;
+const TAG: i32 = offset_of!(TlbEntry, tag) as i32;
+const GPA: i32 = offset_of!(TlbEntry, gpa) as i32;
 
 /// Emits the chained continuation of an exit to the static target
 /// `target` (the count already stored): jumps into the target's body when
@@ -135,13 +140,12 @@ pub(crate) fn emit(e: &mut Emitter, target: u64, store: bool) {
         // reachable from any code or by the engine.
         unsafe { (*(cell as *mut Cell)).same_page = 1 };
     }
-    let gen = if same_page { SLOT_CODE_GEN } else { SLOT_GEN };
     let unlinked = e.a.new_dynamic_label();
     let out = e.a.new_dynamic_label();
     dynasm!(e.a
         ; .arch x64
         ; mov rcx, QWORD cell as i64
-        ; mov rax, [r12 + gen]
+        ; mov rax, [r12 + SLOT_GEN]
         ; cmp rax, [rcx + C_GEN]
         ; jne =>unlinked
         ; mov rax, [rbp + ICOUNT]
@@ -151,6 +155,24 @@ pub(crate) fn emit(e: &mut Emitter, target: u64, store: bool) {
         ; movzx eax, BYTE [rbp + CPL]
         ; cmp rax, [rcx + C_CPL]
         ; jne =>out
+    );
+    if !same_page {
+        // The target's page still maps where the target was decoded from.
+        let page = (target & !0xfff) as i64;
+        dynasm!(e.a
+            ; .arch x64
+            ; mov rdx, [rbp + TLB_SETS]
+            ; add rdx, [rcx + C_TLB]
+            ; mov rax, QWORD page
+            ; cmp rax, [rdx + TAG]
+            ; jne =>out
+            ; mov rax, [rdx + GPA]
+            ; cmp rax, [rcx + C_GPA]
+            ; jne =>out
+        );
+    }
+    dynasm!(e.a
+        ; .arch x64
         ; add QWORD [r12 + SLOT_CHAINS], 1
         ; jmp QWORD [rcx + C_BODY]
         ; =>unlinked

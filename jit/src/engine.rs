@@ -4,6 +4,7 @@
 
 use std::cell::UnsafeCell;
 
+use hindsight_cpu::tlb::{Access, Tlb, TLB_ENTRIES, TLB_ENTRY_SIZE};
 use hindsight_cpu::{Ctx, RunExit};
 
 use crate::chain::{Cell, CELLS};
@@ -82,23 +83,19 @@ pub struct Jit {
     /// whenever what the block lookup finds may have changed (see
     /// [`crate::chain`]).
     link_gen: u64,
-    /// The generation of links within one page: bumped with `link_gen`
-    /// except for TLB changes, which cannot affect them (see
-    /// [`crate::chain`]).
-    code_link_gen: u64,
     /// What `link_gen` was last checked against (see [`Seen`]).
     seen: Seen,
 }
 
 /// What block links depend on, as the engine's loop last saw it: the
-/// vCPU and code cache (by address), the TLB's change count (execute
-/// entries dropped or replaced), the code cache's invalidation count, and
-/// the flush epoch. Any difference bumps the link generation.
+/// vCPU and code cache (by address), the code cache's invalidation count,
+/// and the flush epoch. Any difference bumps the link generation. (TLB
+/// changes do not: a link to another page checks the target's execute
+/// entry in native code, see [`crate::chain`].)
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
 struct Seen {
     cpu: usize,
     code: usize,
-    tlb: u64,
     invalidations: u64,
     epoch: u32,
 }
@@ -132,7 +129,6 @@ impl Jit {
             error,
             cells: Vec::new(),
             link_gen: 1,
-            code_link_gen: 1,
             seen: Seen::default(),
         }
     }
@@ -160,7 +156,6 @@ impl Jit {
         // No code runs now, and none of the old code will again.
         self.cells.clear();
         self.link_gen += 1;
-        self.code_link_gen += 1;
         self.stats.flushes += 1;
     }
 
@@ -217,11 +212,6 @@ impl Jit {
                         }
                     }
                     self.slot.gen = if chaining { self.link_gen } else { u64::MAX };
-                    self.slot.code_gen = if chaining {
-                        self.code_link_gen
-                    } else {
-                        u64::MAX
-                    };
                     if ctx.code.get(b.id).is_some_and(|blk| blk.page2.is_none()) {
                         if let Some(n) = self.blocks.get_mut(b.id as usize) {
                             n.checked = self.link_gen;
@@ -277,14 +267,10 @@ impl Jit {
         let now = Seen {
             cpu: &*ctx.cpu as *const hindsight_cpu::Cpu as usize,
             code: &*ctx.code as *const hindsight_cpu::CodeCache as usize,
-            tlb: ctx.cpu.tlb.changes,
             invalidations: ctx.code.invalidations,
             epoch: self.epoch,
         };
         if now != self.seen {
-            if (Seen { tlb: now.tlb, ..self.seen }) != now {
-                self.code_link_gen += 1;
-            }
             self.seen = now;
             self.link_gen += 1;
         }
@@ -304,16 +290,21 @@ impl Jit {
         // current flush epoch (checked by the caller), so it is live; no
         // generated code runs now, so nothing else accesses it.
         let same_page = unsafe { (*cell).same_page };
+        let user = ctx.cpu.cpl == 3;
+        let rip = ctx.cpu.rip;
+        // The lookup that found `b` just now used this execute entry.
+        let Some(gpa) = ctx.cpu.tlb.lookup_gpa(Access::Exec, user, rip) else {
+            return;
+        };
         let c = Cell {
-            gen: if same_page == 1 {
-                self.code_link_gen
-            } else {
-                self.link_gen
-            },
+            gen: self.link_gen,
             body: body as u64,
             len: len as u64,
             cpl: u64::from(ctx.cpu.cpl),
             same_page,
+            tlb_off: ((Tlb::set_index(Access::Exec, user) * TLB_ENTRIES + Tlb::slot(rip))
+                * TLB_ENTRY_SIZE) as u64,
+            gpa,
         };
         // SAFETY: as above.
         unsafe { cell.write(c) };

@@ -20,12 +20,8 @@ pub(crate) struct ExitSlot {
     pub stop: Option<Stop>,
     /// A panic caught in a helper, to resume once out of generated code.
     pub panic: Option<Box<dyn Any + Send + 'static>>,
-    /// Link generation chained exits to another page must match (`u64::MAX`:
-    /// no chaining).
+    /// Link generation chained exits must match (`u64::MAX`: no chaining).
     pub gen: u64,
-    /// Link generation chained exits within their block's page must match:
-    /// it ignores TLB changes (see [`crate::chain`]).
-    pub code_gen: u64,
     /// The run's instruction limit (chained blocks must fit it).
     pub limit: u64,
     /// Address of the cell of an unlinked exit just taken (0: none).
