@@ -73,7 +73,18 @@ fn src(op: &Op, size: u8) -> Option<Src> {
 pub(crate) fn emit(e: &mut Emitter, op: &Op, last: bool) -> Inlined {
     let insn = &op.insn;
     if insn.has_lock_prefix() {
-        return Inlined::No;
+        // The vCPUs run one at a time on one host thread, so a locked
+        // read-modify-write is atomic as it is; the forms LOCK allows
+        // (memory destination) take the memory path, every other (#UD)
+        // the handler.
+        let lockable = matches!(
+            insn.mnemonic(),
+            Mnemonic::Add | Mnemonic::Sub | Mnemonic::And | Mnemonic::Or | Mnemonic::Xor
+        ) && insn.op0_kind() == OpKind::Memory;
+        if !lockable || !crate::mem::emit(e, op) {
+            return Inlined::No;
+        }
+        return retired(e, op);
     }
     let done = match insn.mnemonic() {
         Mnemonic::Nop => true,
@@ -112,8 +123,13 @@ pub(crate) fn emit(e: &mut Emitter, op: &Op, last: bool) -> Inlined {
     if !done {
         return Inlined::No;
     }
+    retired(e, op)
+}
+
+/// Counts an inlined instruction that did not end the block.
+fn retired(e: &mut Emitter, op: &Op) -> Inlined {
     e.pending += 1;
-    e.rip_due = Some(insn.next_ip() & e.ip_mask);
+    e.rip_due = Some(op.insn.next_ip() & e.ip_mask);
     Inlined::Yes
 }
 

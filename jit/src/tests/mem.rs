@@ -320,3 +320,34 @@ fn flat_32bit_segments_take_the_fast_path() {
     });
     assert!(w.cpu.halted);
 }
+
+/// LOCK-prefixed read-modify-writes (what Linux's atomics compile to) are
+/// inlined like the plain ones, with exact flags; a locked access to an
+/// unmapped page faults precisely.
+#[test]
+fn locked_read_modify_writes_match_the_interpreter() {
+    let w = lockstep(TestMode::Long64, 0, CHUNKS, 1 << 20, &|w| {
+        w.asm(CODE, &|a| {
+            let mut top = a.create_label();
+            a.mov(ecx, 500u32)?;
+            a.mov(rbx, DATA + 0x100)?;
+            a.set_label(&mut top)?;
+            a.lock().add(qword_ptr(rbx), rcx)?;
+            a.lock().sub(dword_ptr(rbx + 8), 7)?;
+            a.lock().xor(word_ptr(rbx + 16), cx)?;
+            a.lock().or(byte_ptr(rbx + 20), cl)?;
+            a.lock().and(qword_ptr(rbx + 24), rcx)?;
+            a.dec(ecx)?;
+            a.jnz(top)?;
+            // Locked, to an unmapped page: #PF at the instruction.
+            a.mov(rbx, 0x7fff_0000_0000u64)?;
+            a.lock().add(qword_ptr(rbx), rcx)?;
+            a.hlt()
+        });
+        w.bus.put(DATA + 0x118, 8, u64::MAX);
+        w.cpu.rip = CODE;
+    });
+    assert_eq!(fault_of(&w.cpu, &w.bus).map(|f| f.0), Some(vector::PF));
+    let s = w.stats();
+    assert!(s.inlined * 10 > s.insns * 8, "locked forms inlined: {s:?}");
+}
