@@ -19,14 +19,17 @@
 //! instructions (register moves and arithmetic, shifts and rotates, IMUL,
 //! CMOVcc/SETcc, MOVZX/MOVSX, NOT/NEG, BSWAP, XCHG, LEA, conditional and
 //! direct jumps in 64-bit code) compute RFLAGS exactly as the interpreter
-//! does, with the host's own flags where they are defined; in 64-bit code
+//! does, with the host's own flags where they are defined, storing only
+//! the flags a later instruction may observe (`liveness`); in 64-bit code
 //! and in 32-bit code with flat segments, memory operands go through an
 //! inlined TLB lookup (`mem`) with the handler as slow path, and so do
-//! PUSH/POP and CALL/RET in 64-bit code (`calls`).
+//! PUSH/POP, CALL/RET and JMP/CALL through a register in 64-bit code
+//! (`calls`).
 //!
 //! Blocks chain without returning to the engine's loop: static exits
-//! through link cells (`chain`), RET through the jump cache (`indirect`),
-//! each after checking in native code what the loop would check, under a
+//! through link cells (`chain`), RET and register branches through the
+//! jump cache (`indirect`), each after checking in native code what the
+//! loop would still need to check (the argument is in `chain`), under a
 //! link generation that retires every link whenever a block may be stale.
 
 mod calls;
