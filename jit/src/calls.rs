@@ -66,24 +66,26 @@ pub(crate) fn ret(e: &mut Emitter, op: &Op) -> Inlined {
     dynasm!(e.a
         ; .arch x64
         ; mov rcx, [rdi]
+    );
+    canonical_or_miss(e, miss);
+    dynasm!(e.a
+        ; .arch x64
+        ; add QWORD [rbp + stack], 8
+        ; mov [rbp + RIP], rcx
+    );
+    indirect_exit(e, op, miss)
+}
+
+/// Branches to `miss` unless RCX holds a canonical address.
+fn canonical_or_miss(e: &mut Emitter, miss: DynamicLabel) {
+    dynasm!(e.a
+        ; .arch x64
         ; mov rax, rcx
         ; shl rax, 16
         ; sar rax, 16
         ; cmp rax, rcx
         ; jne =>miss
-        ; add QWORD [rbp + stack], 8
-        ; mov [rbp + RIP], rcx
     );
-    finish(e, op, miss);
-    e.flush_count(1);
-    e.rip_due = None;
-    indirect::emit(e);
-    let exit = e.exit;
-    dynasm!(e.a
-        ; .arch x64
-        ; jmp =>exit
-    );
-    Inlined::Ends
 }
 
 /// Loads the 64-bit register operand of an indirect JMP/CALL into RCX and
@@ -101,12 +103,8 @@ fn register_target(e: &mut Emitter, op: &Op, code: Code) -> Option<DynamicLabel>
     dynasm!(e.a
         ; .arch x64
         ; mov rcx, [rbp + gpr(r)]
-        ; mov rax, rcx
-        ; shl rax, 16
-        ; sar rax, 16
-        ; cmp rax, rcx
-        ; jne =>miss
     );
+    canonical_or_miss(e, miss);
     Some(miss)
 }
 

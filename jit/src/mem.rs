@@ -35,7 +35,6 @@ use hindsight_cpu::tlb::{Access, Tlb, TlbEntry, TLB_ENTRIES, TLB_ENTRY_SIZE};
 use hindsight_cpu::{Cpu, Segment};
 use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 
-use crate::helpers::exec_op;
 use crate::inline::{alu_flags, alu_op, reg, Alu};
 use crate::translate::{gpr, Emitter, ICOUNT};
 
@@ -302,7 +301,6 @@ pub(crate) fn begin(
 pub(crate) fn finish(e: &mut Emitter, op: &Op, miss: DynamicLabel) -> bool {
     e.handler_path = true;
     let done = e.a.new_dynamic_label();
-    let exit = e.exit;
     let pending = e.pending;
     dynasm!(e.a
         ; .arch x64
@@ -316,17 +314,9 @@ pub(crate) fn finish(e: &mut Emitter, op: &Op, miss: DynamicLabel) -> bool {
         );
     }
     e.store_rip(op.insn.next_ip() & e.ip_mask);
-    let helper = exec_op as *const () as usize as i64;
-    let op_ptr = op as *const Op as usize as i64;
+    e.exec_op(op);
     dynasm!(e.a
         ; .arch x64
-        ; mov rdi, rbx
-        ; mov rsi, QWORD op_ptr
-        ; mov rdx, r12
-        ; mov rax, QWORD helper
-        ; call rax
-        ; test rax, rax
-        ; jnz =>exit
         ; sub QWORD [rbp + ICOUNT], pending + 1
         ; =>done
     );

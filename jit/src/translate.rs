@@ -134,6 +134,12 @@ impl Emitter {
         self.flush_count(0);
         self.rip_due = None;
         self.store_rip(op.insn.next_ip() & self.ip_mask);
+        self.exec_op(op);
+    }
+
+    /// Calls [`exec_op`] for `op` (RIP and the count already stored) and
+    /// leaves the block if it asks to.
+    pub(crate) fn exec_op(&mut self, op: &Op) {
         let exit = self.exit;
         let helper = exec_op as *const () as usize as i64;
         let op_ptr = op as *const Op as usize as i64;
