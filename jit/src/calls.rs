@@ -23,20 +23,8 @@ pub(crate) fn call(e: &mut Emitter, op: &Op) -> Inlined {
     if !e.long || insn.code() != Code::Call_rel32_64 || !is_canonical(target) {
         return Inlined::No;
     }
-    let stack = gpr(4);
     let miss = e.a.new_dynamic_label();
-    dynasm!(e.a
-        ; .arch x64
-        ; mov rsi, [rbp + stack]
-        ; sub rsi, 8
-    );
-    tlb(e, 8, &[Access::Write], miss);
-    dynasm!(e.a
-        ; .arch x64
-        ; mov rcx, QWORD insn.next_ip() as i64
-        ; mov [rdi], rcx
-        ; sub QWORD [rbp + stack], 8
-    );
+    push_return(e, insn.next_ip(), miss);
     finish(e, op, miss);
     e.flush_count(1);
     e.rip_due = None;
@@ -143,8 +131,18 @@ pub(crate) fn call_reg(e: &mut Emitter, op: &Op) -> Inlined {
     let Some(miss) = register_target(e, op, Code::Call_rm64) else {
         return Inlined::No;
     };
+    push_return(e, op.insn.next_ip(), miss);
+    dynasm!(e.a
+        ; .arch x64
+        ; mov [rbp + RIP], rcx
+    );
+    indirect_exit(e, op, miss)
+}
+
+/// Pushes the return address `ret` through the stack's fast path (`miss`
+/// on a TLB miss or a page crossing); keeps RCX (the TLB lookup does).
+fn push_return(e: &mut Emitter, ret: u64, miss: DynamicLabel) {
     let stack = gpr(4);
-    // The TLB lookup keeps RCX (the target).
     dynasm!(e.a
         ; .arch x64
         ; mov rsi, [rbp + stack]
@@ -153,10 +151,8 @@ pub(crate) fn call_reg(e: &mut Emitter, op: &Op) -> Inlined {
     tlb(e, 8, &[Access::Write], miss);
     dynasm!(e.a
         ; .arch x64
-        ; mov rax, QWORD op.insn.next_ip() as i64
+        ; mov rax, QWORD ret as i64
         ; mov [rdi], rax
         ; sub QWORD [rbp + stack], 8
-        ; mov [rbp + RIP], rcx
     );
-    indirect_exit(e, op, miss)
 }

@@ -201,15 +201,7 @@ fn cmov_rcx(e: &mut Emitter, cc: ConditionCode, d: usize, size: u8) {
         ; test cl, cl
         ; cmovnz rax, rsi
     );
-    match size {
-        2 => dynasm!(e.a ; .arch x64 ; mov [rbp + gpr(d)], ax),
-        4 => dynasm!(e.a
-            ; .arch x64
-            ; mov eax, eax
-            ; mov [rbp + gpr(d)], rax
-        ),
-        _ => dynasm!(e.a ; .arch x64 ; mov [rbp + gpr(d)], rax),
-    }
+    crate::shift::store_rax(e, d, size);
 }
 
 /// CMOVcc r, r.

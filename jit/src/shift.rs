@@ -81,8 +81,9 @@ fn msb(size: u8) -> i8 {
     (u32::from(size) * 8 - 1) as i8
 }
 
-/// Writes RAX to guest register `d` as a `size`-byte register write.
-fn store_rax(e: &mut Emitter, d: usize, size: u8) {
+/// Writes RAX to guest register `d` as a `size`-byte register write (a
+/// 32-bit write zero-extends).
+pub(crate) fn store_rax(e: &mut Emitter, d: usize, size: u8) {
     match size {
         1 => dynasm!(e.a ; .arch x64 ; mov [rbp + gpr(d)], al),
         2 => dynasm!(e.a ; .arch x64 ; mov [rbp + gpr(d)], ax),
