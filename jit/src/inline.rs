@@ -1,5 +1,5 @@
 //! Instructions translated to host code instead of a handler call: register
-//! MOV, ADD/SUB/CMP/AND/OR/XOR/TEST with register or immediate sources,
+//! MOV, ADD/ADC/SUB/SBB/CMP/AND/OR/XOR/TEST with register or immediate sources,
 //! INC/DEC, LEA and NOP in any mode; conditional and direct near jumps that
 //! end a 64-bit block.
 //!
@@ -79,7 +79,17 @@ pub(crate) fn emit(e: &mut Emitter, op: &Op, last: bool) -> Inlined {
         // the handler.
         let lockable = matches!(
             insn.mnemonic(),
-            Mnemonic::Add | Mnemonic::Sub | Mnemonic::And | Mnemonic::Or | Mnemonic::Xor
+            Mnemonic::Add
+                | Mnemonic::Adc
+                | Mnemonic::Sub
+                | Mnemonic::Sbb
+                | Mnemonic::And
+                | Mnemonic::Or
+                | Mnemonic::Xor
+                | Mnemonic::Inc
+                | Mnemonic::Dec
+                | Mnemonic::Not
+                | Mnemonic::Neg
         ) && insn.op0_kind() == OpKind::Memory;
         if !lockable || !crate::mem::emit(e, op) {
             return Inlined::No;
@@ -90,7 +100,9 @@ pub(crate) fn emit(e: &mut Emitter, op: &Op, last: bool) -> Inlined {
         Mnemonic::Nop => true,
         Mnemonic::Mov => mov(e, op),
         Mnemonic::Add => alu(e, op, Alu::Add),
+        Mnemonic::Adc => alu(e, op, Alu::Adc),
         Mnemonic::Sub => alu(e, op, Alu::Sub),
+        Mnemonic::Sbb => alu(e, op, Alu::Sbb),
         Mnemonic::Cmp => alu(e, op, Alu::Cmp),
         Mnemonic::And => alu(e, op, Alu::And),
         Mnemonic::Or => alu(e, op, Alu::Or),
@@ -188,7 +200,11 @@ fn load_src(e: &mut Emitter, s: Src) {
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Alu {
     Add,
+    /// ADD with carry in: the guest's CF.
+    Adc,
     Sub,
+    /// SUB with borrow in: the guest's CF.
+    Sbb,
     Cmp,
     And,
     Or,
@@ -226,6 +242,13 @@ fn alu(e: &mut Emitter, op: &Op, kind: Alu) -> bool {
 
 /// `rax = rax OP rcx` at `size` bytes, then the host flags into RDX.
 pub(crate) fn alu_op(e: &mut Emitter, kind: Alu, size: u8) {
+    if matches!(kind, Alu::Adc | Alu::Sbb) {
+        // The carry in is the guest's CF (bit 0 of RFLAGS).
+        dynasm!(e.a
+            ; .arch x64
+            ; bt DWORD [rbp + RFLAGS], 0
+        );
+    }
     macro_rules! sized {
         ($op:ident) => {
             match size {
@@ -238,7 +261,9 @@ pub(crate) fn alu_op(e: &mut Emitter, kind: Alu, size: u8) {
     }
     match kind {
         Alu::Add => sized!(add),
+        Alu::Adc => sized!(adc),
         Alu::Sub => sized!(sub),
+        Alu::Sbb => sized!(sbb),
         Alu::Cmp => sized!(cmp),
         Alu::And => sized!(and),
         Alu::Or => sized!(or),

@@ -1,7 +1,8 @@
 //! Memory operands in 64-bit code, and in 32-bit code through flat
 //! segments, via an inlined TLB lookup: MOV r, m and MOV m, r/imm;
-//! MOVZX/MOVSX/MOVSXD r, m; ADD/SUB/CMP/AND/OR/XOR/TEST with a memory
-//! source or destination; PUSH r64/imm and POP r64 (64-bit code only).
+//! MOVZX/MOVSX/MOVSXD r, m; ADD/ADC/SUB/SBB/CMP/AND/OR/XOR/TEST with a
+//! memory source or destination; INC/DEC/NOT/NEG m; PUSH r64/imm and POP
+//! r64 (64-bit code only).
 //!
 //! The fast path computes the linear address as the interpreter does
 //! (base + index * scale + displacement, masked to the address size, plus
@@ -35,8 +36,9 @@ use hindsight_cpu::tlb::{Access, Tlb, TlbEntry, TLB_ENTRIES, TLB_ENTRY_SIZE};
 use hindsight_cpu::{Cpu, Segment};
 use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 
-use crate::inline::{alu_flags, alu_op, reg, Alu};
+use crate::inline::{alu_flags, alu_op, merge_flags, reg, save_flags, Alu};
 use crate::translate::{gpr, Emitter, ICOUNT};
+use hindsight_cpu::flags::{CF, STATUS};
 
 /// Offset in `Cpu` of the pointer to the TLB arrays.
 const TLB_SETS: i32 = (offset_of!(Cpu, tlb) + Tlb::SETS_PTR_OFFSET) as i32;
@@ -103,6 +105,9 @@ pub(crate) fn emit(e: &mut Emitter, op: &Op) -> bool {
         Mnemonic::Mov if k0 == OpKind::Memory => Form::Store,
         Mnemonic::Movzx if k1 == Some(OpKind::Memory) => Form::Load(Ext::Zero),
         Mnemonic::Movsx | Mnemonic::Movsxd if k1 == Some(OpKind::Memory) => Form::Load(Ext::Sign),
+        Mnemonic::Inc | Mnemonic::Dec | Mnemonic::Not | Mnemonic::Neg if k0 == OpKind::Memory => {
+            return unary(e, op)
+        }
         Mnemonic::Push if e.long => return push(e, op),
         Mnemonic::Pop if e.long => return pop(e, op),
         m => match alu_kind(m) {
@@ -138,7 +143,9 @@ enum Ext {
 fn alu_kind(m: Mnemonic) -> Option<Alu> {
     Some(match m {
         Mnemonic::Add => Alu::Add,
+        Mnemonic::Adc => Alu::Adc,
         Mnemonic::Sub => Alu::Sub,
+        Mnemonic::Sbb => Alu::Sbb,
         Mnemonic::Cmp => Alu::Cmp,
         Mnemonic::And => Alu::And,
         Mnemonic::Or => Alu::Or,
@@ -473,6 +480,52 @@ fn alu_mr(e: &mut Emitter, op: &Op, kind: Alu) -> bool {
         store_rcx(e, size);
     }
     alu_flags(e, kind);
+    finish(e, op, miss)
+}
+
+/// INC/DEC/NOT/NEG m, done in place at the host address with the host's
+/// flags (INC/DEC keep CF, NOT writes none).
+fn unary(e: &mut Emitter, op: &Op) -> bool {
+    let insn = &op.insn;
+    let Some(size) = mem_size(insn) else {
+        return false;
+    };
+    if !addressable(insn) {
+        return false;
+    }
+    let miss = begin(e, insn, size, &[Access::Read, Access::Write]);
+    macro_rules! sized {
+        ($op:ident) => {
+            match size {
+                1 => dynasm!(e.a ; .arch x64 ; $op BYTE [rdi]),
+                2 => dynasm!(e.a ; .arch x64 ; $op WORD [rdi]),
+                4 => dynasm!(e.a ; .arch x64 ; $op DWORD [rdi]),
+                _ => dynasm!(e.a ; .arch x64 ; $op QWORD [rdi]),
+            }
+        };
+    }
+    let written = match insn.mnemonic() {
+        Mnemonic::Inc => {
+            sized!(inc);
+            STATUS & !CF
+        }
+        Mnemonic::Dec => {
+            sized!(dec);
+            STATUS & !CF
+        }
+        Mnemonic::Neg => {
+            sized!(neg);
+            STATUS
+        }
+        _ => {
+            sized!(not);
+            0
+        }
+    };
+    if written != 0 {
+        save_flags(e, written);
+        merge_flags(e, written, written);
+    }
     finish(e, op, miss)
 }
 

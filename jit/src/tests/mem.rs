@@ -54,6 +54,15 @@ fn mem_loop(w: &mut World) {
         a.adc(r13, 0)?;
         a.cmp(qword_ptr(var), rcx)?;
         a.adc(r13, 0)?;
+        a.inc(dword_ptr(rbx + 40))?;
+        a.sbb(r13, qword_ptr(rbx + 32))?;
+        a.dec(byte_ptr(rbx + 46))?;
+        a.adc(word_ptr(rbx + 44), r13w)?;
+        a.neg(qword_ptr(rbx + 32))?;
+        a.adc(r13b, byte_ptr(rbx + 46))?;
+        a.not(word_ptr(rbx + 44))?;
+        a.inc(qword_ptr(rbx + rsi * 8 + 48))?;
+        a.sbb(dword_ptr(rbx + 40), 3)?;
         a.push(rax)?;
         a.push(0x1234_5678)?;
         a.push(rsp)?;
@@ -337,6 +346,12 @@ fn locked_read_modify_writes_match_the_interpreter() {
             a.lock().xor(word_ptr(rbx + 16), cx)?;
             a.lock().or(byte_ptr(rbx + 20), cl)?;
             a.lock().and(qword_ptr(rbx + 24), rcx)?;
+            a.lock().inc(dword_ptr(rbx + 28))?;
+            a.lock().dec(qword_ptr(rbx + 32))?;
+            a.lock().adc(word_ptr(rbx + 40), cx)?;
+            a.lock().sbb(byte_ptr(rbx + 42), 3)?;
+            a.lock().neg(dword_ptr(rbx + 44))?;
+            a.lock().not(qword_ptr(rbx + 48))?;
             a.dec(ecx)?;
             a.jnz(top)?;
             // Locked, to an unmapped page: #PF at the instruction.

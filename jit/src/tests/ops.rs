@@ -1,5 +1,5 @@
 //! The inlined shifts and rotates (by immediate and CL), IMUL, MOVZX/MOVSX,
-//! NOT/NEG, BSWAP, XCHG, CMOVcc and SETcc against the interpreter, one
+//! NOT/NEG, BSWAP, XCHG, CMOVcc, SETcc and ADC/SBB against the interpreter, one
 //! instruction at a time over edge values and in random sequences (where
 //! each instruction meets the flags the previous one left).
 
@@ -46,7 +46,7 @@ fn value(r: &mut Rng) -> u64 {
 }
 
 /// The forms under test.
-const FORMS: u64 = 16;
+const FORMS: u64 = 17;
 
 /// One instruction: form, size, registers x and y, count/immediate.
 type Form = (u64, u8, usize, usize, u32);
@@ -145,6 +145,37 @@ fn form(a: &mut Asm, f: u64, size: u8, x: usize, y: usize, m: i32, c: u32) -> As
         11 | 12 => cmov(a, c % 16, size, x, (f == 12).then_some(mem(size.max(2))), y),
         13 => setcc(a, c % 16, None, x),
         14 => setcc(a, c % 16, Some(mem(1)), x),
+        15 => {
+            let imm = match size {
+                1 => imm as i8 as i32,
+                2 => imm as i16 as i32,
+                _ => imm.wrapping_mul(0x0101_0101) ^ 0x35,
+            };
+            match c % 8 {
+                0 => each!(adc, imm),
+                1 => each!(sbb, imm),
+                2 => each!(adc, mem(size)),
+                3 => each!(sbb, mem(size)),
+                4 => match size {
+                    1 => a.adc(mem(1), B[y]),
+                    2 => a.sbb(mem(2), W[y]),
+                    4 => a.adc(mem(4), D[y]),
+                    _ => a.sbb(mem(8), Q[y]),
+                },
+                5 => match size {
+                    1 => a.adc(B[x], B[y]),
+                    2 => a.adc(W[x], W[y]),
+                    4 => a.adc(D[x], D[y]),
+                    _ => a.adc(Q[x], Q[y]),
+                },
+                _ => match size {
+                    1 => a.sbb(B[x], B[y]),
+                    2 => a.sbb(W[x], W[y]),
+                    4 => a.sbb(D[x], D[y]),
+                    _ => a.sbb(Q[x], Q[y]),
+                },
+            }
+        }
         // A flag writer (the next form then meets its flags).
         _ => match size {
             1 => a.add(B[x], B[y]),
