@@ -952,7 +952,7 @@ fn min_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
 mod snapshot;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 #[cfg(test)]
 mod snapshot_tests;

@@ -102,6 +102,9 @@ pub struct GuestRam {
     high_end: u64,
     /// One bit per page of the mapping (host page index).
     dirty: Vec<u64>,
+    /// Pages dirty in some earlier epoch (bitmap like `dirty`): a page in
+    /// neither was never written and is still zero.
+    written: Vec<u64>,
     /// Number of the current dirty epoch (bumped when the bitmap is cleared).
     epoch: u64,
     /// Unique among the RAMs of this process (see [`GuestRam::instance`]).
@@ -159,6 +162,7 @@ impl GuestRam {
             low_end,
             high_end,
             dirty: vec![0; pages.div_ceil(64)],
+            written: vec![0; pages.div_ceil(64)],
             epoch: 0,
             instance: INSTANCES.fetch_add(1, Ordering::Relaxed),
         })
@@ -338,6 +342,9 @@ impl GuestRam {
     /// [`crate::Machine::start_dirty_epoch`] may call this, because every
     /// vCPU's write TLB must be flushed with it.
     pub(crate) fn clear_dirty(&mut self) {
+        for (w, d) in self.written.iter_mut().zip(&self.dirty) {
+            *w |= d;
+        }
         self.dirty.fill(0);
         self.epoch += 1;
     }
@@ -359,6 +366,13 @@ impl GuestRam {
     /// The dirty bitmap by host page index (bit `i % 64` of word `i / 64`).
     pub(crate) fn dirty_words(&self) -> &[u64] {
         &self.dirty
+    }
+
+    /// Pages written in an earlier epoch, by host page index (like
+    /// [`GuestRam::dirty_words`]). A page set in neither bitmap was never
+    /// written since power-on and is all zero, without reading it.
+    pub(crate) fn written_words(&self) -> &[u64] {
+        &self.written
     }
 
     /// Number of RAM pages (the VGA window included, though it is not RAM:

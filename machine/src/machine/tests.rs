@@ -23,11 +23,11 @@ pub(super) fn asm(bits: u32, ip: u64, build: Build) -> Vec<u8> {
     a.assemble(ip).unwrap()
 }
 
-pub(super) fn machine_with(cfg: MachineConfig) -> Machine {
+pub(crate) fn machine_with(cfg: MachineConfig) -> Machine {
     Machine::new(&cfg).unwrap()
 }
 
-pub(super) fn small() -> MachineConfig {
+pub(crate) fn small() -> MachineConfig {
     MachineConfig {
         memory: 16 << 20,
         ..MachineConfig::default()
