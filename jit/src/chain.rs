@@ -5,9 +5,11 @@
 //!
 //! Each such exit owns a [`Cell`] the engine fills the first time the exit
 //! is taken and its target then runs natively ([`crate::Jit::run`]'s
-//! `link`). A chained exit checks in native code: the cell's link
-//! generation is the current one, the target fits the budget (`icount +
-//! len <= limit`), the CPL is the one the link was made at, and, for a
+//! `link`). A chained exit checks in native code: the cell's link key (the
+//! link generation and the CPL the link was made at, in one word) is the
+//! one the engine handed out when it entered the chain (the CPL is frozen
+//! within a chain, below), the target fits the budget (`icount + len <=
+//! limit`), and, for a
 //! target on another page than its block's start, that the target page's
 //! execute entry is present and maps the physical page the target was
 //! decoded from. Why that implies everything the engine's loop would
@@ -75,14 +77,13 @@ use crate::translate::{Emitter, ICOUNT};
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Cell {
-    /// Link generation the link was made in (0: not linked).
-    pub gen: u64,
+    /// Link key (link generation << 2 | CPL) the link was made under (0:
+    /// not linked).
+    pub key: u64,
     /// Address of the target's body (past its prologue).
     pub body: u64,
     /// Instructions in the target block.
     pub len: u64,
-    /// CPL the link was made at.
-    pub cpl: u64,
     /// 1: the exit's target is on the page its block starts on (set at
     /// translation): no TLB check.
     pub same_page: u64,
@@ -108,10 +109,9 @@ pub(crate) const J_MODE: i32 = offset_of!(JmpEntry, mode) as i32;
 pub(crate) const J_ID: i32 = offset_of!(JmpEntry, id) as i32;
 pub(crate) const J_SERIAL: i32 = offset_of!(JmpEntry, serial) as i32;
 pub(crate) const J_GPA: i32 = offset_of!(JmpEntry, gpa) as i32;
-const C_GEN: i32 = offset_of!(Cell, gen) as i32;
+const C_KEY: i32 = offset_of!(Cell, key) as i32;
 const C_BODY: i32 = offset_of!(Cell, body) as i32;
 const C_LEN: i32 = offset_of!(Cell, len) as i32;
-const C_CPL: i32 = offset_of!(Cell, cpl) as i32;
 const C_TLB: i32 = offset_of!(Cell, tlb_off) as i32;
 const C_GPA: i32 = offset_of!(Cell, gpa) as i32;
 const TAG: i32 = offset_of!(TlbEntry, tag) as i32;
@@ -146,15 +146,12 @@ pub(crate) fn emit(e: &mut Emitter, target: u64, store: bool) {
         ; .arch x64
         ; mov rcx, QWORD cell as i64
         ; mov rax, [r12 + SLOT_GEN]
-        ; cmp rax, [rcx + C_GEN]
+        ; cmp rax, [rcx + C_KEY]
         ; jne =>unlinked
         ; mov rax, [rbp + ICOUNT]
         ; add rax, [rcx + C_LEN]
         ; cmp rax, [r12 + SLOT_LIMIT]
         ; ja =>out
-        ; movzx eax, BYTE [rbp + CPL]
-        ; cmp rax, [rcx + C_CPL]
-        ; jne =>out
     );
     if !same_page {
         // The target's page still maps where the target was decoded from.

@@ -35,8 +35,9 @@ pub(crate) struct Native {
     pub(crate) epoch: u32,
     /// Instructions in the block.
     pub(crate) len: u32,
-    /// Link generation in which the block lookup last found this block
-    /// valid (indirect exits enter only blocks checked in the current one).
+    /// Link key (generation and CPL, see `Jit::link_key`) under which the
+    /// block lookup last found this block valid (indirect exits enter only
+    /// blocks checked under the current one).
     pub(crate) checked: u64,
 }
 
@@ -211,10 +212,11 @@ impl Jit {
                             self.link(ctx, cell, &b, ops.len());
                         }
                     }
-                    self.slot.gen = if chaining { self.link_gen } else { u64::MAX };
+                    let key = self.link_key(ctx);
+                    self.slot.gen = if chaining { key } else { u64::MAX };
                     if ctx.code.get(b.id).is_some_and(|blk| blk.page2.is_none()) {
                         if let Some(n) = self.blocks.get_mut(b.id as usize) {
-                            n.checked = self.link_gen;
+                            n.checked = key;
                         }
                     }
                     self.slot.natives = self.blocks.as_ptr() as usize;
@@ -276,6 +278,14 @@ impl Jit {
         }
     }
 
+    /// The link generation with the CPL in its low two bits: what a link
+    /// made now holds and what chained exits compare in one go (the CPL
+    /// cannot change within a chain: see [`crate::chain`]).
+    #[inline]
+    fn link_key(&self, ctx: &Ctx) -> u64 {
+        (self.link_gen << 2) | u64::from(ctx.cpu.cpl & 3)
+    }
+
     /// Makes the exit whose cell is at `cell` (just taken, RIP at block
     /// `b`'s start) continue into `b`'s code from now on, while what the
     /// cell records still holds (see [`crate::chain`]).
@@ -297,10 +307,9 @@ impl Jit {
             return;
         };
         let c = Cell {
-            gen: self.link_gen,
+            key: self.link_key(ctx),
             body: body as u64,
             len: len as u64,
-            cpl: u64::from(ctx.cpu.cpl),
             same_page,
             tlb_off: ((Tlb::set_index(Access::Exec, user) * TLB_ENTRIES + Tlb::slot(rip))
                 * TLB_ENTRY_SIZE) as u64,

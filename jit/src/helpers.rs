@@ -20,7 +20,8 @@ pub(crate) struct ExitSlot {
     pub stop: Option<Stop>,
     /// A panic caught in a helper, to resume once out of generated code.
     pub panic: Option<Box<dyn Any + Send + 'static>>,
-    /// Link generation chained exits must match (`u64::MAX`: no chaining).
+    /// Link key (generation << 2 | CPL) chained exits must match
+    /// (`u64::MAX`: no chaining).
     pub gen: u64,
     /// The run's instruction limit (chained blocks must fit it).
     pub limit: u64,

@@ -21,7 +21,7 @@ use hindsight_cpu::block::Op;
 use hindsight_cpu::flags::{AF, CF, OF, PF, SF, STATUS, ZF};
 use iced_x86::{Mnemonic, OpKind, Register};
 
-use crate::inline::{merge_flags, reg};
+use crate::inline::{flags_needed, fuse_point, merge_flags, reg};
 use crate::translate::{gpr, Emitter};
 
 /// The shift and rotate kinds inlined.
@@ -155,6 +155,14 @@ fn by_imm(e: &mut Emitter, kind: Kind, d: usize, size: u8, imm: u8) -> bool {
         return true;
     }
     emit_op(e, kind, size, Some(c as i8));
+    // The host's CF, SF, ZF and PF are the interpreter's; so is its OF for
+    // a count of 1 (undefined past it).
+    let of = if c == 1 { OF } else { 0 };
+    fuse_point(e, CF | SF | ZF | PF | of);
+    if !flags_needed(e, STATUS) {
+        store_rax(e, d, size);
+        return true;
+    }
     let not_of = !(OF as i32);
     dynasm!(e.a
         ; .arch x64
@@ -196,6 +204,9 @@ fn emit_op(e: &mut Emitter, kind: Kind, size: u8, c: Option<i8>) {
 /// Merges a rotate's CF (from the result in RAX) and, if `of`, its OF
 /// (from the original operand in RDI) into RFLAGS.
 fn rotate_flags(e: &mut Emitter, kind: Kind, size: u8, of: bool) {
+    if !flags_needed(e, if of { CF | OF } else { CF }) {
+        return;
+    }
     let msb = msb(size);
     match kind {
         Kind::Rol => dynasm!(e.a

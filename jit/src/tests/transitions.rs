@@ -41,6 +41,7 @@ fn flag_loop(w: &mut World) {
         a.cmp(r9d, r10d)?;
         a.shl(edx, cl)?;
         a.setb(r12b)?; // CMP's CF when CL was 0
+        a.mov(r13d, eax)?; // MSB set every other round
         a.shr(r13d, 3)?;
         a.jo(odd)?; // OF of a multi-bit shift: not fused
         a.add(r14, rdx)?;
