@@ -76,6 +76,8 @@ pub(crate) fn ret(e: &mut Emitter, op: &Op) -> Inlined {
     finish(e, op, miss);
     e.flush_count(1);
     e.rip_due = None;
+    // The indirect continuation reads the count from `Cpu`.
+    e.store_state();
     indirect::emit(e);
     let exit = e.exit;
     dynasm!(e.a

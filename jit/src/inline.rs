@@ -21,7 +21,7 @@ use hindsight_cpu::memory::is_canonical;
 use iced_x86::{ConditionCode, Mnemonic, OpKind, Register};
 
 use crate::chain;
-use crate::translate::{gpr, Emitter, RFLAGS};
+use crate::translate::{gpr, Emitter};
 
 /// Whether (and how) an instruction was inlined.
 pub(crate) enum Inlined {
@@ -334,7 +334,7 @@ pub(crate) fn save_flags(e: &mut Emitter, clear: u64) {
     }
 }
 
-/// RFLAGS = (RFLAGS & !clear) | (host flags in RDX & take), for the live
+/// RFLAGS (R13) = (RFLAGS & !clear) | (host flags in RDX & take), for the live
 /// flags only (dead ones keep their stale value: a later instruction
 /// overwrites them before anything reads them); nothing when none is.
 pub(crate) fn merge_flags(e: &mut Emitter, clear: u64, take: u64) {
@@ -346,11 +346,9 @@ pub(crate) fn merge_flags(e: &mut Emitter, clear: u64, take: u64) {
     let take = (take & clear) as i32;
     dynasm!(e.a
         ; .arch x64
-        ; mov rsi, [rbp + RFLAGS]
-        ; and rsi, keep
+        ; and r13, keep
         ; and edx, take
-        ; or rsi, rdx
-        ; mov [rbp + RFLAGS], rsi
+        ; or r13, rdx
     );
 }
 
@@ -449,8 +447,7 @@ fn branch(e: &mut Emitter, op: &Op, cc: Option<ConditionCode>) -> Inlined {
         );
         return branch_exits(e, insn.next_ip(), target, taken);
     }
-    crate::cond::guest_flags(e);
-    crate::cond::jcc(e, cc, taken);
+    crate::cond::guest_jcc(e, cc, taken);
     branch_exits(e, insn.next_ip(), target, taken)
 }
 

@@ -37,7 +37,7 @@ use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 
 use crate::helpers::exec_op;
 use crate::inline::{alu_flags, alu_op, reg, Alu};
-use crate::translate::{gpr, Emitter, ICOUNT};
+use crate::translate::{gpr, Emitter};
 
 /// Offset in `Cpu` of the pointer to the TLB arrays.
 const TLB_SETS: i32 = (offset_of!(Cpu, tlb) + Tlb::SETS_PTR_OFFSET) as i32;
@@ -312,7 +312,7 @@ pub(crate) fn finish(e: &mut Emitter, op: &Op, miss: DynamicLabel) -> bool {
     if pending > 0 {
         dynasm!(e.a
             ; .arch x64
-            ; add QWORD [rbp + ICOUNT], pending
+            ; add r14, pending
         );
     }
     e.store_rip(op.insn.next_ip() & e.ip_mask);
@@ -324,10 +324,13 @@ pub(crate) fn finish(e: &mut Emitter, op: &Op, miss: DynamicLabel) -> bool {
         ; mov rsi, QWORD op_ptr
         ; mov rdx, r12
         ; mov rax, QWORD helper
-        ; call rax
+    );
+    e.call_rax();
+    dynasm!(e.a
+        ; .arch x64
         ; test rax, rax
         ; jnz =>exit
-        ; sub QWORD [rbp + ICOUNT], pending + 1
+        ; sub r14, pending + 1
         ; =>done
     );
     true
