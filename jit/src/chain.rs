@@ -71,7 +71,7 @@ use hindsight_cpu::tlb::{JmpEntry, Tlb, TlbEntry};
 use hindsight_cpu::Cpu;
 
 use crate::helpers::ExitSlot;
-use crate::translate::{Emitter, ICOUNT};
+use crate::translate::Emitter;
 
 /// Where one exit continues natively, filled by the engine.
 #[repr(C)]
@@ -148,7 +148,7 @@ pub(crate) fn emit(e: &mut Emitter, target: u64, store: bool) {
         ; mov rax, [r12 + SLOT_GEN]
         ; cmp rax, [rcx + C_KEY]
         ; jne =>unlinked
-        ; mov rax, [rbp + ICOUNT]
+        ; mov rax, r14
         ; add rax, [rcx + C_LEN]
         ; cmp rax, [r12 + SLOT_LIMIT]
         ; ja =>out

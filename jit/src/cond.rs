@@ -9,12 +9,13 @@
 
 use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi};
 use hindsight_cpu::block::Op;
+use hindsight_cpu::flags::{CF, OF, PF, SF, ZF};
 use hindsight_cpu::tlb::Access;
 use iced_x86::{ConditionCode, Mnemonic, OpKind};
 
 use crate::inline::reg;
 use crate::mem;
-use crate::translate::{gpr, Emitter, RFLAGS};
+use crate::translate::{gpr, Emitter};
 
 /// Loads the guest's status flags into the host's without POPFQ (slow):
 /// OF by an 8-bit add that overflows exactly when the guest's OF (bit 11,
@@ -23,7 +24,7 @@ use crate::translate::{gpr, Emitter, RFLAGS};
 pub(crate) fn guest_flags(e: &mut Emitter) {
     dynasm!(e.a
         ; .arch x64
-        ; mov eax, [rbp + RFLAGS]
+        ; mov eax, r13d
         ; mov edx, eax
         ; shr eax, 4
         ; and eax, 0x80
@@ -31,6 +32,52 @@ pub(crate) fn guest_flags(e: &mut Emitter) {
         ; mov ah, dl
         ; sahf
     );
+}
+
+/// A condition that holds iff any of the flags `mask` is set (`true`) or
+/// none is (`false`), if it is one: testable on R13 directly.
+fn flag_test(cc: ConditionCode) -> Option<(i32, bool)> {
+    use ConditionCode as C;
+    let (mask, set) = match cc {
+        C::o => (OF, true),
+        C::no => (OF, false),
+        C::b => (CF, true),
+        C::ae => (CF, false),
+        C::e => (ZF, true),
+        C::ne => (ZF, false),
+        C::be => (CF | ZF, true),
+        C::a => (CF | ZF, false),
+        C::s => (SF, true),
+        C::ns => (SF, false),
+        C::p => (PF, true),
+        C::np => (PF, false),
+        _ => return None,
+    };
+    Some((mask as i32, set))
+}
+
+/// Jumps to `to` if `cc` holds on the guest's flags (in R13): conditions
+/// on one flag, or CF|ZF, test R13 directly; the others load the host's
+/// flags with [`guest_flags`] (clobbering RAX and RDX).
+pub(crate) fn guest_jcc(e: &mut Emitter, cc: ConditionCode, to: DynamicLabel) {
+    let Some((mask, set)) = flag_test(cc) else {
+        guest_flags(e);
+        jcc(e, cc, to);
+        return;
+    };
+    if set {
+        dynasm!(e.a
+            ; .arch x64
+            ; test r13d, mask
+            ; jnz =>to
+        );
+    } else {
+        dynasm!(e.a
+            ; .arch x64
+            ; test r13d, mask
+            ; jz =>to
+        );
+    }
 }
 
 /// Jumps to `to` if `cc` holds on the host's flags (`None`: always).
@@ -58,6 +105,18 @@ pub(crate) fn jcc(e: &mut Emitter, cc: ConditionCode, to: DynamicLabel) {
 
 /// CL = 1 if `cc` holds on the guest's flags, else 0 (clobbers RAX, RDX).
 fn cond_cl(e: &mut Emitter, cc: ConditionCode) {
+    if let Some((mask, set)) = flag_test(cc) {
+        dynasm!(e.a
+            ; .arch x64
+            ; test r13d, mask
+        );
+        if set {
+            dynasm!(e.a ; .arch x64 ; setnz cl);
+        } else {
+            dynasm!(e.a ; .arch x64 ; setz cl);
+        }
+        return;
+    }
     guest_flags(e);
     match cc {
         ConditionCode::o => dynasm!(e.a ; .arch x64 ; seto cl),

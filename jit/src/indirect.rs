@@ -20,7 +20,7 @@ use crate::chain::{
 };
 use crate::engine::Native;
 use crate::helpers::ExitSlot;
-use crate::translate::{Emitter, ICOUNT, RIP};
+use crate::translate::{Emitter, RIP};
 
 const SLOT_NATIVES: i32 = offset_of!(ExitSlot, natives) as i32;
 const SLOT_NLEN: i32 = offset_of!(ExitSlot, natives_len) as i32;
@@ -100,7 +100,7 @@ pub(crate) fn emit(e: &mut Emitter) {
         ; test rcx, rcx
         ; jz =>out
         ; mov r8d, DWORD [rax + N_LEN]
-        ; add r8, [rbp + ICOUNT]
+        ; add r8, r14
         ; cmp r8, [r12 + SLOT_LIMIT]
         ; ja =>out
         ; add QWORD [r12 + SLOT_CHAINS], 1

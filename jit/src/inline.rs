@@ -21,7 +21,7 @@ use hindsight_cpu::memory::is_canonical;
 use iced_x86::{ConditionCode, Mnemonic, OpKind, Register};
 
 use crate::chain;
-use crate::translate::{gpr, Emitter, RFLAGS};
+use crate::translate::{gpr, Emitter};
 
 /// Whether (and how) an instruction was inlined.
 pub(crate) enum Inlined {
@@ -243,10 +243,10 @@ fn alu(e: &mut Emitter, op: &Op, kind: Alu) -> bool {
 /// `rax = rax OP rcx` at `size` bytes, then the host flags into RDX.
 pub(crate) fn alu_op(e: &mut Emitter, kind: Alu, size: u8) {
     if matches!(kind, Alu::Adc | Alu::Sbb) {
-        // The carry in is the guest's CF (bit 0 of RFLAGS).
+        // The carry in is the guest's CF (bit 0 of RFLAGS, in R13).
         dynasm!(e.a
             ; .arch x64
-            ; bt DWORD [rbp + RFLAGS], 0
+            ; bt r13d, 0
         );
     }
     macro_rules! sized {
@@ -381,7 +381,7 @@ pub(crate) fn save_flags(e: &mut Emitter, clear: u64) {
     }
 }
 
-/// RFLAGS = (RFLAGS & !clear) | (host flags in RDX & take), for the live
+/// RFLAGS (R13) = (RFLAGS & !clear) | (host flags in RDX & take), for the live
 /// flags only (dead ones keep their stale value: a later instruction
 /// overwrites them before anything reads them); nothing when none is.
 pub(crate) fn merge_flags(e: &mut Emitter, clear: u64, take: u64) {
@@ -393,11 +393,9 @@ pub(crate) fn merge_flags(e: &mut Emitter, clear: u64, take: u64) {
     let take = (take & clear) as i32;
     dynasm!(e.a
         ; .arch x64
-        ; mov rsi, [rbp + RFLAGS]
-        ; and rsi, keep
+        ; and r13, keep
         ; and edx, take
-        ; or rsi, rdx
-        ; mov [rbp + RFLAGS], rsi
+        ; or r13, rdx
     );
 }
 
@@ -496,8 +494,7 @@ fn branch(e: &mut Emitter, op: &Op, cc: Option<ConditionCode>) -> Inlined {
         );
         return branch_exits(e, insn.next_ip(), target, taken);
     }
-    crate::cond::guest_flags(e);
-    crate::cond::jcc(e, cc, taken);
+    crate::cond::guest_jcc(e, cc, taken);
     branch_exits(e, insn.next_ip(), target, taken)
 }
 

@@ -37,7 +37,7 @@ use hindsight_cpu::{Cpu, Segment};
 use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 
 use crate::inline::{alu_flags, alu_op, merge_flags, reg, save_flags, Alu};
-use crate::translate::{gpr, Emitter, ICOUNT};
+use crate::translate::{gpr, Emitter};
 use hindsight_cpu::flags::{CF, STATUS};
 
 /// Offset in `Cpu` of the pointer to the TLB arrays.
@@ -317,14 +317,14 @@ pub(crate) fn finish(e: &mut Emitter, op: &Op, miss: DynamicLabel) -> bool {
     if pending > 0 {
         dynasm!(e.a
             ; .arch x64
-            ; add QWORD [rbp + ICOUNT], pending
+            ; add r14, pending
         );
     }
     e.store_rip(op.insn.next_ip() & e.ip_mask);
     e.exec_op(op);
     dynasm!(e.a
         ; .arch x64
-        ; sub QWORD [rbp + ICOUNT], pending + 1
+        ; sub r14, pending + 1
         ; =>done
     );
     true

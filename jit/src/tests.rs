@@ -19,6 +19,7 @@ use crate::Jit;
 mod chain;
 mod mem;
 mod ops;
+mod regs;
 mod transitions;
 
 type Asm = CodeAssembler;

@@ -2,11 +2,16 @@
 //! one host function `extern "sysv64" fn(ctx, cpu, slot) -> u64`.
 //!
 //! Register use inside a block: RBX = `&mut Ctx`, RBP = `&mut Cpu`, R12 =
-//! the [`ExitSlot`]; RAX, RCX, RDX, RSI, RDI are scratch. Guest registers,
-//! RIP, RFLAGS and the instruction count stay in [`Cpu`] (reached at
-//! `offset_of!` offsets); inlined instructions update them in place, and a
-//! run of inlined instructions adds its count to `icount` and writes RIP
-//! once, before the next helper call or the block's exit.
+//! the [`ExitSlot`]; RAX, RCX, RDX, RSI, RDI, R8, R9 are scratch. The
+//! guest's RFLAGS lives in R13 and its instruction count in R14 for as long
+//! as generated code runs (loaded by the prologue, carried in the registers
+//! across chained exits into another block's body, stored into [`Cpu`]
+//! around every helper call, which reloads them after, and by the
+//! epilogue); [`Emitter::call_rax`] is the one way to call a helper.
+//! Guest registers and RIP stay in [`Cpu`] (reached at `offset_of!`
+//! offsets); inlined instructions update them in place, and a run of
+//! inlined instructions adds its count to R14 and writes RIP once, before
+//! the next helper call or the block's exit.
 //!
 //! An instruction that is not inlined calls [`exec_op`] with RIP set to
 //! the next instruction, exactly as the interpreter's block loop does; a
@@ -105,9 +110,23 @@ impl Emitter {
         if n > 0 {
             dynasm!(self.a
                 ; .arch x64
-                ; add QWORD [rbp + ICOUNT], n
+                ; add r14, n
             );
         }
+    }
+
+    /// Calls the helper at RAX with the guest state held in host
+    /// registers (RFLAGS in R13, `icount` in R14) stored into `Cpu` first
+    /// and reloaded after (the helper may change both).
+    pub(crate) fn call_rax(&mut self) {
+        dynasm!(self.a
+            ; .arch x64
+            ; mov [rbp + RFLAGS], r13
+            ; mov [rbp + ICOUNT], r14
+            ; call rax
+            ; mov r13, [rbp + RFLAGS]
+            ; mov r14, [rbp + ICOUNT]
+        );
     }
 
     /// The address of the next free link cell of a 64-bit block, if any.
@@ -149,7 +168,10 @@ impl Emitter {
             ; mov rsi, QWORD op_ptr
             ; mov rdx, r12
             ; mov rax, QWORD helper
-            ; call rax
+        );
+        self.call_rax();
+        dynasm!(self.a
+            ; .arch x64
             ; test rax, rax
             ; jnz =>exit
         );
@@ -175,15 +197,22 @@ pub(crate) fn translate(ops: &[Op], ip_mask: u64, base: usize, cells: usize) -> 
     let live = crate::liveness::live_after(ops, ip_mask);
     let mut e = Emitter::new(base, ip_mask, cells);
     e.page = ops.first().map_or(0, |op| op.insn.ip() & !0xfff);
-    // Three pushes leave RSP 16-byte aligned for the helper calls.
+    // Five pushes leave RSP 16-byte aligned for the helper calls. R13
+    // holds the guest's RFLAGS and R14 its `icount` at every entry (here
+    // and at the body, where chained exits enter with them); both are
+    // stored back around every helper call and at the epilogue.
     dynasm!(e.a
         ; .arch x64
         ; push rbx
         ; push rbp
         ; push r12
+        ; push r13
+        ; push r14
         ; mov rbx, rdi
         ; mov rbp, rsi
         ; mov r12, rdx
+        ; mov r13, [rbp + RFLAGS]
+        ; mov r14, [rbp + ICOUNT]
     );
     let body = e.a.offset().0;
     let mut inlined = 0;
@@ -232,7 +261,11 @@ pub(crate) fn translate(ops: &[Op], ip_mask: u64, base: usize, cells: usize) -> 
     dynasm!(e.a
         ; .arch x64
         ; =>exit
+        ; mov [rbp + RFLAGS], r13
+        ; mov [rbp + ICOUNT], r14
         ; xor eax, eax
+        ; pop r14
+        ; pop r13
         ; pop r12
         ; pop rbp
         ; pop rbx
