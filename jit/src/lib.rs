@@ -16,11 +16,13 @@
 //! runs it. Every instruction not inlined calls the interpreter's handler
 //! through [`helpers`], which delivers faults exactly as the interpreter
 //! does and catches panics so none unwinds through generated code. Inlined
-//! instructions (register moves and arithmetic, shifts and rotates, IMUL,
-//! CMOVcc/SETcc, MOVZX/MOVSX, NOT/NEG, BSWAP, XCHG, LEA, conditional and
-//! direct jumps in 64-bit code) compute RFLAGS exactly as the interpreter
-//! does, with the host's own flags where they are defined, storing only
-//! the flags a later instruction may observe (`liveness`); in 64-bit code
+//! instructions (register moves and arithmetic with ADC/SBB, shifts and
+//! rotates, IMUL, CMOVcc/SETcc, MOVZX/MOVSX, NOT/NEG, BSWAP, XCHG, LEA,
+//! conditional and direct jumps in 64-bit code) compute RFLAGS exactly as
+//! the interpreter does, with the host's own flags where they are defined,
+//! storing only the flags a later instruction may observe (`liveness`);
+//! RFLAGS and the instruction count stay in host registers while generated
+//! code runs (`translate`); in 64-bit code
 //! and in 32-bit code with flat segments, memory operands go through an
 //! inlined TLB lookup (`mem`) with the handler as slow path, and so do
 //! PUSH/POP, CALL/RET and JMP/CALL through a register in 64-bit code
