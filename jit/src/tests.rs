@@ -138,6 +138,33 @@ fn lockstep(
 
 const CHUNKS: &[u64] = &[1, 3, 64, 7, 1000, 2, 129, 13, 100_000, 5];
 
+/// Runs the 64-bit guest `setup` builds in lockstep at thresholds 0, 1 and
+/// 16: it must halt, with over 1000 chained block entries.
+fn halts_chained(setup: &dyn Fn(&mut World)) {
+    for threshold in [0, 1, 16] {
+        let w = lockstep(TestMode::Long64, threshold, CHUNKS, 1 << 20, setup);
+        assert!(w.cpu.halted);
+        let s = w.stats();
+        assert!(s.chained > 1000, "{s:?}");
+    }
+}
+
+/// Runs the 64-bit guest `setup` builds in lockstep with budgets of every
+/// size from 1 to `steps` instructions (up to `total` instructions), then
+/// with the irregular budgets `mixed` (up to `mixed_total`).
+fn cut_at_every_budget(
+    setup: &dyn Fn(&mut World),
+    steps: u64,
+    total: u64,
+    mixed: &[u64],
+    mixed_total: u64,
+) {
+    for step in 1..=steps {
+        lockstep(TestMode::Long64, 0, &[step], total, setup);
+    }
+    lockstep(TestMode::Long64, 0, mixed, mixed_total, setup);
+}
+
 /// A loop of inlinable arithmetic in every operand size, ending in HLT.
 fn alu_loop(w: &mut World) {
     w.asm(CODE, &|a| {

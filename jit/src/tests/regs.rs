@@ -8,7 +8,7 @@ use hindsight_cpu::state::reg;
 use hindsight_cpu::testutil::{fault_of, TestMode, CODE, DATA};
 use iced_x86::code_asm::*;
 
-use super::{lockstep, World, CHUNKS};
+use super::{cut_at_every_budget, halts_chained, lockstep, World, CHUNKS};
 
 /// Flags produced inline and consumed by handlers (PUSHFQ, ADC, CPUID
 /// in between), flags produced by handlers (POPFQ, STC/CMC, CPUID's
@@ -68,26 +68,12 @@ fn handler_loop(w: &mut World) {
 
 #[test]
 fn handlers_reading_and_writing_flags_and_registers_mid_block() {
-    for threshold in [0, 1, 16] {
-        let w = lockstep(TestMode::Long64, threshold, CHUNKS, 1 << 20, &handler_loop);
-        assert!(w.cpu.halted);
-        let s = w.stats();
-        assert!(s.chained > 1000, "{s:?}");
-    }
+    halts_chained(&handler_loop);
 }
 
 #[test]
 fn budget_cuts_with_state_in_host_registers() {
-    for step in 1..=11 {
-        lockstep(TestMode::Long64, 0, &[step], 3000, &handler_loop);
-    }
-    lockstep(
-        TestMode::Long64,
-        0,
-        &[19, 1, 5, 64, 3, 777],
-        200_000,
-        &handler_loop,
-    );
+    cut_at_every_budget(&handler_loop, 11, 3000, &[19, 1, 5, 64, 3, 777], 200_000);
 }
 
 #[test]

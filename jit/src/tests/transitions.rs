@@ -7,7 +7,7 @@ use hindsight_cpu::state::reg;
 use hindsight_cpu::testutil::{fault_of, TestMode, CODE, DATA};
 use iced_x86::code_asm::*;
 
-use super::{lockstep, World, CHUNKS};
+use super::{cut_at_every_budget, halts_chained, lockstep, World, CHUNKS};
 
 /// Flags written by one instruction and read after later ones that leave
 /// them alone (INC/DEC keep CF, a shift by CL may write nothing, MOV and
@@ -64,26 +64,12 @@ fn flag_loop(w: &mut World) {
 
 #[test]
 fn flags_live_across_instructions_that_keep_them() {
-    for threshold in [0, 1, 16] {
-        let w = lockstep(TestMode::Long64, threshold, CHUNKS, 1 << 20, &flag_loop);
-        assert!(w.cpu.halted);
-        let s = w.stats();
-        assert!(s.chained > 1000, "{s:?}");
-    }
+    halts_chained(&flag_loop);
 }
 
 #[test]
 fn budgets_cut_exactly_between_chained_blocks() {
-    for step in 1..=9 {
-        lockstep(TestMode::Long64, 0, &[step], 4000, &flag_loop);
-    }
-    lockstep(
-        TestMode::Long64,
-        0,
-        &[17, 1, 4, 63, 2, 500],
-        100_000,
-        &flag_loop,
-    );
+    cut_at_every_budget(&flag_loop, 9, 4000, &[17, 1, 4, 63, 2, 500], 100_000);
 }
 
 #[test]
