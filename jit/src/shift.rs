@@ -142,8 +142,14 @@ fn by_imm(e: &mut Emitter, kind: Kind, d: usize, size: u8, imm: u8) -> bool {
     dynasm!(e.a
         ; .arch x64
         ; mov rax, [rbp + gpr(d)]
-        ; mov rdi, rax
     );
+    if kind.rotate() || c != 1 {
+        // The original operand, for the OF formula.
+        dynasm!(e.a
+            ; .arch x64
+            ; mov rdi, rax
+        );
+    }
     if kind.rotate() {
         // Rotate by the count modulo the width (a full turn is no move).
         let t = (c % bits) as i8;
@@ -163,15 +169,22 @@ fn by_imm(e: &mut Emitter, kind: Kind, d: usize, size: u8, imm: u8) -> bool {
         store_rax(e, d, size);
         return true;
     }
-    let not_of = !(OF as i32);
     dynasm!(e.a
         ; .arch x64
         ; pushfq
         ; pop rdx
-        ; and edx, not_of
     );
+    if c != 1 {
+        let not_of = !(OF as i32);
+        dynasm!(e.a
+            ; .arch x64
+            ; and edx, not_of
+        );
+    }
     store_rax(e, d, size);
-    or_of(e, kind, size);
+    if c != 1 {
+        or_of(e, kind, size);
+    }
     merge_flags(e, STATUS, STATUS & !AF);
     true
 }
