@@ -1,9 +1,11 @@
 //! `hindsight replay`: run a recorded trace again, optionally verifying it.
 
-use hindsight_timetravel::{replay_with_summaries, ReplayEnd, ReplayStats, TraceReader};
+use hindsight_timetravel::{
+    replay_checked, replay_with_summaries, ReplayEnd, ReplayStats, TraceReader,
+};
 
 use crate::setup::Setup;
-use crate::{console, exit_code, fetch, gdb_session, seek_check, ReplayArgs};
+use crate::{console, drive, exit_code, fetch, gdb_session, seek_check, ReplayArgs};
 
 /// Runs the command; returns the process exit status.
 pub fn run(args: &ReplayArgs) -> i32 {
@@ -38,13 +40,23 @@ pub fn run(args: &ReplayArgs) -> i32 {
         }
     };
     // The engine is the replayer's choice, never the trace's.
-    match args.engine.engine.plain("replay") {
-        Ok(e) => m.set_engine(e),
-        Err(e) => {
-            eprintln!("hindsight: {e}");
-            return exit_code::USAGE;
-        }
+    let choice = args.engine.engine;
+    m.set_engine(choice.engine());
+    if choice.checks() && (args.check_seeks.is_some() || gdb_session::wanted(&args.gdb)) {
+        eprintln!(
+            "hindsight: --engine check replays the trace straight through; it goes with \
+             neither --check-seeks nor --gdb"
+        );
+        return exit_code::USAGE;
     }
+    // Under check, an interpreter twin built from the same trace.
+    let mut check = match choice.checks() {
+        true => match drive::lockstep(&mut m, || setup.build(&cache_dir)) {
+            Ok(l) => Some(l),
+            Err(code) => return code,
+        },
+        false => None,
+    };
     let (records, error) = reader.read_to_end();
     // A verifying replay names what differed from the recorded summaries.
     let summaries = reader.take_summaries();
@@ -69,15 +81,27 @@ pub fn run(args: &ReplayArgs) -> i32 {
     }
     console::to_stdout(&mut m);
     let mut stats = ReplayStats::default();
-    let end = replay_with_summaries(
-        &mut m,
-        &records,
-        &summaries,
-        error,
-        args.verify,
-        args.until,
-        &mut stats,
-    );
+    let end = match &mut check {
+        Some(l) => replay_checked(
+            &mut m,
+            l,
+            &records,
+            &summaries,
+            error,
+            args.verify,
+            args.until,
+            &mut stats,
+        ),
+        None => replay_with_summaries(
+            &mut m,
+            &records,
+            &summaries,
+            error,
+            args.verify,
+            args.until,
+            &mut stats,
+        ),
+    };
     console::flush();
     let verified = match args.verify {
         true => format!(", {} state hashes verified", stats.hashes_verified),
@@ -103,6 +127,10 @@ pub fn run(args: &ReplayArgs) -> i32 {
         }
         ReplayEnd::Diverged(d) => {
             eprintln!("hindsight: replay {d}");
+            exit_code::DIVERGED
+        }
+        ReplayEnd::EnginesDiffer(report) => {
+            eprintln!("hindsight: {report}");
             exit_code::DIVERGED
         }
     }

@@ -38,8 +38,7 @@ impl EngineChoice {
     pub fn plain(self, command: &str) -> Result<Engine, String> {
         match self {
             EngineChoice::Check => Err(format!(
-                "--engine check runs under 'run', 'boot' and 'demo', not '{command}' (to check a \
-                 trace across engines, replay it with --verify under each engine)"
+                "--engine check runs under 'run', 'boot', 'demo' and 'replay', not '{command}'"
             )),
             other => Ok(other.engine()),
         }

@@ -311,7 +311,7 @@ pub struct EngineArgs {
     /// Execution engine: jit (hot blocks translated to host code), interp
     /// (the interpreter), or check (the JIT with an interpreter twin in
     /// lockstep, stopping at the first instruction count where they differ;
-    /// run, boot and demo). jit and interp give the same guest behaviour at
+    /// run, boot, demo and replay). jit and interp give the same guest behaviour at
     /// every instruction count, and traces do not depend on the engine
     #[arg(long, value_name = "ENGINE", env = hindsight_machine::ENGINE_ENV, default_value = "jit")]
     pub engine: engine_choice::EngineChoice,

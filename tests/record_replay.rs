@@ -111,6 +111,32 @@ fn a_typed_linux_session_replays_identically() {
     }
 }
 
+/// The JIT's recording replays under `--engine check`: the JIT with an
+/// interpreter twin in lockstep agree all the way, and every recorded
+/// hash still verifies. Check goes with neither --gdb nor --check-seeks.
+#[test]
+fn a_linux_session_replays_with_the_engines_in_lockstep() {
+    let (trace, console) = recording();
+    let out = replay(trace, &["--verify", "--engine", "check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(out.stdout == *console, "console differs\n{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("checking the JIT against the interpreter"),
+        "{}",
+        show(&out)
+    );
+    assert!(err.contains("state hashes verified"), "{}", show(&out));
+    let out = replay(trace, &["--engine", "check", "--check-seeks", "3"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("neither --check-seeks nor --gdb"),
+        "{}",
+        show(&out)
+    );
+}
+
 /// A session recorded under the interpreter replays, verified, under the
 /// JIT: the trace does not depend on the engine.
 #[test]

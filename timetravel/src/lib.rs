@@ -21,6 +21,7 @@
 //! | [`Recorder`] | stamps inputs with the instruction count, logs state hashes |
 //! | [`replay`] | runs a machine through a trace, verifying it |
 //! | [`replay_with_summaries`] | the same, naming what differs when a state hash does (format version 2) |
+//! | [`replay_checked`] | the same under the JIT, checked in lockstep against an interpreter twin |
 //! | [`Timeline`] | one run's history: seek, step back, run back (restore + replay) |
 
 #![deny(missing_docs)]
@@ -31,7 +32,9 @@ mod timeline;
 pub mod trace;
 
 pub use recorder::{Recorder, DEFAULT_HASH_INTERVAL};
-pub use replayer::{replay, replay_with_summaries, Divergence, ReplayEnd, ReplayStats};
+pub use replayer::{
+    replay, replay_checked, replay_with_summaries, Divergence, ReplayEnd, ReplayStats,
+};
 pub use timeline::{
     CheckpointSummary, Condition, ConsoleGate, DebugStop, MemoryChange, Resumed, Spacing, Timeline,
     TimelineConfig, TimelineError, TimelineStats, DEFAULT_CHECKPOINT_MEMORY, DEFAULT_TARGET_REPLAY,

@@ -4,10 +4,12 @@
 //! with every recorded one. When a hash differs and the trace has a state
 //! summary there (format version 2), the divergence names what differs:
 //! registers with both values, devices, RAM regions and their pages.
+//! [`replay_checked`] also runs an interpreter twin beside a JIT machine
+//! and stops where the engines first differ.
 
 use std::fmt;
 
-use hindsight_machine::{Exit, Machine, StateSummary, SummaryTracker};
+use hindsight_machine::{Exit, Lockstep, Machine, StateSummary, SummaryTracker};
 
 use crate::trace::{Digest, EndRecord, Record, TraceError};
 
@@ -36,6 +38,9 @@ pub enum ReplayEnd {
     },
     /// The replay did not reproduce the recording.
     Diverged(Divergence),
+    /// Under [`replay_checked`], the JIT and its interpreter twin differed
+    /// (the report: where, and what differs).
+    EnginesDiffer(String),
 }
 
 /// Where and how a replay first differed from its recording.
@@ -153,7 +158,88 @@ pub fn replay_with_summaries(
     until: Option<u64>,
     stats: &mut ReplayStats,
 ) -> ReplayEnd {
-    let mut tracker = (verify && !summaries.is_empty()).then(SummaryTracker::new);
+    let run = Run {
+        verify,
+        until,
+        check: None,
+    };
+    replay_run(m, records, summaries, error, run, stats)
+}
+
+/// [`replay_with_summaries`] on `m` under the JIT checked against the
+/// interpreter twin in `check` (see [`Lockstep`]; recorded console input
+/// goes to both): ends with [`ReplayEnd::EnginesDiffer`] at the first
+/// instruction count where the engines differ. The lockstep's checkpoints
+/// own `m`'s dirty epochs, so a divergence from the recording names less
+/// than [`replay_with_summaries`] does.
+#[allow(clippy::too_many_arguments)]
+pub fn replay_checked(
+    m: &mut Machine,
+    check: &mut Lockstep,
+    records: &[Record],
+    summaries: &[StateSummary],
+    error: Option<TraceError>,
+    verify: bool,
+    until: Option<u64>,
+    stats: &mut ReplayStats,
+) -> ReplayEnd {
+    let run = Run {
+        verify,
+        until,
+        check: Some(check),
+    };
+    replay_run(m, records, summaries, error, run, stats)
+}
+
+/// How [`replay_run`] goes: verifying or not, how far, and checked against
+/// an interpreter twin or not.
+struct Run<'a> {
+    verify: bool,
+    until: Option<u64>,
+    check: Option<&'a mut Lockstep>,
+}
+
+impl Run<'_> {
+    /// Runs `m` (and the twin) to `icount` or an earlier exit.
+    fn run_until(&mut self, m: &mut Machine, icount: u64) -> Result<Exit, ReplayEnd> {
+        match &mut self.check {
+            Some(l) => l
+                .run_until(m, icount)
+                .map_err(|e| ReplayEnd::EnginesDiffer(e.to_string())),
+            None => Ok(m.run_until(icount)),
+        }
+    }
+
+    /// Runs to exactly `icount`: [`ReplayEnd::ReachedUntil`] unless the
+    /// machine stops first or the engines differ.
+    fn run_to(&mut self, m: &mut Machine, icount: u64) -> ReplayEnd {
+        let exit = match self.run_until(m, icount) {
+            Ok(exit) => exit,
+            Err(end) => return end,
+        };
+        if m.icount() != icount {
+            return ReplayEnd::Diverged(Divergence {
+                icount: m.icount(),
+                what: format!("the machine stopped ({exit}) before icount {icount}"),
+            });
+        }
+        ReplayEnd::ReachedUntil(icount)
+    }
+}
+
+/// The replay loop behind [`replay_with_summaries`] and [`replay_checked`].
+fn replay_run(
+    m: &mut Machine,
+    records: &[Record],
+    summaries: &[StateSummary],
+    error: Option<TraceError>,
+    mut run: Run<'_>,
+    stats: &mut ReplayStats,
+) -> ReplayEnd {
+    let (verify, until) = (run.verify, run.until);
+    // A tracker starts dirty epochs, which a lockstep's checkpoints own.
+    let tracked = verify && !summaries.is_empty() && run.check.is_none();
+    let mut tracker = tracked.then(SummaryTracker::new);
     let summary_at = |icount: u64| {
         let i = summaries.partition_point(|s| s.icount < icount);
         summaries.get(i).filter(|s| s.icount == icount)
@@ -161,9 +247,12 @@ pub fn replay_with_summaries(
     for record in records {
         let at = record.icount();
         if let Some(u) = until.filter(|&u| u < at) {
-            return run_to(m, u).map_or(ReplayEnd::ReachedUntil(u), ReplayEnd::Diverged);
+            return run.run_to(m, u);
         }
-        let exit = m.run_until(at);
+        let exit = match run.run_until(m, at) {
+            Ok(exit) => exit,
+            Err(end) => return end,
+        };
         let reached = m.icount() == at;
         match record {
             Record::End(end) => {
@@ -201,6 +290,9 @@ pub fn replay_with_summaries(
             }
             Record::ConsoleInput { bytes, .. } => {
                 m.console_input(bytes);
+                if let Some(l) = &mut run.check {
+                    l.twin_mut().console_input(bytes);
+                }
                 stats.inputs += 1;
             }
             Record::StateHash { hash, .. } => {
@@ -230,7 +322,7 @@ pub fn replay_with_summaries(
         }
     }
     if let Some(u) = until {
-        return run_to(m, u).map_or(ReplayEnd::ReachedUntil(u), ReplayEnd::Diverged);
+        return run.run_to(m, u);
     }
     ReplayEnd::TraceStopped {
         icount: m.icount(),
@@ -238,13 +330,4 @@ pub fn replay_with_summaries(
             what: "the trace has no end record".into(),
         }),
     }
-}
-
-/// Runs to exactly `icount`; a divergence if the machine stops first.
-fn run_to(m: &mut Machine, icount: u64) -> Option<Divergence> {
-    let exit = m.run_until(icount);
-    (m.icount() != icount).then(|| Divergence {
-        icount: m.icount(),
-        what: format!("the machine stopped ({exit}) before icount {icount}"),
-    })
 }
