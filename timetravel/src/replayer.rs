@@ -200,12 +200,11 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    /// Runs `m` (and the twin) to `icount` or an earlier exit.
-    fn run_until(&mut self, m: &mut Machine, icount: u64) -> Result<Exit, ReplayEnd> {
+    /// Runs `m` (and the twin) to `icount` or an earlier exit; the report
+    /// if the engines differ.
+    fn run_until(&mut self, m: &mut Machine, icount: u64) -> Result<Exit, String> {
         match &mut self.check {
-            Some(l) => l
-                .run_until(m, icount)
-                .map_err(|e| ReplayEnd::EnginesDiffer(e.to_string())),
+            Some(l) => l.run_until(m, icount).map_err(|e| e.to_string()),
             None => Ok(m.run_until(icount)),
         }
     }
@@ -215,7 +214,7 @@ impl Run<'_> {
     fn run_to(&mut self, m: &mut Machine, icount: u64) -> ReplayEnd {
         let exit = match self.run_until(m, icount) {
             Ok(exit) => exit,
-            Err(end) => return end,
+            Err(report) => return ReplayEnd::EnginesDiffer(report),
         };
         if m.icount() != icount {
             return ReplayEnd::Diverged(Divergence {
@@ -251,7 +250,7 @@ fn replay_run(
         }
         let exit = match run.run_until(m, at) {
             Ok(exit) => exit,
-            Err(end) => return end,
+            Err(report) => return ReplayEnd::EnginesDiffer(report),
         };
         let reached = m.icount() == at;
         match record {
