@@ -12,7 +12,8 @@
 //!
 //! `emit` also dispatches to the other groups: shifts and rotates
 //! (`shift`), IMUL (`muldiv`), CMOVcc/SETcc (`cond`), MOVZX/MOVSX/BSWAP/
-//! XCHG (`data`), NOT/NEG (`unary`) and memory operands (`mem`).
+//! XCHG (`data`), NOT/NEG (`unary`), SSE integer instructions (`sse`) and
+//! memory operands (`mem`).
 
 use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi};
 use hindsight_cpu::block::Op;
@@ -131,6 +132,7 @@ pub(crate) fn emit(e: &mut Emitter, op: &Op, last: bool) -> Inlined {
         || crate::cond::emit(e, op)
         || crate::data::emit(e, op)
         || crate::unary::emit(e, op)
+        || crate::sse::emit(e, op)
         || (insn.mnemonic() != Mnemonic::Lea && crate::mem::emit(e, op));
     if !done {
         return Inlined::No;

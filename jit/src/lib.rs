@@ -18,6 +18,7 @@
 //! does and catches panics so none unwinds through generated code. Inlined
 //! instructions (register moves and arithmetic with ADC/SBB, shifts and
 //! rotates, IMUL, CMOVcc/SETcc, MOVZX/MOVSX, NOT/NEG, BSWAP, XCHG, LEA,
+//! the common SSE integer instructions (`sse`),
 //! conditional and direct jumps in 64-bit code) compute RFLAGS exactly as
 //! the interpreter does, with the host's own flags where they are defined,
 //! storing only the flags a later instruction may observe (`liveness`);
@@ -47,6 +48,7 @@ mod liveness;
 mod mem;
 mod muldiv;
 mod shift;
+mod sse;
 mod translate;
 mod unary;
 

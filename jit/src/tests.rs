@@ -20,6 +20,7 @@ mod chain;
 mod mem;
 mod ops;
 mod regs;
+mod sse;
 mod transitions;
 
 type Asm = CodeAssembler;
@@ -93,6 +94,7 @@ fn same(a: &World, b: &World, what: &str) {
     assert_eq!(a.cpu.icount, b.cpu.icount, "icount {what}");
     assert_eq!(a.cpu.rip, b.cpu.rip, "rip {what}");
     assert_eq!(a.cpu.gpr, b.cpu.gpr, "gprs {what}");
+    assert_eq!(a.cpu.xmm, b.cpu.xmm, "xmm registers {what}");
     assert_eq!(a.cpu.rflags, b.cpu.rflags, "rflags {what}");
     assert_eq!(a.cpu.halted, b.cpu.halted, "halted {what}");
     assert_eq!(a.cpu.cr2, b.cpu.cr2, "cr2 {what}");
