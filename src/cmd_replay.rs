@@ -1,8 +1,6 @@
 //! `hindsight replay`: run a recorded trace again, optionally verifying it.
 
-use hindsight_timetravel::{
-    replay_checked, replay_with_summaries, ReplayEnd, ReplayStats, TraceReader,
-};
+use hindsight_timetravel::{replay_checked, ReplayEnd, ReplayStats, TraceReader};
 
 use crate::setup::Setup;
 use crate::{console, drive, exit_code, fetch, gdb_session, seek_check, ReplayArgs};
@@ -81,27 +79,16 @@ pub fn run(args: &ReplayArgs) -> i32 {
     }
     console::to_stdout(&mut m);
     let mut stats = ReplayStats::default();
-    let end = match &mut check {
-        Some(l) => replay_checked(
-            &mut m,
-            l,
-            &records,
-            &summaries,
-            error,
-            args.verify,
-            args.until,
-            &mut stats,
-        ),
-        None => replay_with_summaries(
-            &mut m,
-            &records,
-            &summaries,
-            error,
-            args.verify,
-            args.until,
-            &mut stats,
-        ),
-    };
+    let end = replay_checked(
+        &mut m,
+        check.as_mut(),
+        &records,
+        &summaries,
+        error,
+        args.verify,
+        args.until,
+        &mut stats,
+    );
     console::flush();
     let verified = match args.verify {
         true => format!(", {} state hashes verified", stats.hashes_verified),

@@ -26,7 +26,7 @@ use hindsight_cpu::block::Op;
 use hindsight_cpu::state::cr;
 use hindsight_cpu::tlb::Access;
 use hindsight_cpu::Cpu;
-use iced_x86::{Code, OpKind, Register};
+use iced_x86::{Code, Instruction, OpKind, Register};
 
 use crate::inline::reg;
 use crate::mem::{addressable, begin, fast, finish, load_rcx, mem_size, write_reg_rcx};
@@ -259,6 +259,24 @@ fn write_xmm_rcx(e: &mut Emitter, d: usize) {
     );
 }
 
+/// Starts the memory form of a MOVD/MOVQ (4 or 8 bytes) making `access`:
+/// the TLB lookup, then the SSE check (it may follow the lookup: both only
+/// lead to the handler, which checks SSE before the memory operand).
+/// Returns the miss label and the size, or `None` when the operand cannot
+/// take the fast path.
+fn mem_begin(e: &mut Emitter, insn: &Instruction, access: Access) -> Option<(DynamicLabel, u8)> {
+    let size = match mem_size(insn) {
+        Some(s @ (4 | 8)) => s,
+        _ => return None,
+    };
+    if !fast(e) || !addressable(insn) {
+        return None;
+    }
+    let miss = begin(e, insn, size, &[access]);
+    check(e, miss);
+    Some((miss, size))
+}
+
 /// MOVD xmm, r/m32, MOVQ xmm, r/m64 and MOVQ xmm, xmm/m64: the source
 /// zero-extended to 128 bits.
 fn to_xmm(e: &mut Emitter, op: &Op) -> bool {
@@ -287,17 +305,9 @@ fn to_xmm(e: &mut Emitter, op: &Op) -> bool {
             finish(e, op, miss)
         }
         OpKind::Memory => {
-            let size = match mem_size(insn) {
-                Some(s @ (4 | 8)) => s,
-                _ => return false,
-            };
-            if !fast(e) || !addressable(insn) {
+            let Some((miss, size)) = mem_begin(e, insn, Access::Read) else {
                 return false;
-            }
-            // The check may follow the lookup: both only lead to the
-            // handler, which checks SSE before the memory operand.
-            let miss = begin(e, insn, size, &[Access::Read]);
-            check(e, miss);
+            };
             load_rcx(e, size, false);
             write_xmm_rcx(e, d);
             finish(e, op, miss)
@@ -331,15 +341,9 @@ fn from_xmm(e: &mut Emitter, op: &Op) -> bool {
             finish(e, op, miss)
         }
         OpKind::Memory => {
-            let size = match mem_size(insn) {
-                Some(s @ (4 | 8)) => s,
-                _ => return false,
-            };
-            if !fast(e) || !addressable(insn) {
+            let Some((miss, size)) = mem_begin(e, insn, Access::Write) else {
                 return false;
-            }
-            let miss = begin(e, insn, size, &[Access::Write]);
-            check(e, miss);
+            };
             dynasm!(e.a ; .arch x64 ; mov rcx, [rbp + xmm(s)]);
             if size == 4 {
                 dynasm!(e.a ; .arch x64 ; mov [rdi], ecx);

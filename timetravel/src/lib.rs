@@ -21,7 +21,7 @@
 //! | [`Recorder`] | stamps inputs with the instruction count, logs state hashes |
 //! | [`replay`] | runs a machine through a trace, verifying it |
 //! | [`replay_with_summaries`] | the same, naming what differs when a state hash does (format version 2) |
-//! | [`replay_checked`] | the same under the JIT, checked in lockstep against an interpreter twin |
+//! | [`replay_checked`] | the same, optionally under the JIT checked in lockstep against an interpreter twin |
 //! | [`Timeline`] | one run's history: seek, step back, run back (restore + replay) |
 
 #![deny(missing_docs)]

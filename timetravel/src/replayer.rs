@@ -158,24 +158,19 @@ pub fn replay_with_summaries(
     until: Option<u64>,
     stats: &mut ReplayStats,
 ) -> ReplayEnd {
-    let run = Run {
-        verify,
-        until,
-        check: None,
-    };
-    replay_run(m, records, summaries, error, run, stats)
+    replay_checked(m, None, records, summaries, error, verify, until, stats)
 }
 
-/// [`replay_with_summaries`] on `m` under the JIT checked against the
-/// interpreter twin in `check` (see [`Lockstep`]; recorded console input
-/// goes to both): ends with [`ReplayEnd::EnginesDiffer`] at the first
-/// instruction count where the engines differ. The lockstep's checkpoints
-/// own `m`'s dirty epochs, so a divergence from the recording names less
-/// than [`replay_with_summaries`] does.
+/// [`replay_with_summaries`], and with `check` on `m` under the JIT
+/// checked against that interpreter twin (see [`Lockstep`]; recorded
+/// console input goes to both): ends with [`ReplayEnd::EnginesDiffer`] at
+/// the first instruction count where the engines differ. The lockstep's
+/// checkpoints own `m`'s dirty epochs, so a divergence from the recording
+/// then names less than without `check`.
 #[allow(clippy::too_many_arguments)]
 pub fn replay_checked(
     m: &mut Machine,
-    check: &mut Lockstep,
+    check: Option<&mut Lockstep>,
     records: &[Record],
     summaries: &[StateSummary],
     error: Option<TraceError>,
@@ -186,7 +181,7 @@ pub fn replay_checked(
     let run = Run {
         verify,
         until,
-        check: Some(check),
+        check,
     };
     replay_run(m, records, summaries, error, run, stats)
 }
