@@ -98,6 +98,15 @@ fn check(e: &mut Emitter, miss: DynamicLabel) {
     );
 }
 
+/// A register form: the SSE check, `body`, and the handler as the slow
+/// path.
+fn guarded(e: &mut Emitter, op: &Op, body: impl FnOnce(&mut Emitter)) -> bool {
+    let miss = e.a.new_dynamic_label();
+    check(e, miss);
+    body(e);
+    finish(e, op, miss)
+}
+
 /// Emits `OP xmm0, xmm1` for a register-register form (when `go`);
 /// whether `code` is one.
 fn binary(e: &mut Emitter, code: Code, go: bool) -> bool {
@@ -169,19 +178,18 @@ fn reg_reg(e: &mut Emitter, op: &Op, code: Code) -> bool {
     let (Some(d), Some(s)) = (xreg(insn.op0_register()), xreg(insn.op1_register())) else {
         return false;
     };
-    let miss = e.a.new_dynamic_label();
-    check(e, miss);
-    dynasm!(e.a
-        ; .arch x64
-        ; movdqu xmm0, [rbp + xmm(d)]
-        ; movdqu xmm1, [rbp + xmm(s)]
-    );
-    binary(e, code, true);
-    dynasm!(e.a
-        ; .arch x64
-        ; movdqu [rbp + xmm(d)], xmm0
-    );
-    finish(e, op, miss)
+    guarded(e, op, |e| {
+        dynasm!(e.a
+            ; .arch x64
+            ; movdqu xmm0, [rbp + xmm(d)]
+            ; movdqu xmm1, [rbp + xmm(s)]
+        );
+        binary(e, code, true);
+        dynasm!(e.a
+            ; .arch x64
+            ; movdqu [rbp + xmm(d)], xmm0
+        );
+    })
 }
 
 /// The shifts of an XMM register by an immediate.
@@ -191,29 +199,28 @@ fn shift_imm(e: &mut Emitter, op: &Op) -> bool {
         return false;
     };
     let imm = insn.immediate8() as i8;
-    let miss = e.a.new_dynamic_label();
-    check(e, miss);
-    dynasm!(e.a
-        ; .arch x64
-        ; movdqu xmm0, [rbp + xmm(d)]
-    );
-    match insn.code() {
-        Code::Psllw_xmm_imm8 => dynasm!(e.a ; .arch x64 ; psllw xmm0, imm),
-        Code::Pslld_xmm_imm8 => dynasm!(e.a ; .arch x64 ; pslld xmm0, imm),
-        Code::Psllq_xmm_imm8 => dynasm!(e.a ; .arch x64 ; psllq xmm0, imm),
-        Code::Psrlw_xmm_imm8 => dynasm!(e.a ; .arch x64 ; psrlw xmm0, imm),
-        Code::Psrld_xmm_imm8 => dynasm!(e.a ; .arch x64 ; psrld xmm0, imm),
-        Code::Psrlq_xmm_imm8 => dynasm!(e.a ; .arch x64 ; psrlq xmm0, imm),
-        Code::Psraw_xmm_imm8 => dynasm!(e.a ; .arch x64 ; psraw xmm0, imm),
-        Code::Psrad_xmm_imm8 => dynasm!(e.a ; .arch x64 ; psrad xmm0, imm),
-        Code::Pslldq_xmm_imm8 => dynasm!(e.a ; .arch x64 ; pslldq xmm0, imm),
-        _ => dynasm!(e.a ; .arch x64 ; psrldq xmm0, imm),
-    }
-    dynasm!(e.a
-        ; .arch x64
-        ; movdqu [rbp + xmm(d)], xmm0
-    );
-    finish(e, op, miss)
+    guarded(e, op, |e| {
+        dynasm!(e.a
+            ; .arch x64
+            ; movdqu xmm0, [rbp + xmm(d)]
+        );
+        match insn.code() {
+            Code::Psllw_xmm_imm8 => dynasm!(e.a ; .arch x64 ; psllw xmm0, imm),
+            Code::Pslld_xmm_imm8 => dynasm!(e.a ; .arch x64 ; pslld xmm0, imm),
+            Code::Psllq_xmm_imm8 => dynasm!(e.a ; .arch x64 ; psllq xmm0, imm),
+            Code::Psrlw_xmm_imm8 => dynasm!(e.a ; .arch x64 ; psrlw xmm0, imm),
+            Code::Psrld_xmm_imm8 => dynasm!(e.a ; .arch x64 ; psrld xmm0, imm),
+            Code::Psrlq_xmm_imm8 => dynasm!(e.a ; .arch x64 ; psrlq xmm0, imm),
+            Code::Psraw_xmm_imm8 => dynasm!(e.a ; .arch x64 ; psraw xmm0, imm),
+            Code::Psrad_xmm_imm8 => dynasm!(e.a ; .arch x64 ; psrad xmm0, imm),
+            Code::Pslldq_xmm_imm8 => dynasm!(e.a ; .arch x64 ; pslldq xmm0, imm),
+            _ => dynasm!(e.a ; .arch x64 ; psrldq xmm0, imm),
+        }
+        dynasm!(e.a
+            ; .arch x64
+            ; movdqu [rbp + xmm(d)], xmm0
+        );
+    })
 }
 
 /// PSHUFD xmm, xmm, imm8.
@@ -223,15 +230,14 @@ fn pshufd(e: &mut Emitter, op: &Op) -> bool {
         return false;
     };
     let imm = insn.immediate8() as i8;
-    let miss = e.a.new_dynamic_label();
-    check(e, miss);
-    dynasm!(e.a
-        ; .arch x64
-        ; movdqu xmm1, [rbp + xmm(s)]
-        ; pshufd xmm0, xmm1, imm
-        ; movdqu [rbp + xmm(d)], xmm0
-    );
-    finish(e, op, miss)
+    guarded(e, op, |e| {
+        dynasm!(e.a
+            ; .arch x64
+            ; movdqu xmm1, [rbp + xmm(s)]
+            ; pshufd xmm0, xmm1, imm
+            ; movdqu [rbp + xmm(d)], xmm0
+        );
+    })
 }
 
 /// MOVDQA/MOVDQU/MOVAPS/MOVUPS/MOVAPD/MOVUPD xmm, xmm (either encoding).
@@ -240,14 +246,13 @@ fn mov_xmm(e: &mut Emitter, op: &Op) -> bool {
     let (Some(d), Some(s)) = (xreg(insn.op0_register()), xreg(insn.op1_register())) else {
         return false;
     };
-    let miss = e.a.new_dynamic_label();
-    check(e, miss);
-    dynasm!(e.a
-        ; .arch x64
-        ; movdqu xmm0, [rbp + xmm(s)]
-        ; movdqu [rbp + xmm(d)], xmm0
-    );
-    finish(e, op, miss)
+    guarded(e, op, |e| {
+        dynasm!(e.a
+            ; .arch x64
+            ; movdqu xmm0, [rbp + xmm(s)]
+            ; movdqu [rbp + xmm(d)], xmm0
+        );
+    })
 }
 
 /// Writes RCX to XMM`d`, zero-extended to 128 bits.
@@ -294,15 +299,14 @@ fn to_xmm(e: &mut Emitter, op: &Op) -> bool {
                 (None, Some((n, size @ (4 | 8)))) => (gpr(n), size),
                 _ => return false,
             };
-            let miss = e.a.new_dynamic_label();
-            check(e, miss);
-            if size == 4 {
-                dynasm!(e.a ; .arch x64 ; mov ecx, [rbp + src]);
-            } else {
-                dynasm!(e.a ; .arch x64 ; mov rcx, [rbp + src]);
-            }
-            write_xmm_rcx(e, d);
-            finish(e, op, miss)
+            guarded(e, op, |e| {
+                if size == 4 {
+                    dynasm!(e.a ; .arch x64 ; mov ecx, [rbp + src]);
+                } else {
+                    dynasm!(e.a ; .arch x64 ; mov rcx, [rbp + src]);
+                }
+                write_xmm_rcx(e, d);
+            })
         }
         OpKind::Memory => {
             let Some((miss, size)) = mem_begin(e, insn, Access::Read) else {
@@ -330,15 +334,14 @@ fn from_xmm(e: &mut Emitter, op: &Op) -> bool {
             if dx.is_none() && !matches!(dg, Some((_, 4 | 8))) {
                 return false;
             }
-            let miss = e.a.new_dynamic_label();
-            check(e, miss);
-            dynasm!(e.a ; .arch x64 ; mov rcx, [rbp + xmm(s)]);
-            match (dx, dg) {
-                (Some(d), _) => write_xmm_rcx(e, d),
-                (None, Some((n, size))) => write_reg_rcx(e, n, size),
-                _ => {}
-            }
-            finish(e, op, miss)
+            guarded(e, op, |e| {
+                dynasm!(e.a ; .arch x64 ; mov rcx, [rbp + xmm(s)]);
+                match (dx, dg) {
+                    (Some(d), _) => write_xmm_rcx(e, d),
+                    (None, Some((n, size))) => write_reg_rcx(e, n, size),
+                    _ => {}
+                }
+            })
         }
         OpKind::Memory => {
             let Some((miss, size)) = mem_begin(e, insn, Access::Write) else {
