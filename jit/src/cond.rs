@@ -7,6 +7,7 @@
 //! destination whether or not it moves, as the interpreter does; the
 //! memory source of CMOVcc is read (and may fault) either way.
 
+use dynasmrt::x64::Rq;
 use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi};
 use hindsight_cpu::block::Op;
 use hindsight_cpu::flags::{CF, OF, PF, SF, ZF};
@@ -118,24 +119,31 @@ fn cond_cl(e: &mut Emitter, cc: ConditionCode) {
         return;
     }
     guest_flags(e);
+    set_cc(e, cc, Rq::RCX);
+}
+
+/// The low byte of host register `reg` = 1 if `cc` holds on the host
+/// flags, else 0 (SETcc leaves the flags alone); `None` always holds.
+pub(crate) fn set_cc(e: &mut Emitter, cc: ConditionCode, reg: Rq) {
+    use ConditionCode as C;
     match cc {
-        ConditionCode::o => dynasm!(e.a ; .arch x64 ; seto cl),
-        ConditionCode::no => dynasm!(e.a ; .arch x64 ; setno cl),
-        ConditionCode::b => dynasm!(e.a ; .arch x64 ; setb cl),
-        ConditionCode::ae => dynasm!(e.a ; .arch x64 ; setae cl),
-        ConditionCode::e => dynasm!(e.a ; .arch x64 ; sete cl),
-        ConditionCode::ne => dynasm!(e.a ; .arch x64 ; setne cl),
-        ConditionCode::be => dynasm!(e.a ; .arch x64 ; setbe cl),
-        ConditionCode::a => dynasm!(e.a ; .arch x64 ; seta cl),
-        ConditionCode::s => dynasm!(e.a ; .arch x64 ; sets cl),
-        ConditionCode::ns => dynasm!(e.a ; .arch x64 ; setns cl),
-        ConditionCode::p => dynasm!(e.a ; .arch x64 ; setp cl),
-        ConditionCode::np => dynasm!(e.a ; .arch x64 ; setnp cl),
-        ConditionCode::l => dynasm!(e.a ; .arch x64 ; setl cl),
-        ConditionCode::ge => dynasm!(e.a ; .arch x64 ; setge cl),
-        ConditionCode::le => dynasm!(e.a ; .arch x64 ; setle cl),
-        ConditionCode::g => dynasm!(e.a ; .arch x64 ; setg cl),
-        ConditionCode::None => dynasm!(e.a ; .arch x64 ; mov cl, 1),
+        C::o => dynasm!(e.a ; .arch x64 ; seto Rb(reg)),
+        C::no => dynasm!(e.a ; .arch x64 ; setno Rb(reg)),
+        C::b => dynasm!(e.a ; .arch x64 ; setb Rb(reg)),
+        C::ae => dynasm!(e.a ; .arch x64 ; setae Rb(reg)),
+        C::e => dynasm!(e.a ; .arch x64 ; sete Rb(reg)),
+        C::ne => dynasm!(e.a ; .arch x64 ; setne Rb(reg)),
+        C::be => dynasm!(e.a ; .arch x64 ; setbe Rb(reg)),
+        C::a => dynasm!(e.a ; .arch x64 ; seta Rb(reg)),
+        C::s => dynasm!(e.a ; .arch x64 ; sets Rb(reg)),
+        C::ns => dynasm!(e.a ; .arch x64 ; setns Rb(reg)),
+        C::p => dynasm!(e.a ; .arch x64 ; setp Rb(reg)),
+        C::np => dynasm!(e.a ; .arch x64 ; setnp Rb(reg)),
+        C::l => dynasm!(e.a ; .arch x64 ; setl Rb(reg)),
+        C::ge => dynasm!(e.a ; .arch x64 ; setge Rb(reg)),
+        C::le => dynasm!(e.a ; .arch x64 ; setle Rb(reg)),
+        C::g => dynasm!(e.a ; .arch x64 ; setg Rb(reg)),
+        C::None => dynasm!(e.a ; .arch x64 ; mov Rb(reg), 1),
     }
 }
 

@@ -343,29 +343,10 @@ pub(crate) fn fuse_point(e: &mut Emitter, exact: u64) {
     let Some(cc) = e.fuse else {
         return;
     };
-    if cc_flags(cc) & !exact != 0 {
+    if cc == ConditionCode::None || cc_flags(cc) & !exact != 0 {
         return;
     }
-    use ConditionCode as C;
-    match cc {
-        C::o => dynasm!(e.a ; .arch x64 ; seto r9b),
-        C::no => dynasm!(e.a ; .arch x64 ; setno r9b),
-        C::b => dynasm!(e.a ; .arch x64 ; setb r9b),
-        C::ae => dynasm!(e.a ; .arch x64 ; setae r9b),
-        C::e => dynasm!(e.a ; .arch x64 ; sete r9b),
-        C::ne => dynasm!(e.a ; .arch x64 ; setne r9b),
-        C::be => dynasm!(e.a ; .arch x64 ; setbe r9b),
-        C::a => dynasm!(e.a ; .arch x64 ; seta r9b),
-        C::s => dynasm!(e.a ; .arch x64 ; sets r9b),
-        C::ns => dynasm!(e.a ; .arch x64 ; setns r9b),
-        C::p => dynasm!(e.a ; .arch x64 ; setp r9b),
-        C::np => dynasm!(e.a ; .arch x64 ; setnp r9b),
-        C::l => dynasm!(e.a ; .arch x64 ; setl r9b),
-        C::ge => dynasm!(e.a ; .arch x64 ; setge r9b),
-        C::le => dynasm!(e.a ; .arch x64 ; setle r9b),
-        C::g => dynasm!(e.a ; .arch x64 ; setg r9b),
-        C::None => return,
-    }
+    crate::cond::set_cc(e, cc, dynasmrt::x64::Rq::R9);
     e.fused = true;
 }
 
