@@ -50,8 +50,8 @@ pub fn run(args: &BenchArgs) -> i32 {
     println!("engine: {}", m.engine());
     if let Some(s) = m.jit_stats() {
         println!(
-            "jit: {} blocks translated ({} instructions, {} inlined), {} native block runs, {} interpreted",
-            s.translated, s.insns, s.inlined, s.native_runs, s.interp_runs
+            "jit: {} blocks translated ({} instructions, {} inlined, {} with a branch-free hammock), {} native block runs, {} interpreted",
+            s.translated, s.insns, s.inlined, s.hammocks, s.native_runs, s.interp_runs
         );
     }
     println!("instructions: {}", m.icount());

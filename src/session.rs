@@ -123,7 +123,7 @@ pub fn run(setup: &Setup, opts: &Options) -> i32 {
         if let Some(j) = m.jit_stats() {
             eprintln!(
                 "hindsight: jit blocks={} insns={} inlined={} entries={} interpreted={} \
-                 chained={} links={} flushes={}",
+                 chained={} links={} hammocks={} flushes={}",
                 j.translated,
                 j.insns,
                 j.inlined,
@@ -131,6 +131,7 @@ pub fn run(setup: &Setup, opts: &Options) -> i32 {
                 j.interp_runs,
                 j.chained,
                 j.links,
+                j.hammocks,
                 j.flushes
             );
         }

@@ -59,6 +59,10 @@
 //!   chained exit, and a new block elsewhere retires no link.
 //! * Budget: checked here.
 //!
+//! An exit back to its own block's start (a loop within one page) needs
+//! no cell: its target is the block running, valid by the same frozen
+//! state, so it checks the budget alone and jumps to the body.
+//!
 //! Any other case returns to the engine's loop, which decides in Rust.
 //!
 //! Chained blocks share the first block's stack frame: a jump goes to the
@@ -128,6 +132,27 @@ const GPA: i32 = offset_of!(TlbEntry, gpa) as i32;
 /// `Cpu` before storing it (every helper call and every exit stores it
 /// first), so the target's first store makes it exact again.
 pub(crate) fn emit(e: &mut Emitter, target: u64, store: bool) {
+    if let Some((_, body, len)) = e.self_loop.filter(|l| l.0 == target) {
+        // Back to this block's own start: the link target is the block
+        // itself, which the engine's lookup found valid when the chain was
+        // entered and which still is (the frozen state above: a handler
+        // that changed anything the lookup or the debug path depends on
+        // left the block), so only the budget is left to check.
+        let out = e.a.new_dynamic_label();
+        dynasm!(e.a
+            ; .arch x64
+            ; lea rax, [r14 + len]
+            ; cmp rax, [r12 + SLOT_LIMIT]
+            ; ja =>out
+            ; add QWORD [r12 + SLOT_CHAINS], 1
+            ; jmp =>body
+            ; =>out
+        );
+        if store {
+            e.store_rip(target);
+        }
+        return;
+    }
     let Some(cell) = e.next_cell() else {
         if store {
             e.store_rip(target);

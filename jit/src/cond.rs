@@ -104,22 +104,23 @@ pub(crate) fn jcc(e: &mut Emitter, cc: ConditionCode, to: DynamicLabel) {
     }
 }
 
-/// CL = 1 if `cc` holds on the guest's flags, else 0 (clobbers RAX, RDX).
-fn cond_cl(e: &mut Emitter, cc: ConditionCode) {
+/// The low byte of host register `reg` = 1 if `cc` holds on the guest's
+/// flags (in R13), else 0 (clobbers RAX and RDX).
+pub(crate) fn guest_set_cc(e: &mut Emitter, cc: ConditionCode, reg: Rq) {
     if let Some((mask, set)) = flag_test(cc) {
         dynasm!(e.a
             ; .arch x64
             ; test r13d, mask
         );
         if set {
-            dynasm!(e.a ; .arch x64 ; setnz cl);
+            dynasm!(e.a ; .arch x64 ; setnz Rb(reg));
         } else {
-            dynasm!(e.a ; .arch x64 ; setz cl);
+            dynasm!(e.a ; .arch x64 ; setz Rb(reg));
         }
         return;
     }
     guest_flags(e);
-    set_cc(e, cc, Rq::RCX);
+    set_cc(e, cc, reg);
 }
 
 /// The low byte of host register `reg` = 1 if `cc` holds on the host
@@ -224,7 +225,7 @@ fn setcc_reg(e: &mut Emitter, op: &Op, cc: ConditionCode) -> bool {
     let Some((d, 1)) = reg(op.insn.op0_register()) else {
         return false;
     };
-    cond_cl(e, cc);
+    guest_set_cc(e, cc, Rq::RCX);
     dynasm!(e.a
         ; .arch x64
         ; mov [rbp + gpr(d)], cl
@@ -239,8 +240,8 @@ fn setcc_mem(e: &mut Emitter, op: &Op, cc: ConditionCode) -> bool {
         return false;
     }
     let miss = mem::begin(e, insn, 1, &[Access::Write]);
-    // The lookup left the host address in RDI, which `cond_cl` keeps.
-    cond_cl(e, cc);
+    // The lookup left the host address in RDI, which `guest_set_cc` keeps.
+    guest_set_cc(e, cc, Rq::RCX);
     dynasm!(e.a
         ; .arch x64
         ; mov [rdi], cl
@@ -261,7 +262,7 @@ fn cmov_rcx(e: &mut Emitter, cc: ConditionCode, d: usize, size: u8) {
         ; .arch x64
         ; mov rsi, rcx
     );
-    cond_cl(e, cc);
+    guest_set_cc(e, cc, Rq::RCX);
     dynasm!(e.a
         ; .arch x64
         ; mov rax, [rbp + gpr(d)]

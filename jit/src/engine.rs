@@ -4,8 +4,9 @@
 
 use std::cell::UnsafeCell;
 
+use hindsight_cpu::block::Op;
 use hindsight_cpu::tlb::{Access, Tlb, TLB_ENTRIES, TLB_ENTRY_SIZE};
-use hindsight_cpu::{Ctx, RunExit};
+use hindsight_cpu::{BlockRef, Ctx, RunExit};
 
 use crate::chain::{Cell, CELLS};
 use crate::codebuf::CodeBuf;
@@ -33,8 +34,12 @@ pub(crate) struct Native {
     pub(crate) body: usize,
     /// Code-buffer epoch the entry belongs to.
     pub(crate) epoch: u32,
-    /// Instructions in the block.
+    /// Instructions in the translation: the block's, plus its tail's when
+    /// it has one.
     pub(crate) len: u32,
+    /// The ops of the block translated after this one as its hammock
+    /// (see [`crate::hammock`]), if any.
+    tail: Option<*const [Op]>,
     /// Link key (generation and CPL, see `Jit::link_key`) under which the
     /// block lookup last found this block valid (indirect exits enter only
     /// blocks checked under the current one).
@@ -60,6 +65,9 @@ pub struct JitStats {
     pub chained: u64,
     /// Links made between blocks.
     pub links: u64,
+    /// Blocks translated with their hammock tail (a Jcc over one register
+    /// instruction, done without a branch: see `hammock`).
+    pub hammocks: u64,
 }
 
 /// The translator and its code buffer, shared by the vCPUs of a machine
@@ -200,18 +208,27 @@ impl Jit {
             let ops = unsafe { &*b.ops };
             ctx.cpu.end_block = false;
             let fits = ops.len() as u64 <= limit - ctx.cpu.icount;
-            let entry = if fits && !ctx.needs_debug_path(ops) {
-                self.entry_for(b.id, b.serial, ops, b.ip_mask)
+            let native = if fits && !ctx.needs_debug_path(ops) {
+                self.entry_for(ctx, &b, ops)
             } else {
                 None
             };
-            match entry {
-                Some(entry) => {
+            // A hammock tail must fit the budget too, and need no debug
+            // path either.
+            let native = native.filter(|n| {
+                u64::from(n.len) <= limit - ctx.cpu.icount
+                    // SAFETY: a tail lives as long as its block (see
+                    // `hammock`), which the lookup just found valid.
+                    && n.tail.is_none_or(|t| !ctx.needs_debug_path(unsafe { &*t }))
+            });
+            match native {
+                Some(native) => {
                     if let Some((cell, epoch)) = pending {
                         if epoch == self.epoch && chaining {
-                            self.link(ctx, cell, &b, ops.len());
+                            self.link(ctx, cell, &b, native.len);
                         }
                     }
+                    let entry = native.entry;
                     let key = self.link_key(ctx);
                     self.slot.gen = if chaining { key } else { u64::MAX };
                     if ctx.code.get(b.id).is_some_and(|blk| blk.page2.is_none()) {
@@ -289,7 +306,7 @@ impl Jit {
     /// Makes the exit whose cell is at `cell` (just taken, RIP at block
     /// `b`'s start) continue into `b`'s code from now on, while what the
     /// cell records still holds (see [`crate::chain`]).
-    fn link(&mut self, ctx: &Ctx, cell: usize, b: &hindsight_cpu::BlockRef, len: usize) {
+    fn link(&mut self, ctx: &Ctx, cell: usize, b: &BlockRef, len: u32) {
         let page2 = ctx.code.get(b.id).is_some_and(|blk| blk.page2.is_some());
         let body = self.blocks.get(b.id as usize).map_or(0, |n| n.body);
         if ctx.cpu.bitness != 64 || page2 || body == 0 {
@@ -309,7 +326,7 @@ impl Jit {
         let c = Cell {
             key: self.link_key(ctx),
             body: body as u64,
-            len: len as u64,
+            len: u64::from(len),
             same_page,
             tlb_off: ((Tlb::set_index(Access::Exec, user) * TLB_ENTRIES + Tlb::slot(rip))
                 * TLB_ENTRY_SIZE) as u64,
@@ -320,30 +337,24 @@ impl Jit {
         self.stats.links += 1;
     }
 
-    /// The native code of block (`id`, `serial`), translating it when it
-    /// has become hot; `None` while it is cold or cannot be translated.
+    /// The translation of block `b` (whose ops are `ops`), made when it has
+    /// become hot; `None` while it is cold or cannot be translated.
     #[inline]
-    fn entry_for(
-        &mut self,
-        id: u32,
-        serial: u32,
-        ops: &[hindsight_cpu::block::Op],
-        ip_mask: u64,
-    ) -> Option<usize> {
-        let i = id as usize;
+    fn entry_for(&mut self, ctx: &Ctx, b: &BlockRef, ops: &[Op]) -> Option<Native> {
+        let i = b.id as usize;
         if i >= self.blocks.len() {
             self.blocks.resize(i + 1, Native::default());
         }
         let n = &mut self.blocks[i];
-        if n.serial != serial || n.epoch != self.epoch {
+        if n.serial != b.serial || n.epoch != self.epoch {
             *n = Native {
-                serial,
+                serial: b.serial,
                 epoch: self.epoch,
                 ..Native::default()
             };
         }
         if n.entry != 0 {
-            return Some(n.entry);
+            return Some(*n);
         }
         if n.runs < self.threshold {
             n.runs += 1;
@@ -352,37 +363,42 @@ impl Jit {
         if n.runs == u32::MAX {
             return None; // translation refused earlier
         }
-        let code = self.translate(ops, ip_mask);
+        let tail = hammock_tail(ctx, b, ops);
+        // SAFETY: the tail's block is valid now (see `hammock_tail`).
+        let tail_ops = tail.map_or(&[][..], |t| unsafe { &*t });
+        let mut code = self.translate(ops, tail_ops, b.ip_mask).map(|c| (c, tail));
+        if code.is_none() && tail.is_some() {
+            code = self.translate(ops, &[], b.ip_mask).map(|c| (c, None));
+        }
         // A flush while translating emptied the table.
         if i >= self.blocks.len() {
             self.blocks.resize(i + 1, Native::default());
         }
-        let (entry, body) = code.unwrap_or((0, 0));
-        self.blocks[i] = Native {
-            serial,
-            runs: if code.is_some() { 0 } else { u32::MAX },
+        let ((entry, body), tail) = code.unwrap_or(((0, 0), None));
+        let n = Native {
+            serial: b.serial,
+            runs: if entry != 0 { 0 } else { u32::MAX },
             entry,
             body,
             epoch: self.epoch,
-            len: ops.len() as u32,
+            len: (ops.len() + tail.map_or(0, |t| t.len())) as u32,
+            tail,
             checked: 0,
         };
-        code.map(|c| c.0)
+        self.blocks[i] = n;
+        (entry != 0).then_some(n)
     }
 
-    /// Translates a block into the code buffer (flushing it when full);
-    /// returns the addresses of its entry and body.
+    /// Translates a block (with its hammock tail, if not empty) into the
+    /// code buffer (flushing it when full); returns the addresses of its
+    /// entry and body.
     #[cold]
-    fn translate(
-        &mut self,
-        ops: &[hindsight_cpu::block::Op],
-        ip_mask: u64,
-    ) -> Option<(usize, usize)> {
+    fn translate(&mut self, ops: &[Op], tail: &[Op], ip_mask: u64) -> Option<(usize, usize)> {
         // The code is position-independent (jumps are relative, helper,
         // op and cell addresses are immediates), so it is assembled once
         // and copied where it fits.
         let cells = Box::new(UnsafeCell::new([Cell::default(); CELLS]));
-        let t = translate(ops, ip_mask, 0, cells.get() as usize)?;
+        let t = translate(ops, tail, ip_mask, 0, cells.get() as usize)?;
         if self.buf.as_mut()?.reserve(t.code.len()).is_none() {
             // Full: drop everything and start again (no native code is
             // running now).
@@ -393,7 +409,8 @@ impl Jit {
         // Kept (at the same address) for as long as the code may run.
         self.cells.push(cells);
         self.stats.translated += 1;
-        self.stats.insns += ops.len() as u64;
+        self.stats.hammocks += u64::from(!tail.is_empty());
+        self.stats.insns += (ops.len() + tail.len()) as u64;
         self.stats.inlined += t.inlined as u64;
         Some((addr, addr + t.body))
     }
@@ -402,4 +419,22 @@ impl Jit {
     pub fn code_bytes(&self) -> usize {
         self.buf.as_ref().map_or(0, |b| b.used())
     }
+}
+
+/// The ops of the block after `b` (whose ops are `ops`) when it is the
+/// tail of a hammock ending `b` (see [`crate::hammock`]): already decoded,
+/// on the same physical page, neither block straddling into another.
+fn hammock_tail(ctx: &Ctx, b: &BlockRef, ops: &[Op]) -> Option<*const [Op]> {
+    let last = ops.last()?;
+    let blk = ctx.code.get(b.id)?;
+    if blk.bitness != 64 || blk.page2.is_some() {
+        return None;
+    }
+    let next = last.insn.next_ip();
+    if next & !0xfff != blk.lin & !0xfff {
+        return None;
+    }
+    let gpa = (blk.gpa & !0xfff) | (next & 0xfff);
+    let t = ctx.code.get(ctx.code.find(gpa, next, next, 64)?)?;
+    (t.page2.is_none() && crate::hammock::fits(last, &t.ops)).then_some(&*t.ops as *const [Op])
 }

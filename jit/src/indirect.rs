@@ -16,7 +16,6 @@ use hindsight_cpu::tlb::{JmpEntry, TlbEntry, JMP_ENTRIES, TLB_ENTRIES, TLB_ENTRY
 
 use crate::chain::{
     CPL, J_GPA, J_ID, J_LIN, J_MODE, J_RIP, J_SERIAL, SLOT_CHAINS, SLOT_GEN, SLOT_LIMIT, TLB_JMP,
-    TLB_SETS,
 };
 use crate::engine::Native;
 use crate::helpers::ExitSlot;
@@ -29,7 +28,6 @@ const SLOT_EPOCH: i32 = offset_of!(ExitSlot, epoch) as i32;
 const EXEC_TAG: i32 = (4 * TLB_ENTRIES * TLB_ENTRY_SIZE + offset_of!(TlbEntry, tag)) as i32;
 const EXEC_GPA: i32 = (4 * TLB_ENTRIES * TLB_ENTRY_SIZE + offset_of!(TlbEntry, gpa)) as i32;
 const ENTRY_SHIFT: i8 = TLB_ENTRY_SIZE.trailing_zeros() as i8;
-const USER_SHIFT: i8 = TLB_ENTRIES.trailing_zeros() as i8;
 const J_SIZE: i32 = size_of::<JmpEntry>() as i32;
 const N_SIZE: i32 = size_of::<Native>() as i32;
 const N_SERIAL: i32 = offset_of!(Native, serial) as i32;
@@ -70,10 +68,8 @@ pub(crate) fn emit(e: &mut Emitter) {
         ; mov rax, rsi
         ; shr rax, 12
         ; and eax, (TLB_ENTRIES - 1) as i32
-        ; shl r8d, USER_SHIFT
-        ; add eax, r8d
         ; shl rax, ENTRY_SHIFT
-        ; add rax, [rbp + TLB_SETS]
+        ; add rax, r15
         ; mov rcx, rsi
         ; and rcx, -4096
         ; cmp rcx, [rax + EXEC_TAG]

@@ -29,8 +29,14 @@
 //! PUSH/POP, CALL/RET and JMP/CALL through a register in 64-bit code
 //! (`calls`).
 //!
+//! A Jcc over one register instruction (a hammock) is done without a host
+//! branch: the block is translated together with the block after it, the
+//! skipped instruction's effects undone by CMOVs when the Jcc is taken
+//! (`hammock`).
+//!
 //! Blocks chain without returning to the engine's loop: static exits
-//! through link cells (`chain`), RET and register branches through the
+//! through link cells (`chain`; a block looping on itself jumps straight
+//! back after the budget check), RET and register branches through the
 //! jump cache (`indirect`), each after checking in native code what the
 //! loop would still need to check (the argument is in `chain`), under a
 //! link generation that retires every link whenever a block may be stale.
@@ -41,6 +47,7 @@ mod codebuf;
 mod cond;
 mod data;
 mod engine;
+mod hammock;
 mod helpers;
 mod indirect;
 mod inline;

@@ -89,7 +89,7 @@ fn classify(op: &Op, last: bool, ip_mask: u64) -> Use {
 
 /// For each of `ops`, the status flags live after it: those it must store
 /// exactly (see the module documentation).
-pub(crate) fn live_after(ops: &[Op], ip_mask: u64) -> Vec<u64> {
+pub(crate) fn live_after(ops: &[&Op], ip_mask: u64) -> Vec<u64> {
     let mut out = vec![STATUS; ops.len()];
     let mut live = STATUS;
     for (i, op) in ops.iter().enumerate().rev() {

@@ -32,7 +32,7 @@ use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi};
 use hindsight_cpu::block::Op;
 use hindsight_cpu::interp::operand::addr_size;
 use hindsight_cpu::state::attr;
-use hindsight_cpu::tlb::{Access, Tlb, TlbEntry, TLB_ENTRIES, TLB_ENTRY_SIZE};
+use hindsight_cpu::tlb::{Access, TlbEntry, TLB_ENTRIES, TLB_ENTRY_SIZE};
 use hindsight_cpu::{Cpu, Segment};
 use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 
@@ -40,18 +40,13 @@ use crate::inline::{alu_flags, alu_op, merge_flags, reg, save_flags, Alu};
 use crate::translate::{gpr, Emitter};
 use hindsight_cpu::flags::{CF, STATUS};
 
-/// Offset in `Cpu` of the pointer to the TLB arrays.
-const TLB_SETS: i32 = (offset_of!(Cpu, tlb) + Tlb::SETS_PTR_OFFSET) as i32;
-/// `Cpu::cpl` offset.
-const CPL: i32 = offset_of!(Cpu, cpl) as i32;
 /// Entry fields.
 const TAG: i32 = offset_of!(TlbEntry, tag) as i32;
 const HOST: i32 = offset_of!(TlbEntry, host) as i32;
 /// Bytes per TLB array.
 const SET_BYTES: i32 = (TLB_ENTRIES * TLB_ENTRY_SIZE) as i32;
-/// Shifts scaling a slot number and a privilege bit.
+/// Log2 of the entry size, scaling a slot number.
 const ENTRY_SHIFT: i8 = TLB_ENTRY_SIZE.trailing_zeros() as i8;
-const USER_SHIFT: i8 = TLB_ENTRIES.trailing_zeros() as i8;
 
 const _: () = assert!(TLB_ENTRY_SIZE.is_power_of_two() && TLB_ENTRIES.is_power_of_two());
 
@@ -262,13 +257,8 @@ pub(crate) fn tlb(e: &mut Emitter, size: u8, kinds: &[Access], miss: DynamicLabe
         ; mov rdx, rsi
         ; shr rdx, 12
         ; and edx, (TLB_ENTRIES - 1) as i32
-        ; xor r8d, r8d
-        ; cmp BYTE [rbp + CPL], 3
-        ; sete r8b
-        ; shl r8d, USER_SHIFT
-        ; add edx, r8d
         ; shl rdx, ENTRY_SHIFT
-        ; add rdx, [rbp + TLB_SETS]
+        ; add rdx, r15
         ; mov rax, rsi
         ; and rax, -4096
     );

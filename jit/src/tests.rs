@@ -17,6 +17,7 @@ use iced_x86::code_asm::*;
 use crate::Jit;
 
 mod chain;
+mod hammock;
 mod mem;
 mod ops;
 mod regs;

@@ -1,8 +1,11 @@
-//! Block translation: one decoded block (the interpreter's `[Op]`) becomes
-//! one host function `extern "sysv64" fn(ctx, cpu, slot) -> u64`.
+//! Block translation: one decoded block (the interpreter's `[Op]`), or a
+//! block and the block after it when a hammock joins them
+//! ([`crate::hammock`]), becomes one host function
+//! `extern "sysv64" fn(ctx, cpu, slot) -> u64`.
 //!
 //! Register use inside a block: RBX = `&mut Ctx`, RBP = `&mut Cpu`, R12 =
-//! the [`ExitSlot`]; RAX, RCX, RDX, RSI, RDI, R8, R9 are scratch. The
+//! the [`ExitSlot`], R15 = the TLB arrays at the current CPL; RAX, RCX,
+//! RDX, RSI, RDI, R8, R9 are scratch (R10 and R11 are the hammock's). The
 //! guest's RFLAGS lives in R13 and its instruction count in R14 for as long
 //! as generated code runs (loaded by the prologue, carried in the registers
 //! across chained exits into another block's body, stored into [`Cpu`]
@@ -25,10 +28,11 @@ use dynasmrt::x64::X64Relocation;
 use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler};
 use hindsight_cpu::block::Op;
 use hindsight_cpu::flags::STATUS;
+use hindsight_cpu::tlb::{TLB_ENTRIES, TLB_ENTRY_SIZE};
 use hindsight_cpu::Cpu;
 use iced_x86::{ConditionCode, FlowControl, OpKind};
 
-use crate::chain::{self, Cell, CELLS};
+use crate::chain::{self, Cell, CELLS, CPL, TLB_SETS};
 use crate::helpers::exec_op;
 use crate::inline::{self, Inlined};
 
@@ -40,6 +44,8 @@ pub(crate) const RIP: i32 = offset_of!(Cpu, rip) as i32;
 pub(crate) const RFLAGS: i32 = offset_of!(Cpu, rflags) as i32;
 /// `Cpu::icount` offset.
 pub(crate) const ICOUNT: i32 = offset_of!(Cpu, icount) as i32;
+/// Log2 of the bytes from a TLB array to its user-mode twin.
+const USER_ARRAY_SHIFT: i8 = (TLB_ENTRIES * TLB_ENTRY_SIZE).trailing_zeros() as i8;
 
 /// Offset of guest register `n` (0 = RAX .. 15 = R15) in `Cpu`.
 #[inline]
@@ -66,6 +72,10 @@ pub(crate) struct Emitter {
     pub used_cells: usize,
     /// Page of the block's first instruction (64-bit code: linear).
     pub page: u64,
+    /// Where an exit back to the block's own start jumps (past the
+    /// prologue), with the block's length, when the block may loop on
+    /// itself natively (see [`crate::chain::emit`]).
+    pub self_loop: Option<(u64, DynamicLabel, i32)>,
     /// Status flags live after the instruction being emitted (see
     /// [`crate::liveness`]): flag merges store only these.
     pub live: u64,
@@ -96,6 +106,7 @@ impl Emitter {
             cells,
             used_cells: 0,
             page: 0,
+            self_loop: None,
             live: STATUS,
             handler_path: false,
             fuse: None,
@@ -188,19 +199,35 @@ pub(crate) struct Translated {
     pub body: usize,
 }
 
-/// Translates `ops` into code assembled for address `base`; it holds no
-/// absolute reference to itself (jumps are relative), so it runs wherever
-/// it is copied. The `ops` must stay where they are for as long as the code
-/// may run (their addresses are embedded), and so must the [`CELLS`] link
-/// cells at `cells` (0: exits do not chain).
-pub(crate) fn translate(ops: &[Op], ip_mask: u64, base: usize, cells: usize) -> Option<Translated> {
-    let live = crate::liveness::live_after(ops, ip_mask);
+/// Translates `ops`, followed by `tail` when `ops` ends in the Jcc of a
+/// hammock whose tail it is (else `tail` is empty), into code assembled for
+/// address `base`; it holds no absolute reference to itself (jumps are
+/// relative), so it runs wherever it is copied. The ops must stay where
+/// they are for as long as the code may run (their addresses are
+/// embedded), and so must the [`CELLS`] link cells at `cells` (0: exits do
+/// not chain). `None`: cannot be translated (with a tail: the hammock's
+/// skipped instruction turned out not undoable).
+pub(crate) fn translate(
+    ops: &[Op],
+    tail: &[Op],
+    ip_mask: u64,
+    base: usize,
+    cells: usize,
+) -> Option<Translated> {
+    // With a tail, `ops` ends in the Jcc of a hammock (see `hammock`).
+    let hammock = (!tail.is_empty()).then(|| ops.len() - 1);
+    let ops: Vec<&Op> = ops.iter().chain(tail).collect();
+    let live = crate::liveness::live_after(&ops, ip_mask);
     let mut e = Emitter::new(base, ip_mask, cells);
     e.page = ops.first().map_or(0, |op| op.insn.ip() & !0xfff);
-    // Five pushes leave RSP 16-byte aligned for the helper calls. R13
-    // holds the guest's RFLAGS and R14 its `icount` at every entry (here
-    // and at the body, where chained exits enter with them); both are
-    // stored back around every helper call and at the epilogue.
+    // Six pushes and eight bytes leave RSP 16-byte aligned for the helper
+    // calls. R13 holds the guest's RFLAGS and R14 its `icount` at every
+    // entry (here and at the body, where chained exits enter with them);
+    // both are stored back around every helper call and at the epilogue.
+    // R15 holds the address of the TLB arrays at the current CPL (the
+    // user arrays follow the supervisor ones), which cannot change while
+    // generated code runs: a handler that changes the CPL leaves the
+    // block, and so does every chain (see `chain`).
     dynasm!(e.a
         ; .arch x64
         ; push rbx
@@ -208,25 +235,55 @@ pub(crate) fn translate(ops: &[Op], ip_mask: u64, base: usize, cells: usize) -> 
         ; push r12
         ; push r13
         ; push r14
+        ; push r15
+        ; sub rsp, 8
         ; mov rbx, rdi
         ; mov rbp, rsi
         ; mov r12, rdx
         ; mov r13, [rbp + RFLAGS]
         ; mov r14, [rbp + ICOUNT]
+        ; xor eax, eax
+        ; cmp BYTE [rbp + CPL], 3
+        ; sete al
+        ; shl eax, USER_ARRAY_SHIFT
+        ; add rax, [rbp + TLB_SETS]
+        ; mov r15, rax
     );
     let body = e.a.offset().0;
+    let body_label = e.a.new_dynamic_label();
+    dynasm!(e.a ; .arch x64 ; =>body_label);
+    if let (Some(first), Some(last)) = (ops.first(), ops.last()) {
+        // Within one page: its execute entry is then the only one the
+        // block depends on (see `chain`).
+        let end = last.insn.next_ip().wrapping_sub(1);
+        if e.long && end & !0xfff == e.page {
+            e.self_loop = Some((first.insn.ip(), body_label, ops.len() as i32));
+        }
+    }
     let mut inlined = 0;
     let mut ended = false;
-    for (i, op) in ops.iter().enumerate() {
+    // The skipped instruction's destination, between `begin` and `end`.
+    let mut undo = None;
+    for (i, &op) in ops.iter().enumerate() {
         let last = i + 1 == ops.len();
         e.live = live[i];
         e.handler_path = false;
+        if hammock == Some(i) {
+            undo = crate::hammock::begin(&mut e, op, ops[i + 1]);
+            inlined += 1;
+            continue;
+        }
         if !last {
-            // Only the instruction right before the final Jcc may fuse.
+            // Only the instruction right before the final Jcc (or the
+            // hammock's) may fuse.
             e.fused = false;
             e.fuse = ops
                 .get(i + 1)
-                .filter(|j| i + 2 == ops.len() && e.long && j.insn.is_jcc_short_or_near())
+                .filter(|j| {
+                    (i + 2 == ops.len() || hammock == Some(i + 1))
+                        && e.long
+                        && j.insn.is_jcc_short_or_near()
+                })
                 .map(|j| j.insn.condition_code())
                 .filter(|&cc| cc != ConditionCode::None);
         }
@@ -236,6 +293,14 @@ pub(crate) fn translate(ops: &[Op], ip_mask: u64, base: usize, cells: usize) -> 
             e.fused = false;
         }
         e.fuse = None;
+        if hammock.is_some_and(|h| h + 1 == i) {
+            if e.handler_path || !matches!(r, Inlined::Yes) {
+                // Not undoable after all: the caller translates the
+                // block alone.
+                return None;
+            }
+            crate::hammock::end(&mut e, undo);
+        }
         match r {
             Inlined::No => e.call_handler(op),
             Inlined::Yes => inlined += 1,
@@ -249,7 +314,7 @@ pub(crate) fn translate(ops: &[Op], ip_mask: u64, base: usize, cells: usize) -> 
     if !ended {
         e.flush_count(0);
         let rip = e.rip_due.take();
-        if let Some(target) = ops.last().and_then(static_successor) {
+        if let Some(target) = ops.last().and_then(|op| static_successor(op)) {
             // RIP is due only after an inlined last instruction, whose
             // successor it is.
             chain::emit(&mut e, target, rip.is_some());
@@ -264,6 +329,8 @@ pub(crate) fn translate(ops: &[Op], ip_mask: u64, base: usize, cells: usize) -> 
         ; mov [rbp + RFLAGS], r13
         ; mov [rbp + ICOUNT], r14
         ; xor eax, eax
+        ; add rsp, 8
+        ; pop r15
         ; pop r14
         ; pop r13
         ; pop r12

@@ -268,3 +268,41 @@ fn a_link_made_at_cpl0_is_not_taken_at_cpl3() {
     assert!(w.stats().chained > 50, "{:?}", w.stats());
     assert_eq!((w.cpu.gpr[8], w.cpu.gpr[11]), (1, 51));
 }
+
+#[test]
+fn user_code_looks_up_the_user_tlb_arrays() {
+    // The kernel reads and writes a supervisor-only page in a hot loop
+    // (its TLB arrays then map it), then drops to CPL 3, where the same
+    // access in a hot block must fault (the user arrays do not map it).
+    // One budget for all: the user block must run natively. (The data
+    // page is off TLB slot 0, which IRETQ's descriptor reads reuse.)
+    let w = lockstep(TestMode::Long64, 0, &[100_000], 1 << 20, &|w| {
+        // The 2 MiB page at 0x60_0000 without the user bit.
+        w.bus.put(0x22000 + 8 * 3, 8, (3 << 21) | 0x83);
+        w.asm(CODE, &|a| {
+            let mut kernel = a.create_label();
+            a.mov(ecx, 50u32)?;
+            a.set_label(&mut kernel)?;
+            a.add(rax, qword_ptr(0x60_5008))?;
+            a.mov(qword_ptr(0x60_5010), rax)?;
+            a.dec(ecx)?;
+            a.jnz(kernel)?;
+            a.push(0x3b)?;
+            a.push(0x8f_f000)?;
+            a.push(2)?;
+            a.push(0x43)?;
+            a.push((CODE + 0x100) as i32)?;
+            a.iretq()
+        });
+        w.asm(CODE + 0x100, &|a| {
+            let mut user = a.create_label();
+            a.set_label(&mut user)?;
+            a.inc(r8)?;
+            a.add(rax, qword_ptr(0x60_5008))?;
+            a.jmp(user)
+        });
+        w.cpu.rip = CODE;
+    });
+    assert_eq!(fault_of(&w.cpu, &w.bus).map(|f| f.0), Some(vector::PF));
+    assert_eq!(w.cpu.gpr[8], 1, "the first user access faults");
+}
