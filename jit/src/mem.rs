@@ -246,20 +246,21 @@ fn flat_segment(e: &mut Emitter, insn: &Instruction, miss: DynamicLabel) {
 /// RSI: on a hit, the host address in RDI; else a jump to `miss`. Every
 /// array in `kinds` must hit (the host address is the last one's).
 /// Clobbers RAX, RDX, RSI, R8; keeps RCX (`calls::call_reg` relies on it).
+///
+/// The tag compared is the page of the access's last byte: an access
+/// crossing into the next page (or wrapping) misses, since the entry in
+/// the first page's slot never holds the next page (consecutive pages
+/// have consecutive slots).
 pub(crate) fn tlb(e: &mut Emitter, size: u8, kinds: &[Access], miss: DynamicLabel) {
-    let last_in_page = 0x1000 - size as i32;
+    let last = i32::from(size) - 1;
     dynasm!(e.a
         ; .arch x64
-        ; mov eax, esi
-        ; and eax, 0xfff
-        ; cmp eax, last_in_page
-        ; ja =>miss
         ; mov rdx, rsi
         ; shr rdx, 12
         ; and edx, (TLB_ENTRIES - 1) as i32
         ; shl rdx, ENTRY_SHIFT
         ; add rdx, r15
-        ; mov rax, rsi
+        ; lea rax, [rsi + last]
         ; and rax, -4096
     );
     let mut set = 0;

@@ -143,6 +143,39 @@ fn page_crossing_accesses_take_the_handler() {
 }
 
 #[test]
+fn an_access_into_an_unmapped_page_faults_though_its_first_page_is_mapped() {
+    // The 2 MiB page at 0x60_0000 is not present. Each access first hits
+    // the page below it (filling its TLB entries), then crosses into it:
+    // a load, then (once the load's fault is skipped) a store, a push.
+    for form in 0..3 {
+        let w = lockstep(TestMode::Long64, 0, &[100_000], 1 << 20, &|w| {
+            w.bus.put(0x22000 + 8 * 3, 8, 0);
+            w.asm(CODE, &|a| {
+                let mut top = a.create_label();
+                a.mov(ecx, 50u32)?;
+                a.set_label(&mut top)?;
+                a.mov(rax, qword_ptr(0x5f_f000))?;
+                a.mov(qword_ptr(0x5f_f008), rax)?;
+                a.dec(ecx)?;
+                a.jnz(top)?;
+                match form {
+                    0 => a.mov(rax, qword_ptr(0x5f_fffc))?,
+                    1 => a.mov(dword_ptr(0x5f_fffd), eax)?,
+                    _ => {
+                        a.mov(rsp, 0x60_0006u64)?;
+                        a.push(rax)?;
+                    }
+                }
+                a.hlt()
+            });
+            w.cpu.rip = CODE;
+        });
+        assert_eq!(fault_of(&w.cpu, &w.bus).map(|f| f.0), Some(vector::PF), "form {form}");
+        assert_eq!(w.cpu.cr2, 0x60_0000, "form {form}");
+    }
+}
+
+#[test]
 fn store_faults_are_precise() {
     // #PF on a store once RDI leaves the mapped gigabyte; before that the
     // stores go to MMIO (never in the TLB).
