@@ -70,7 +70,7 @@
 
 use std::mem::offset_of;
 
-use dynasmrt::{dynasm, DynasmApi, DynasmLabelApi};
+use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi};
 use hindsight_cpu::tlb::{JmpEntry, Tlb, TlbEntry};
 use hindsight_cpu::Cpu;
 
@@ -95,6 +95,8 @@ pub(crate) struct Cell {
     pub tlb_off: u64,
     /// The physical page the target was decoded from.
     pub gpa: u64,
+    /// The target's RIP (what an inline cache compares).
+    pub rip: u64,
 }
 
 /// Cells per translated block (a Jcc has two static exits).
@@ -118,6 +120,7 @@ const C_BODY: i32 = offset_of!(Cell, body) as i32;
 const C_LEN: i32 = offset_of!(Cell, len) as i32;
 const C_TLB: i32 = offset_of!(Cell, tlb_off) as i32;
 const C_GPA: i32 = offset_of!(Cell, gpa) as i32;
+const C_RIP: i32 = offset_of!(Cell, rip) as i32;
 const TAG: i32 = offset_of!(TlbEntry, tag) as i32;
 const GPA: i32 = offset_of!(TlbEntry, gpa) as i32;
 
@@ -165,27 +168,73 @@ pub(crate) fn emit(e: &mut Emitter, target: u64, store: bool) {
         // reachable from any code or by the engine.
         unsafe { (*(cell as *mut Cell)).same_page = 1 };
     }
-    let unlinked = e.a.new_dynamic_label();
     let out = e.a.new_dynamic_label();
+    take_link(e, cell, Target::Static(target, same_page), out);
+    dynasm!(e.a
+        ; .arch x64
+        ; =>out
+    );
+    if store {
+        e.store_rip(target);
+    }
+}
+
+/// The target of a linked exit.
+pub(crate) enum Target {
+    /// A static target, and whether it is on its block's first page.
+    Static(u64, bool),
+    /// The target in RSI: an inline cache of an indirect exit, which holds
+    /// while the cell's link was made for that very RIP (else a jump to
+    /// the label, the general path).
+    Cached(DynamicLabel),
+}
+
+/// Takes the link of the cell at `cell` (address into RCX): into the
+/// target's body when the link holds (see the module documentation); to
+/// `out` if the target does not fit the budget or its page no longer maps
+/// where it was decoded from; when the link key is stale, records the cell
+/// for linking and falls through.
+pub(crate) fn take_link(e: &mut Emitter, cell: usize, target: Target, out: DynamicLabel) {
+    let unlinked = e.a.new_dynamic_label();
     dynasm!(e.a
         ; .arch x64
         ; mov rcx, QWORD cell as i64
         ; mov rax, [r12 + SLOT_GEN]
         ; cmp rax, [rcx + C_KEY]
         ; jne =>unlinked
+    );
+    if let Target::Cached(other) = target {
+        dynasm!(e.a
+            ; .arch x64
+            ; cmp rsi, [rcx + C_RIP]
+            ; jne =>other
+        );
+    }
+    dynasm!(e.a
+        ; .arch x64
         ; mov rax, r14
         ; add rax, [rcx + C_LEN]
         ; cmp rax, [r12 + SLOT_LIMIT]
         ; ja =>out
     );
-    if !same_page {
+    let page = match target {
+        Target::Static(_, true) => None,
+        Target::Static(t, false) => Some(Some((t & !0xfff) as i64)),
+        Target::Cached(_) => Some(None),
+    };
+    if let Some(page) = page {
         // The target's page still maps where the target was decoded from.
-        let page = (target & !0xfff) as i64;
         dynasm!(e.a
             ; .arch x64
             ; mov rdx, [rbp + TLB_SETS]
             ; add rdx, [rcx + C_TLB]
-            ; mov rax, QWORD page
+        );
+        match page {
+            Some(p) => dynasm!(e.a ; .arch x64 ; mov rax, QWORD p),
+            None => dynasm!(e.a ; .arch x64 ; mov rax, rsi ; and rax, -4096),
+        }
+        dynasm!(e.a
+            ; .arch x64
             ; cmp rax, [rdx + TAG]
             ; jne =>out
             ; mov rax, [rdx + GPA]
@@ -199,9 +248,5 @@ pub(crate) fn emit(e: &mut Emitter, target: u64, store: bool) {
         ; jmp QWORD [rcx + C_BODY]
         ; =>unlinked
         ; mov [r12 + SLOT_LINK], rcx
-        ; =>out
     );
-    if store {
-        e.store_rip(target);
-    }
 }

@@ -331,6 +331,7 @@ impl Jit {
             tlb_off: ((Tlb::set_index(Access::Exec, user) * TLB_ENTRIES + Tlb::slot(rip))
                 * TLB_ENTRY_SIZE) as u64,
             gpa,
+            rip,
         };
         // SAFETY: as above.
         unsafe { cell.write(c) };

@@ -8,6 +8,14 @@
 //! fitting the budget. The debug path, exit requests and the bitness need
 //! no check: they are frozen since the engine entered the chain (see
 //! [`crate::chain`]). Otherwise the block returns to the engine's loop.
+//!
+//! Before the jump cache, a 64-bit block tries its inline cache: a link
+//! cell the engine fills like a static exit's, for the RIP the exit went
+//! to when it was linked. When RIP is that one, the link is taken under
+//! the static exit's checks (link key, budget, the target page's execute
+//! entry), which cost far less than the lookup. A stale link sends the
+//! exit to the engine to be linked again; a different RIP takes the jump
+//! cache.
 
 use std::mem::{offset_of, size_of};
 
@@ -15,7 +23,8 @@ use dynasmrt::{dynasm, DynasmApi, DynasmLabelApi};
 use hindsight_cpu::tlb::{JmpEntry, TlbEntry, JMP_ENTRIES, TLB_ENTRIES, TLB_ENTRY_SIZE};
 
 use crate::chain::{
-    CPL, J_GPA, J_ID, J_LIN, J_MODE, J_RIP, J_SERIAL, SLOT_CHAINS, SLOT_GEN, SLOT_LIMIT, TLB_JMP,
+    self, Target, CPL, J_GPA, J_ID, J_LIN, J_MODE, J_RIP, J_SERIAL, SLOT_CHAINS, SLOT_GEN,
+    SLOT_LIMIT, TLB_JMP,
 };
 use crate::engine::Native;
 use crate::helpers::ExitSlot;
@@ -40,9 +49,23 @@ const N_CHECKED: i32 = offset_of!(Native, checked) as i32;
 /// count flushed); falls through to the caller's exit when it cannot.
 pub(crate) fn emit(e: &mut Emitter) {
     let out = e.a.new_dynamic_label();
+    let lookup = e.a.new_dynamic_label();
     dynasm!(e.a
         ; .arch x64
         ; mov rsi, [rbp + RIP]
+    );
+    if let Some(cell) = e.next_cell() {
+        // The inline cache: the block this exit went to last, linked by
+        // the engine (a stale link asks to be made again).
+        chain::take_link(e, cell, Target::Cached(lookup), out);
+        dynasm!(e.a
+            ; .arch x64
+            ; jmp =>out
+        );
+    }
+    dynasm!(e.a
+        ; .arch x64
+        ; =>lookup
         // The jump-cache key: 64 | user << 8.
         ; xor r8d, r8d
         ; cmp BYTE [rbp + CPL], 3

@@ -187,3 +187,49 @@ fn register_jumps_and_calls_match_the_interpreter() {
         w.cpu.rip = CODE;
     });
 }
+
+#[test]
+fn a_return_into_a_remapped_page_does_not_take_its_inline_cache() {
+    // A function returns to code at 0x60_1000; then the page tables map
+    // that page elsewhere (other code there) and CR3 is reloaded: the RET's
+    // inline cache, linked to the old code, must not be taken.
+    let caller = |marker: AsmRegister64, last: bool| {
+        let mut a = CodeAssembler::new(64).expect("64-bit");
+        let mut top = a.create_label();
+        a.set_label(&mut top).expect("label");
+        a.call(CODE + 0x200).expect("call");
+        a.add(marker, 1).expect("add");
+        a.dec(ecx).expect("dec");
+        a.jnz(top).expect("jnz");
+        if last {
+            a.hlt().expect("hlt");
+        } else {
+            a.jmp(CODE + 0x100).expect("jmp");
+        }
+        a.assemble(0x60_1000).expect("assemble")
+    };
+    let w = lockstep(TestMode::Long64, 0, CHUNKS, 1 << 20, &|w| {
+        w.bus.write(0x60_1000, &caller(r8, false));
+        // Physical 0xa0_1000: the same code marking R9, and it halts.
+        w.bus.write(0xa0_1000, &caller(r9, true));
+        w.asm(CODE, &|a| {
+            a.mov(ecx, 40u32)?;
+            a.jmp(0x60_1000u64)
+        });
+        w.asm(CODE + 0x100, &|a| {
+            a.mov(rax, 0xa0_0083u64)?;
+            a.mov(qword_ptr(0x22000 + 8 * 3), rax)?;
+            a.mov(rax, cr3)?;
+            a.mov(cr3, rax)?;
+            a.mov(ecx, 40u32)?;
+            a.jmp(0x60_1000u64)
+        });
+        w.asm(CODE + 0x200, &|a| {
+            a.add(r10, 1)?;
+            a.ret()
+        });
+        w.cpu.rip = CODE;
+    });
+    assert!(w.cpu.halted);
+    assert_eq!((w.cpu.gpr[8], w.cpu.gpr[9], w.cpu.gpr[10]), (40, 40, 80));
+}

@@ -170,7 +170,11 @@ fn an_access_into_an_unmapped_page_faults_though_its_first_page_is_mapped() {
             });
             w.cpu.rip = CODE;
         });
-        assert_eq!(fault_of(&w.cpu, &w.bus).map(|f| f.0), Some(vector::PF), "form {form}");
+        assert_eq!(
+            fault_of(&w.cpu, &w.bus).map(|f| f.0),
+            Some(vector::PF),
+            "form {form}"
+        );
         assert_eq!(w.cpu.cr2, 0x60_0000, "form {form}");
     }
 }
