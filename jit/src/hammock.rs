@@ -38,7 +38,7 @@ use dynasmrt::{dynasm, DynasmApi};
 use hindsight_cpu::block::Op;
 use iced_x86::{ConditionCode, FlowControl, Instruction, Mnemonic, OpKind};
 
-use crate::inline::reg;
+use crate::inline::{is_immediate, reg};
 use crate::translate::{gpr, Emitter};
 
 /// Whether the block `tail` may be translated after the block ending in
@@ -90,15 +90,7 @@ fn undoable(insn: &Instruction) -> bool {
     );
     let operands_ok = (0..insn.op_count()).all(|i| match insn.op_kind(i) {
         OpKind::Register => reg(insn.op_register(i)).is_some(),
-        OpKind::Immediate8
-        | OpKind::Immediate16
-        | OpKind::Immediate32
-        | OpKind::Immediate64
-        | OpKind::Immediate8to16
-        | OpKind::Immediate8to32
-        | OpKind::Immediate8to64
-        | OpKind::Immediate32to64 => true,
-        _ => false,
+        k => is_immediate(k),
     });
     kind_ok
         && operands_ok

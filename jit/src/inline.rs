@@ -43,6 +43,21 @@ pub(crate) fn reg(r: Register) -> Option<(usize, u8)> {
     Some((r.full_register().number(), r.size() as u8))
 }
 
+/// Whether an operand of kind `k` is an immediate (not a far branch's).
+pub(crate) fn is_immediate(k: OpKind) -> bool {
+    matches!(
+        k,
+        OpKind::Immediate8
+            | OpKind::Immediate16
+            | OpKind::Immediate32
+            | OpKind::Immediate64
+            | OpKind::Immediate8to16
+            | OpKind::Immediate8to32
+            | OpKind::Immediate8to64
+            | OpKind::Immediate32to64
+    )
+}
+
 /// A source operand.
 #[derive(Clone, Copy)]
 enum Src {
@@ -58,14 +73,7 @@ fn src(op: &Op, size: u8) -> Option<Src> {
             let (n, s) = reg(insn.op1_register())?;
             (s == size).then_some(Src::Reg(n))
         }
-        OpKind::Immediate8
-        | OpKind::Immediate16
-        | OpKind::Immediate32
-        | OpKind::Immediate64
-        | OpKind::Immediate8to16
-        | OpKind::Immediate8to32
-        | OpKind::Immediate8to64
-        | OpKind::Immediate32to64 => Some(Src::Imm(insn.immediate(1))),
+        k if is_immediate(k) => Some(Src::Imm(insn.immediate(1))),
         _ => None,
     }
 }

@@ -256,7 +256,7 @@ pub(crate) fn translate(
         // Within one page: its execute entry is then the only one the
         // block depends on (see `chain`).
         let end = last.insn.next_ip().wrapping_sub(1);
-        if e.long && end & !0xfff == e.page {
+        if e.long && cells != 0 && end & !0xfff == e.page {
             e.self_loop = Some((first.insn.ip(), body_label, ops.len() as i32));
         }
     }

@@ -226,6 +226,16 @@ fn single_step_set_between_chained_blocks() {
     assert_eq!(fault_of(&w.cpu, &w.bus).map(|f| f.0), Some(vector::DB));
 }
 
+/// IRETQ to CPL 3 at `rip` (64-bit user code, stack below 0x8f_f000).
+fn to_user(a: &mut CodeAssembler, rip: u64) -> Result<(), IcedError> {
+    a.push(0x3b)?;
+    a.push(0x8f_f000)?;
+    a.push(2)?;
+    a.push(0x43)?;
+    a.push(rip as i32)?;
+    a.iretq()
+}
+
 #[test]
 fn a_link_made_at_cpl0_is_not_taken_at_cpl3() {
     // S -> T is linked while the kernel loops; then user code reaches S,
@@ -238,15 +248,7 @@ fn a_link_made_at_cpl0_is_not_taken_at_cpl3() {
             a.jmp(CODE + 0x20)
         });
         w.asm(CODE + 0x20, &|a| a.jmp(CODE + 0x300));
-        // To CPL 3 at CODE + 0x100.
-        w.asm(CODE + 0x40, &|a| {
-            a.push(0x3b)?;
-            a.push(0x8f_f000)?;
-            a.push(2)?;
-            a.push(0x43)?;
-            a.push((CODE + 0x100) as i32)?;
-            a.iretq()
-        });
+        w.asm(CODE + 0x40, &|a| to_user(a, CODE + 0x100));
         w.asm(CODE + 0x100, &|a| {
             a.inc(r8)?;
             a.jmp(CODE + 0x300)
@@ -287,12 +289,7 @@ fn user_code_looks_up_the_user_tlb_arrays() {
             a.mov(qword_ptr(0x60_5010), rax)?;
             a.dec(ecx)?;
             a.jnz(kernel)?;
-            a.push(0x3b)?;
-            a.push(0x8f_f000)?;
-            a.push(2)?;
-            a.push(0x43)?;
-            a.push((CODE + 0x100) as i32)?;
-            a.iretq()
+            to_user(a, CODE + 0x100)
         });
         w.asm(CODE + 0x100, &|a| {
             let mut user = a.create_label();
