@@ -49,6 +49,12 @@ fn xreg(r: Register) -> Option<usize> {
         .then(|| r as usize - Register::XMM0 as usize)
 }
 
+/// The guest XMM registers of a register-to-register form's two
+/// operands.
+fn xmm_pair(insn: &Instruction) -> Option<(usize, usize)> {
+    Some((xreg(insn.op0_register())?, xreg(insn.op1_register())?))
+}
+
 /// Whether the host runs SSSE3 (PSHUFB).
 fn ssse3() -> bool {
     std::arch::is_x86_feature_detected!("ssse3")
@@ -175,7 +181,7 @@ fn binary(e: &mut Emitter, code: Code, go: bool) -> bool {
 /// the host's instruction, the result back.
 fn reg_reg(e: &mut Emitter, op: &Op, code: Code) -> bool {
     let insn = &op.insn;
-    let (Some(d), Some(s)) = (xreg(insn.op0_register()), xreg(insn.op1_register())) else {
+    let Some((d, s)) = xmm_pair(insn) else {
         return false;
     };
     guarded(e, op, |e| {
@@ -226,7 +232,7 @@ fn shift_imm(e: &mut Emitter, op: &Op) -> bool {
 /// PSHUFD xmm, xmm, imm8.
 fn pshufd(e: &mut Emitter, op: &Op) -> bool {
     let insn = &op.insn;
-    let (Some(d), Some(s)) = (xreg(insn.op0_register()), xreg(insn.op1_register())) else {
+    let Some((d, s)) = xmm_pair(insn) else {
         return false;
     };
     let imm = insn.immediate8() as i8;
@@ -243,7 +249,7 @@ fn pshufd(e: &mut Emitter, op: &Op) -> bool {
 /// MOVDQA/MOVDQU/MOVAPS/MOVUPS/MOVAPD/MOVUPD xmm, xmm (either encoding).
 fn mov_xmm(e: &mut Emitter, op: &Op) -> bool {
     let insn = &op.insn;
-    let (Some(d), Some(s)) = (xreg(insn.op0_register()), xreg(insn.op1_register())) else {
+    let Some((d, s)) = xmm_pair(insn) else {
         return false;
     };
     guarded(e, op, |e| {
